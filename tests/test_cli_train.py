@@ -1,0 +1,85 @@
+"""`python -m tune_lm.train` end to end, and its errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tune_lm.checkpoint import load_model
+from tune_lm.data import load_corpus
+from tune_lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.metrics import perplexity
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(*flags, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tune_lm.train", *flags],
+        capture_output=True, text=True, cwd=cwd or REPO_ROOT, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def corpus_folder(tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    words = "the cat sat on the mat and the dog sat on the log".split()
+    lines = [" ".join(words[i % 5 : i % 5 + 6]) for i in range(120)]
+    for split, count in (("train", 100), ("valid", 10), ("test", 10)):
+        (folder / f"{split}.txt").write_text("\n".join(lines[:count]) + "\n")
+    return folder
+
+
+def test_train_on_a_corpus_folder_end_to_end(tmp_path, corpus_folder):
+    save, metrics_path = tmp_path / "model.pt", tmp_path / "metrics.json"
+    done = run_train(
+        "--data", str(corpus_folder), "--emsize", "16", "--nhid", "16", "--nlayers", "1",
+        "--epochs", "2", "--batch-size", "4", "--bptt", "8", "--lr", "5", "--tied",
+        "--seed", "3", "--device", "cpu", "--save", str(save), "--metrics-json", str(metrics_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    epoch_lines = [line for line in done.stdout.splitlines() if line.startswith("| epoch")]
+    assert len(epoch_lines) == 2 and "valid ppl" in epoch_lines[0] and "tok/s" in epoch_lines[0]
+    assert "test ppl" in done.stdout
+
+    recorded = json.loads(metrics_path.read_text())
+    assert len(recorded["history"]) == 2
+    assert recorded["config"]["tied"] is True
+    # The checkpoint loads with weights_only and reproduces the best validation perplexity.
+    raw = torch.load(save, weights_only=True)
+    assert raw["vocab"][0] and "model_state" in raw
+    model, config, vocab = load_model(save)
+    corpus = load_corpus(str(corpus_folder))
+    assert list(vocab) == list(corpus.vocab)
+    split = EvalSplit(corpus.valid, config.eval_batch_size, vocab.index("<eos>"), torch.device("cpu"))
+    reproduced = perplexity(evaluate_loss(model, split, config.bptt))
+    assert reproduced == pytest.approx(recorded["final"]["best_val_ppl"], rel=1e-6)
+
+
+def test_smoke_mode_runs_offline(tmp_path):
+    done = run_train("--smoke", "--save", "", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "test ppl" in done.stdout
+    assert not list(tmp_path.iterdir())  # --save '' writes nothing
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--emsiz", "100"], "unrecognized arguments: --emsiz"),
+        (["--emsize", "10", "--nhid", "20", "--tied"], "nhid == emsize"),
+        (["--model", "TRANSFORMER"], "invalid choice"),
+        (["--dropout", "1.5"], "dropout"),
+        (["--data", "no-such-corpus"], "no-such-corpus"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(tmp_path, flags, expected):
+    done = run_train("--smoke", *flags, cwd=tmp_path)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())

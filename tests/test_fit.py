@@ -1,0 +1,123 @@
+"""The training loop: it learns, it is deterministic, and a resumed run equals an unbroken one."""
+
+import io
+import math
+
+import pytest
+import torch
+
+from tune_lm import metrics as M
+from tune_lm.config import TrainConfig
+from tune_lm.errors import ConfigError, DataError
+from tune_lm.fit import fit
+from tune_lm.synthetic import make_source, make_synthetic_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_synthetic_corpus(train_tokens=6000, valid_tokens=1500, test_tokens=1500, seed=3)
+
+
+def losses(history):
+    return [(h[M.TRAIN_LOSS], h[M.VAL_LOSS], h[M.LR]) for h in history]
+
+
+def test_synthetic_corpus_is_learned_close_to_its_entropy_floor():
+    corpus = make_synthetic_corpus(seed=0)
+    floor = make_source(seed=0).perplexity_floor
+    config = TrainConfig(data="synthetic", emsize=32, nhid=64, nlayers=1, dropout=0.0,
+                         epochs=6, batch_size=16, bptt=20, lr=20.0, threads=2)  # fmt: skip
+    result = fit(config, corpus=corpus)
+    uniform = corpus.ntokens
+    first, best = result.history[0][M.VAL_PPL], result.metrics[M.BEST_VAL_PPL]
+    assert best < first < uniform
+    assert best < 1.5 * floor, f"best val ppl {best:.3f} vs floor {floor:.3f}"
+    assert result.metrics[M.TEST_PPL] < 1.5 * floor
+
+
+def test_history_has_every_metric_per_epoch(tiny_config, corpus):
+    result = fit(tiny_config, corpus=corpus)
+    assert [h[M.EPOCH] for h in result.history] == [1.0, 2.0, 3.0]
+    for entry in result.history:
+        assert set(M.EVALUATION_METRICS) <= set(entry)
+        assert entry[M.VAL_PPL] == pytest.approx(math.exp(entry[M.VAL_LOSS]))
+        assert entry[M.TOKENS_PER_S] > 0 and entry[M.EPOCH_TIME_S] > 0
+    best = min(h[M.VAL_LOSS] for h in result.history)
+    assert result.metrics[M.BEST_VAL_LOSS] == best
+
+
+def test_lr_is_annealed_exactly_when_validation_does_not_improve(corpus):
+    # A big lr and several epochs make plateaus likely; the rule must hold either way.
+    config = TrainConfig(data="synthetic", emsize=8, nhid=8, nlayers=1, epochs=6,
+                         batch_size=8, bptt=10, lr=60.0, threads=1)  # fmt: skip
+    history = fit(config, corpus=corpus, evaluate_test=False).history
+    best = math.inf
+    for previous, current in zip(history, history[1:], strict=False):
+        improved = previous[M.VAL_LOSS] < best
+        best = min(best, previous[M.VAL_LOSS])
+        expected = previous[M.LR] if improved else previous[M.LR] / 4
+        assert current[M.LR] == pytest.approx(expected)
+
+
+def test_same_seed_same_perplexities(tiny_config, corpus):
+    first = fit(tiny_config, corpus=corpus)
+    second = fit(tiny_config, corpus=corpus)
+    assert losses(first.history) == losses(second.history)
+    assert first.metrics[M.TEST_PPL] == second.metrics[M.TEST_PPL]
+    other = fit(tiny_config.replace(seed=7), corpus=corpus)
+    assert losses(other.history) != losses(first.history)
+
+
+def saved_states(config, corpus):
+    """Run ``config`` and keep each evaluation's state as it would come back from disk."""
+    states = []
+
+    def keep(epoch, result, state):
+        buffer = io.BytesIO()
+        torch.save(state.to_dict(), buffer)
+        buffer.seek(0)
+        states.append(torch.load(buffer, weights_only=True))
+
+    return fit(config, corpus=corpus, on_epoch_end=keep), states
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # evaluation at epoch ends
+        {"optimizer": "adamw", "lr": 0.01},  # optimizer state must come back too
+        {"eval_every_tokens": 300, "max_tokens_per_epoch": 1000},  # mid-epoch, hidden carried
+    ],
+)
+def test_resume_equals_uninterrupted_run(tiny_config, corpus, changes):
+    config = tiny_config.replace(epochs=4, **changes)
+    full, states = saved_states(config, corpus)
+    assert len(states) == len(full.history) >= 4
+    for k in (1, len(states) // 2):
+        resumed = fit(config, corpus=corpus, state=states[k - 1])
+        assert losses(resumed.history) == losses(full.history)
+        assert resumed.metrics[M.TEST_PPL] == full.metrics[M.TEST_PPL]
+        assert resumed.metrics[M.BEST_VAL_PPL] == full.metrics[M.BEST_VAL_PPL]
+
+
+def test_evaluation_every_n_tokens_within_capped_epochs(tiny_config, corpus):
+    config = tiny_config.replace(epochs=2, eval_every_tokens=400, max_tokens_per_epoch=1200)
+    history = fit(config, corpus=corpus, evaluate_test=False).history
+    # 1200 tokens = 15 windows of 8x10; an evaluation every 5 windows -> 3 per epoch.
+    assert [round(h[M.EPOCH], 3) for h in history] == [0.333, 0.667, 1.0, 1.333, 1.667, 2.0]
+    assert [h[M.STEP] for h in history] == list(range(1, 7))
+
+
+def test_resume_with_a_different_model_is_refused(tiny_config, corpus):
+    _, states = saved_states(tiny_config.replace(epochs=1), corpus)
+    with pytest.raises(ConfigError, match="nhid"):
+        fit(tiny_config.replace(nhid=32, emsize=32), corpus=corpus, state=states[0])
+    # More epochs is a legitimate continuation.
+    longer = fit(tiny_config.replace(epochs=2), corpus=corpus, state=states[0])
+    assert len(longer.history) == 2
+
+
+def test_corpus_smaller_than_one_batch_is_a_data_error(tiny_config):
+    small = make_synthetic_corpus(train_tokens=10, valid_tokens=20, test_tokens=20, seed=1)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        fit(tiny_config.replace(batch_size=64), corpus=small)

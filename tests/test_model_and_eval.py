@@ -1,0 +1,64 @@
+"""The model's shapes and options, and perplexity against a brute-force computation."""
+
+import math
+
+import pytest
+import torch
+
+from tune_lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.metrics import perplexity
+from tune_lm.model import RNNLanguageModel
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
+def test_forward_shapes_for_every_cell(cell):
+    model = RNNLanguageModel(30, cell=cell, emsize=8, nhid=12, nlayers=2, dropout=0.1)
+    hidden = model.init_hidden(4)
+    logits, hidden = model(torch.randint(0, 30, (5, 4)), hidden)
+    assert logits.shape == (5, 4, 30)
+    parts = hidden if isinstance(hidden, tuple) else (hidden,)
+    assert len(parts) == (2 if cell == "LSTM" else 1)
+    assert all(part.shape == (2, 4, 12) for part in parts)
+
+
+def test_tied_decoder_shares_the_embedding():
+    model = RNNLanguageModel(30, emsize=8, nhid=8, tied=True)
+    assert model.decoder.weight is model.encoder.weight
+    assert sum(p.numel() for p in model.parameters()) < sum(
+        p.numel() for p in RNNLanguageModel(30, emsize=8, nhid=8).parameters()
+    )
+
+
+def brute_force_mean_nll(model, tokens, batch_size, eos_id):
+    """Column by column, one token at a time, from a zero state: no batching code used."""
+    count = len(tokens)
+    rows = math.ceil(count / batch_size)
+    stream = [eos_id] + tokens
+    total = 0.0
+    model.eval()
+    with torch.no_grad():
+        for column in range(batch_size):
+            hidden = model.init_hidden(1)
+            for k in range(column * rows, min((column + 1) * rows, count)):
+                logits, hidden = model(torch.tensor([[stream[k]]]), hidden)
+                total -= torch.log_softmax(logits[0, 0].double(), dim=-1)[tokens[k]].item()
+    return total / count
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("count,batch_size,bptt", [(103, 10, 7), (9, 10, 3), (50, 3, 50)])
+def test_perplexity_equals_brute_force(cell, count, batch_size, bptt):
+    torch.manual_seed(0)
+    model = RNNLanguageModel(17, cell=cell, emsize=6, nhid=5, nlayers=2, dropout=0.3)
+    tokens = torch.randint(1, 17, (count,))
+    split = EvalSplit(tokens, batch_size, eos_id=0, device=torch.device("cpu"))
+    loss = evaluate_loss(model, split, bptt)
+    expected = brute_force_mean_nll(model, tokens.tolist(), batch_size, eos_id=0)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert perplexity(loss) == pytest.approx(math.exp(expected), rel=1e-5)
+
+
+def test_perplexity_of_a_diverged_loss_is_inf():
+    assert perplexity(float("nan")) == math.inf
+    assert perplexity(1e6) == math.inf
+    assert perplexity(0.0) == 1.0

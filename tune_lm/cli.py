@@ -1,0 +1,74 @@
+"""Shared command-line plumbing: config flags from TrainConfig, user errors -> exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tune_lm.config import TrainConfig
+from tune_lm.errors import TuneLMError
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per TrainConfig field (``batch_size`` -> ``--batch-size``).
+
+    Flags default to None so that only the ones given override the config defaults;
+    the help shows each field's real default.
+    """
+    for name, info in TrainConfig.model_fields.items():
+        if name in skip:
+            continue
+        help_text = f"{info.description} (default: {info.default})"
+        annotation = info.annotation
+        if annotation is bool:
+            parser.add_argument(
+                flag_name(name), action="store_true", default=None, help=help_text
+            )
+            continue
+        choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
+        parser.add_argument(
+            flag_name(name),
+            type=_scalar_type(annotation),
+            choices=choices,
+            default=None,
+            metavar=None if choices else name.upper(),
+            help=help_text,
+        )
+
+
+def _scalar_type(annotation: Any) -> Callable[[str], Any]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return str
+    for candidate in (int, float):
+        if annotation is candidate or candidate in typing.get_args(annotation):
+            return candidate
+    return str
+
+
+def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+    """TrainConfig from ``base`` overridden by the config flags that were given."""
+    values = dict(base or {})
+    for name in TrainConfig.model_fields:
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    return TrainConfig.from_dict(values, source="command line")
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+    """Run a CLI ``main``: a :class:`TuneLMError` prints one paragraph and exits 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = main(argv)
+    except TuneLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = error.exit_code
+    sys.exit(code)

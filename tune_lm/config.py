@@ -1,0 +1,114 @@
+"""The one validated configuration of a training run.
+
+Every way of starting a run — the `python -m tune_lm.train` flags, a YAML search space,
+Tune's `config` dict — passes through :class:`TrainConfig`. Unknown keys, wrong types
+and impossible combinations fail here, with the field named and the fix suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tune_lm.errors import ConfigError
+
+CellType = Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+OptimizerName = Literal["sgd", "adamw"]
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of one training run (defaults: the PyTorch word-LM example)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Corpus
+    data: str = Field("wikitext-2", description="corpus: wikitext-2, ptb, synthetic, or a folder")
+    # Model
+    model: CellType = Field("LSTM", description="recurrent cell")
+    emsize: int = Field(200, ge=1, description="size of word embeddings")
+    nhid: int = Field(200, ge=1, description="number of hidden units per layer")
+    nlayers: int = Field(2, ge=1, description="number of recurrent layers")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout (0 = none)")
+    tied: bool = Field(False, description="tie embedding and decoder weights (nhid == emsize)")
+    # Optimisation
+    optimizer: OptimizerName = Field("sgd", description="optimizer")
+    lr: float = Field(20.0, gt=0.0, description="initial learning rate")
+    lr_decay: float = Field(
+        4.0, ge=1.0, description="divide lr by this when validation loss does not improve"
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="weight decay (adamw)")
+    clip: float = Field(0.25, ge=0.0, description="gradient-norm clipping (0 = off)")
+    epochs: int = Field(40, ge=1, description="upper epoch limit")
+    batch_size: int = Field(20, ge=1, description="training batch size")
+    bptt: int = Field(35, ge=1, description="truncated-BPTT window length")
+    eval_batch_size: int = Field(10, ge=1, description="evaluation batch size")
+    max_tokens_per_epoch: int | None = Field(
+        None, ge=1, description="cap on training tokens per epoch (quick runs)"
+    )
+    eval_every_tokens: int | None = Field(
+        None, ge=1, description="also evaluate every N training tokens within an epoch"
+    )
+    # Run
+    seed: int = Field(1111, description="random seed")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        if self.tied and self.nhid != self.emsize:
+            raise ValueError(
+                f"tied=True needs nhid == emsize (got emsize={self.emsize}, nhid={self.nhid}): "
+                f"the decoder reuses the embedding matrix. Set nhid to {self.emsize} "
+                "or turn tied off"
+            )
+        if not _DEVICE_PATTERN.match(self.device):
+            raise ValueError(
+                f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps"
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+        """Validate ``values`` into a config; errors name ``source`` and the field."""
+        unknown = [key for key in values if key not in cls.model_fields]
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown field(s) {', '.join(map(repr, unknown))}. "
+                + " ".join(_suggestion(key) for key in unknown)
+                + f" Valid fields: {', '.join(cls.model_fields)}."
+            )
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` applied."""
+        return TrainConfig.from_dict({**self.model_dump(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``{field: value}`` of JSON/`weights_only`-safe primitives."""
+        return self.model_dump()
+
+
+def _suggestion(key: str) -> str:
+    close = difflib.get_close_matches(key, list(TrainConfig.model_fields), n=1, cutoff=0.6)
+    return f"Did you mean {close[0]!r} instead of {key!r}?" if close else ""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable sentence per problem: ``field 'x': message (got value)``."""
+    parts = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        where = f"field {location!r}: " if location else ""
+        got = f" (got {problem['input']!r})" if location and "input" in problem else ""
+        parts.append(f"{where}{message}{got}.")
+    return " ".join(parts)
