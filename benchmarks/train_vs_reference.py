@@ -91,15 +91,19 @@ def main() -> None:
         corpus = type(corpus)(**{**corpus.__dict__, "train": corpus.train[: args.max_tokens]})
     rows = []
     for seed in args.seeds:
-        config = TrainConfig(data=args.data, model=args.model, seed=seed, device="cpu",
-                             threads=args.threads)  # fmt: skip
+        config = TrainConfig(
+            data=args.data, model=args.model, seed=seed, device="cpu", threads=args.threads
+        )
         runners = {"tune_lm": tune_lm_epoch, "textbook": textbook_epoch}
         for name, runner in runners.items():
             if args.which in ("both", name):
                 row = {"loop": name, "seed": seed, **runner(config, corpus)}
                 rows.append(row)
-                print(f"{name:8s} seed {seed:5d}: val ppl {row['val_ppl']:8.2f} | "
-                      f"{row['epoch_time_s']:7.1f} s | {row['tokens_per_s']:7.0f} tok/s", flush=True)  # fmt: skip
+                print(
+                    f"{name:8s} seed {seed:5d}: val ppl {row['val_ppl']:8.2f} | "
+                    f"{row['epoch_time_s']:7.1f} s | {row['tokens_per_s']:7.0f} tok/s",
+                    flush=True,
+                )
     print("\n| loop | seeds | median val ppl | median s/epoch | median tokens/s |")
     print("|---|---|---:|---:|---:|")
     summary = {}
@@ -107,11 +111,15 @@ def main() -> None:
         mine = [row for row in rows if row["loop"] == name]
         if not mine:
             continue
-        summary[name] = {k: statistics.median(r[k] for r in mine)
-                         for k in ("val_ppl", "epoch_time_s", "tokens_per_s")}  # fmt: skip
+        summary[name] = {
+            k: statistics.median(r[k] for r in mine)
+            for k in ("val_ppl", "epoch_time_s", "tokens_per_s")
+        }
         s = summary[name]
-        print(f"| {name} | {len(mine)} | {s['val_ppl']:.2f} | {s['epoch_time_s']:.1f} | "
-              f"{s['tokens_per_s']:.0f} |")  # fmt: skip
+        print(
+            f"| {name} | {len(mine)} | {s['val_ppl']:.2f} | {s['epoch_time_s']:.1f} | "
+            f"{s['tokens_per_s']:.0f} |"
+        )
     if len(summary) == 2:
         ratio = summary["tune_lm"]["tokens_per_s"] / summary["textbook"]["tokens_per_s"]
         print(f"\nspeed ratio tune_lm / textbook: {ratio:.3f}")

@@ -35,3 +35,9 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "ptb" / "train.txt").exists():
         pytest.skip(f"real corpora not found under {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(monkeypatch, tmp_path_factory):
+    """Keep every test (and the processes it starts) off the user's ~/.cache/tune_lm."""
+    monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

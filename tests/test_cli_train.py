@@ -19,8 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def run_train(*flags, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "tune_lm.train", *flags],
-        capture_output=True, text=True, cwd=cwd or REPO_ROOT, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO_ROOT,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -37,10 +40,32 @@ def corpus_folder(tmp_path):
 def test_train_on_a_corpus_folder_end_to_end(tmp_path, corpus_folder):
     save, metrics_path = tmp_path / "model.pt", tmp_path / "metrics.json"
     done = run_train(
-        "--data", str(corpus_folder), "--emsize", "16", "--nhid", "16", "--nlayers", "1",
-        "--epochs", "2", "--batch-size", "4", "--bptt", "8", "--lr", "5", "--tied",
-        "--seed", "3", "--device", "cpu", "--save", str(save), "--metrics-json", str(metrics_path),
-    )  # fmt: skip
+        "--data",
+        str(corpus_folder),
+        "--emsize",
+        "16",
+        "--nhid",
+        "16",
+        "--nlayers",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--bptt",
+        "8",
+        "--lr",
+        "5",
+        "--tied",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--save",
+        str(save),
+        "--metrics-json",
+        str(metrics_path),
+    )
     assert done.returncode == 0, done.stderr
     epoch_lines = [line for line in done.stdout.splitlines() if line.startswith("| epoch")]
     assert len(epoch_lines) == 2 and "valid ppl" in epoch_lines[0] and "tok/s" in epoch_lines[0]
@@ -55,7 +80,9 @@ def test_train_on_a_corpus_folder_end_to_end(tmp_path, corpus_folder):
     model, config, vocab = load_model(save)
     corpus = load_corpus(str(corpus_folder))
     assert list(vocab) == list(corpus.vocab)
-    split = EvalSplit(corpus.valid, config.eval_batch_size, vocab.index("<eos>"), torch.device("cpu"))
+    split = EvalSplit(
+        corpus.valid, config.eval_batch_size, vocab.index("<eos>"), torch.device("cpu")
+    )
     reproduced = perplexity(evaluate_loss(model, split, config.bptt))
     assert reproduced == pytest.approx(recorded["final"]["best_val_ppl"], rel=1e-6)
 

@@ -1,6 +1,7 @@
 """The validated config: unknown keys, types and impossible combinations fail clearly."""
 
 import pytest
+from pydantic import ValidationError
 
 from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError
@@ -10,7 +11,12 @@ def test_defaults_match_the_pytorch_example():
     config = TrainConfig()
     assert (config.model, config.emsize, config.nhid, config.nlayers) == ("LSTM", 200, 200, 2)
     assert (config.lr, config.clip, config.batch_size, config.bptt) == (20.0, 0.25, 20, 35)
-    assert (config.dropout, config.tied, config.seed, config.eval_batch_size) == (0.2, False, 1111, 10)
+    assert (config.dropout, config.tied, config.seed, config.eval_batch_size) == (
+        0.2,
+        False,
+        1111,
+        10,
+    )
 
 
 def test_tied_needs_equal_sizes():
@@ -46,7 +52,7 @@ def test_bad_values_name_the_field(values, field):
 
 def test_config_is_frozen_and_replace_validates():
     config = TrainConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.emsize = 5  # type: ignore[misc]
     assert config.replace(emsize=50).emsize == 50
     with pytest.raises(ConfigError):

@@ -25,8 +25,18 @@ def losses(history):
 def test_synthetic_corpus_is_learned_close_to_its_entropy_floor():
     corpus = make_synthetic_corpus(seed=0)
     floor = make_source(seed=0).perplexity_floor
-    config = TrainConfig(data="synthetic", emsize=32, nhid=64, nlayers=1, dropout=0.0,
-                         epochs=6, batch_size=16, bptt=20, lr=20.0, threads=2)  # fmt: skip
+    config = TrainConfig(
+        data="synthetic",
+        emsize=32,
+        nhid=64,
+        nlayers=1,
+        dropout=0.0,
+        epochs=6,
+        batch_size=16,
+        bptt=20,
+        lr=20.0,
+        threads=2,
+    )
     result = fit(config, corpus=corpus)
     uniform = corpus.ntokens
     first, best = result.history[0][M.VAL_PPL], result.metrics[M.BEST_VAL_PPL]
@@ -48,8 +58,17 @@ def test_history_has_every_metric_per_epoch(tiny_config, corpus):
 
 def test_lr_is_annealed_exactly_when_validation_does_not_improve(corpus):
     # A big lr and several epochs make plateaus likely; the rule must hold either way.
-    config = TrainConfig(data="synthetic", emsize=8, nhid=8, nlayers=1, epochs=6,
-                         batch_size=8, bptt=10, lr=60.0, threads=1)  # fmt: skip
+    config = TrainConfig(
+        data="synthetic",
+        emsize=8,
+        nhid=8,
+        nlayers=1,
+        epochs=6,
+        batch_size=8,
+        bptt=10,
+        lr=60.0,
+        threads=1,
+    )
     history = fit(config, corpus=corpus, evaluate_test=False).history
     best = math.inf
     for previous, current in zip(history, history[1:], strict=False):

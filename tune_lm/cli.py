@@ -29,11 +29,10 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) 
         help_text = f"{info.description} (default: {info.default})"
         annotation = info.annotation
         if annotation is bool:
-            parser.add_argument(
-                flag_name(name), action="store_true", default=None, help=help_text
-            )
+            parser.add_argument(flag_name(name), action="store_true", default=None, help=help_text)
             continue
-        choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
+        is_choice = typing.get_origin(annotation) is typing.Literal
+        choices = typing.get_args(annotation) if is_choice else None
         parser.add_argument(
             flag_name(name),
             type=_scalar_type(annotation),
@@ -63,7 +62,9 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     return TrainConfig.from_dict(values, source="command line")
 
 
-def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+def run_main(
+    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
+) -> None:
     """Run a CLI ``main``: a :class:`TuneLMError` prints one paragraph and exits 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -68,9 +68,7 @@ class TrainConfig(BaseModel):
                 "or turn tied off"
             )
         if not _DEVICE_PATTERN.match(self.device):
-            raise ValueError(
-                f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps"
-            )
+            raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return self
 
     @classmethod

@@ -120,9 +120,7 @@ def _set_rng_state(saved: dict[str, Any]) -> None:
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -165,10 +163,18 @@ def fit(
 
     if state is None:
         state = TrainState(
-            model={}, optimizer={}, lr=config.lr, epoch=0, window=0, cursor=0, hidden=None,
-            best_val_loss=math.inf, best_model=None, train_time_s=0.0,
+            model={},
+            optimizer={},
+            lr=config.lr,
+            epoch=0,
+            window=0,
+            cursor=0,
+            hidden=None,
+            best_val_loss=math.inf,
+            best_model=None,
+            train_time_s=0.0,
             config=config.to_dict(),
-        )  # fmt: skip
+        )
         hidden = None
     else:
         state = state if isinstance(state, TrainState) else TrainState.from_dict(state)
@@ -187,9 +193,13 @@ def fit(
     while state.epoch < config.epochs and not stop:
         if bar is None:
             bar = tqdm(
-                total=windows_per_epoch, initial=state.window, disable=not progress,
-                desc=f"epoch {state.epoch + 1}", unit="batch", leave=False,
-            )  # fmt: skip
+                total=windows_per_epoch,
+                initial=state.window,
+                disable=not progress,
+                desc=f"epoch {state.epoch + 1}",
+                unit="batch",
+                leave=False,
+            )
         inputs, targets = get_window(train_data, starts[state.cursor], config.bptt)
         if hidden is None:
             hidden = model.init_hidden(config.batch_size)
@@ -291,9 +301,10 @@ class _Segment:
 def _check_resumable(state: TrainState, config: TrainConfig) -> None:
     current = config.to_dict()
     changed = sorted(
-        key for key in current
+        key
+        for key in current
         if key not in _RESUMABLE_CHANGES and state.config.get(key) != current[key]
-    )  # fmt: skip
+    )
     if changed:
         details = ", ".join(f"{k}: {state.config.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ConfigError(

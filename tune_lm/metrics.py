@@ -22,7 +22,15 @@ TEST_LOSS = "test_loss"
 TEST_PPL = "test_ppl"  # on the weights with the best validation loss
 
 EVALUATION_METRICS = (
-    EPOCH, STEP, TRAIN_LOSS, VAL_LOSS, VAL_PPL, LR, EPOCH_TIME_S, TOKENS_PER_S, TRAIN_TIME_S
+    EPOCH,
+    STEP,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_PPL,
+    LR,
+    EPOCH_TIME_S,
+    TOKENS_PER_S,
+    TRAIN_TIME_S,
 )
 
 

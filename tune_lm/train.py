@@ -45,13 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # a mistyped or shortened flag is an error, never a guess
     )
     add_config_flags(parser)
-    parser.add_argument("--save", default="model.pt", metavar="PATH",
-                        help="checkpoint of the best weights (default: model.pt; '' = none)")
+    parser.add_argument(
+        "--save",
+        default="model.pt",
+        metavar="PATH",
+        help="checkpoint of the best weights (default: model.pt; '' = none)",
+    )
     parser.add_argument("--metrics-json", metavar="PATH", help="write the metrics as JSON here")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny offline run on the synthetic corpus (flags still override)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny offline run on the synthetic corpus (flags still override)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no info logs")
-    return parser  # fmt: skip
+    return parser
 
 
 def _print_evaluation(epoch: float, result: dict[str, float], _state: TrainState) -> None:

