@@ -94,8 +94,10 @@ def main() -> None:
         config = TrainConfig(
             data=args.data, model=args.model, seed=seed, device="cpu", threads=args.threads
         )
-        runners = {"tune_lm": tune_lm_epoch, "textbook": textbook_epoch}
-        for name, runner in runners.items():
+        runners = [("tune_lm", tune_lm_epoch), ("textbook", textbook_epoch)]
+        if len(rows) % 4 == 2:  # alternate which loop goes first, so order effects cancel
+            runners.reverse()
+        for name, runner in runners:
             if args.which in ("both", name):
                 row = {"loop": name, "seed": seed, **runner(config, corpus)}
                 rows.append(row)

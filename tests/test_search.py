@@ -1,0 +1,206 @@
+"""The search end to end with a real local Ray, a real Optuna study and the synthetic corpus."""
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tune_lm.searchers import STUDY_FILE, STUDY_NAME
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TINY_FIXED = """
+fixed:
+  epochs: {epochs}
+  nlayers: 1
+  emsize: 16
+  batch_size: 8
+  bptt: 10
+  dropout: 0.0
+  max_tokens_per_epoch: {tokens}
+"""
+
+
+def write_space(tmp_path, body, epochs=3, tokens=1600, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body) + TINY_FIXED.format(epochs=epochs, tokens=tokens))
+    return path
+
+
+def run_search(*flags, timeout=600, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "tune_lm.search", *flags],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT, **kwargs,
+    )  # fmt: skip
+
+
+def read_summary(folder):
+    with open(folder / "summary.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def load_study(folder):
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / STUDY_FILE))
+    )
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage)
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_and_optuna_proposes(tmp_path):
+    space = write_space(tmp_path, """
+        data: synthetic
+        seed: 3
+        searcher: {type: optuna, sampler: tpe, n_startup_trials: 3}
+        scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
+        budget: {num_samples: 8, max_concurrent: 2}
+        resources: {cpus_per_trial: 1}
+        parameters:
+          model: {choice: [LSTM, GRU]}
+          nhid: {choice: [8, 32]}
+          lr: {loguniform: [0.5, 40.0]}
+    """, epochs=4)  # fmt: skip
+    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "t")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = tmp_path / "runs" / "t"
+    rows = read_summary(folder)
+    assert len(rows) == 8
+    statuses = [row["status"] for row in rows]
+    assert any(s.startswith("stopped early by ASHA") for s in statuses), statuses
+    assert any(s == "completed" for s in statuses), statuses
+    # The winner is the lowest validation perplexity, and only it was scored on test.
+    best = min(rows, key=lambda r: float(r["best_val_ppl"]))
+    assert best["test_ppl"] and float(best["test_ppl"]) > 1
+    assert sum(1 for r in rows if r["test_ppl"]) == 1
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["best_trial"]["trial_id"] == best["trial_id"]
+    # The Optuna study, persisted in the experiment folder, saw every trial: early-stopped
+    # ones as PRUNED with their per-epoch values, full ones as COMPLETE.
+    study = load_study(folder)
+    states = [t.state for t in study.trials]
+    assert len(states) == 8
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(pruned) == sum(s.startswith("stopped early") for s in statuses)
+    assert len(pruned) + len(complete) == 8
+    assert all(t.intermediate_values for t in pruned)
+    assert len({(t.params["model"], t.params["nhid"], t.params["lr"]) for t in study.trials}) == 8
+    assert "best trial" in done.stdout
+
+
+@pytest.mark.slow
+def test_grid_study_reports_every_configuration(tmp_path):
+    space = write_space(tmp_path, """
+        data: synthetic
+        searcher: {type: grid}
+        scheduler: {type: fifo}
+        budget: {num_samples: 1}
+        parameters:
+          model: {grid: [LSTM, GRU]}
+          nhid: {grid: [8, 16]}
+        test_at_epochs: [1]
+    """, epochs=2)  # fmt: skip
+    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "g")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = tmp_path / "runs" / "g"
+    rows = read_summary(folder)
+    assert sorted((r["model"], r["nhid"]) for r in rows) == [
+        ("GRU", "16"), ("GRU", "8"), ("LSTM", "16"), ("LSTM", "8"),
+    ]  # fmt: skip
+    for row in rows:  # each configuration scored on its own best weights, at 1 and 2 epochs
+        assert row["status"] == "completed"
+        assert float(row["test_ppl"]) > 1 and float(row["test_ppl_epoch1"]) > 1
+    table = (folder / "grid_table.md").read_text()
+    assert "| run | LSTM | GRU |" in table
+    assert "nhid 8, 1 epochs" in table and "nhid 16, 2 epochs" in table
+
+
+def test_existing_experiment_needs_resume_and_bad_flags_exit_2(tmp_path):
+    space = write_space(tmp_path, "data: synthetic\nparameters: {lr: {choice: [1.0]}}\n")
+    (tmp_path / "runs").mkdir()
+    done = run_search("--space", str(space), "--num-samples", "0")
+    assert done.returncode == 2 and "--num-samples" in done.stderr
+    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--resume")
+    assert done.returncode == 2 and "no experiment to resume" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = run_search("--space", str(tmp_path / "missing.yaml"))
+    assert done.returncode == 2 and "missing.yaml" in done.stderr
+
+
+def checkpoints(folder):
+    """{trial folder name: set of its checkpoint folders}, as the trials upload them."""
+    return {
+        trial.name: {c.name for c in trial.glob("checkpoint_*")}
+        for trial in folder.glob("train_trial_*")
+    }
+
+
+def epochs_reported(folder):
+    """{trial folder name: epochs of its results, in order} (written when a trial ends)."""
+    reported = {}
+    for result_file in folder.glob("train_trial_*/result.json"):
+        lines = [json.loads(line) for line in result_file.read_text().splitlines() if line]
+        reported[result_file.parent.name] = [line["epoch"] for line in lines]
+    return reported
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    space = write_space(tmp_path, """
+        data: synthetic
+        seed: 5
+        searcher: {type: optuna, sampler: random}
+        scheduler: {type: fifo}
+        budget: {num_samples: 4, max_concurrent: 2}
+        resources: {cpus_per_trial: 1}
+        parameters:
+          lr: {loguniform: [1.0, 20.0]}
+          nhid: {choice: [400]}      # slow enough (seconds per trial) to be killed mid-search
+    """, epochs=4, tokens=16000)  # fmt: skip
+    storage, folder = tmp_path / "runs", tmp_path / "runs" / "k"
+    flags = ["--space", str(space), "--storage", str(storage), "--name", "k"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tune_lm.search", *flags], cwd=REPO_ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        final = "checkpoint_000003"  # a trial's 4th and last evaluation
+        while time.monotonic() < deadline:
+            assert driver.poll() is None, "the search ended before it could be killed"
+            if any(final in names for names in checkpoints(folder).values()):
+                break
+            time.sleep(0.2)
+        time.sleep(6.0)  # past the driver's next experiment snapshot (every 5 s)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the driver and the Ray it started
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = checkpoints(folder)
+    finished_before = {trial for trial, names in before.items() if final in names}
+    assert finished_before and len(finished_before) < 4, before
+
+    done = run_search(*flags, "--resume")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = read_summary(folder)
+    assert len(rows) == 4 and all(r["status"] == "completed" for r in rows), rows
+    after = checkpoints(folder)
+    assert len(after) == 4  # no trial started twice
+    for trial in finished_before:  # finished before the kill: not trained again
+        assert after[trial] == before[trial]
+    for trial, epochs in epochs_reported(folder).items():  # none restarted from scratch
+        assert epochs.count(1.0) == 1 and epochs[-1] == 4.0, (trial, epochs)
+    study = load_study(folder)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4

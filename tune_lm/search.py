@@ -1,0 +1,162 @@
+"""``python -m tune_lm.search --space cells.yaml``: a Ray Tune search, ASHA + Optuna.
+
+Loads and validates the space (nothing starts on bad input), loads the corpus once,
+starts or joins Ray, runs (or ``--resume``s) the experiment, then scores the winner
+(every trial, for grid studies) once on test and writes the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tune_lm import metrics as M
+from tune_lm.cli import run_main
+from tune_lm.config import TrainConfig
+from tune_lm.data import load_corpus
+from tune_lm.errors import ConfigError, TuneLMError
+from tune_lm.space import SearchSpace, load_space, parse_duration
+from tune_lm.summary import make_row, top_table, write_summary
+
+log = logging.getLogger(__name__)
+DEFAULT_STORAGE = "tune_lm_runs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_lm.search",
+        description="Search RNN language-model hyper-parameters with Ray Tune, ASHA and Optuna.",
+        allow_abbrev=False,
+    )
+    add = parser.add_argument
+    add("--space", required=True, help="search-space YAML: a path, or a shipped name (cells.yaml)")
+    add("--data", help="corpus: wikitext-2, ptb, synthetic, or a folder (overrides the space)")
+    add("--num-samples", type=int, help="number of trials (a grid: repeats of the grid)")
+    add("--max-epochs", type=int, help="epochs per trial, ASHA's max_t")
+    add("--cpus-per-trial", type=float, help="CPUs per trial (torch threads)")
+    add("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs four trials per GPU")
+    add("--max-concurrent", type=int, help="trials running at once")
+    add("--time-budget", help="stop starting trials after this long: 90s, 30m, 2h")
+    add("--seed", type=int, help="seed of the sampler and the trials")
+    add("--address", default=os.environ.get("RAY_ADDRESS"),
+        help="join a Ray cluster (auto, ray://host:10001); default: a local Ray")  # fmt: skip
+    add("--storage", default=DEFAULT_STORAGE,
+        help=f"experiment storage: a folder or s3://... (default ./{DEFAULT_STORAGE})")  # fmt: skip
+    add("--name", help="experiment name (default: the space's name)")
+    add("--resume", action="store_true", help="continue the experiment --name after a stop")
+    add("--smoke", action="store_true", help="a tiny run on the synthetic corpus")
+    return parser
+
+
+def smoke_space(space: SearchSpace) -> SearchSpace:
+    """The same space shrunk to seconds: synthetic corpus, 2 short epochs, 2 samples."""
+    raw = space.model_dump()
+    raw["data"] = "synthetic"
+    raw["fixed"].update(epochs=2, max_tokens_per_epoch=2000)
+    raw["budget"].update(num_samples=min(2, raw["budget"]["num_samples"]), time_budget=None)
+    raw["scheduler"]["grace_period"] = 1
+    raw["test_at_epochs"] = [1] if raw["test_at_epochs"] else []
+    return SearchSpace(**raw)
+
+
+def _validate_flags(args: argparse.Namespace) -> None:
+    for flag in ("num_samples", "max_epochs", "max_concurrent"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
+            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    if args.time_budget is not None:
+        try:
+            parse_duration(args.time_budget)
+        except ValueError as error:
+            raise ConfigError(f"--time-budget: {error}") from None
+
+
+def experiment_path(storage: str, name: str) -> str:
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{name}"
+    return str(Path(storage).expanduser().resolve() / name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _validate_flags(args)
+    space = load_space(args.space).with_overrides(
+        data=args.data, num_samples=args.num_samples, max_epochs=args.max_epochs,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, time_budget=args.time_budget, seed=args.seed,
+    )  # fmt: skip
+    if args.smoke:
+        space = smoke_space(space)
+    name = args.name or space.name or "search"
+    path = experiment_path(args.storage, name)
+    corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
+    print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
+
+    from tune_lm.tuner import build_tuner, connect_ray  # Ray starts only after validation
+
+    connect_ray(args.address)
+    tuner = build_tuner(space, corpus, path, resume=args.resume)
+    print(f"experiment: {path}")
+    results = tuner.fit()
+
+    rows = [
+        make_row(r.metrics.get("trial_id", r.path), _searched(r.config, space),
+                 _history(r), str(r.error) if r.error else None, space)  # fmt: skip
+        for r in results
+    ]
+    by_id = dict(zip((row.trial_id for row in rows), results, strict=True))
+    finished = [row for row in rows if math.isfinite(row.best_val_ppl)]
+    if not finished:
+        print(top_table(rows))
+        raise TuneLMError(
+            f"every trial failed ({len(rows)}); see the errors above and the trial logs "
+            f"under {path}"
+        )
+    best = min(finished, key=lambda row: row.best_val_ppl)
+    to_test = finished if space.searcher.type == "grid" else [best]
+    from tune_lm.tuner import test_trial
+
+    for row in to_test:
+        row.test_ppl = test_trial(by_id[row.trial_id], space, corpus)
+    print(top_table(rows))
+    paths = write_summary(_local_folder(path), rows, space, best)
+    print(
+        f"best trial {best.trial_id}: val ppl {best.best_val_ppl:.2f}, "
+        f"test ppl {best.test_ppl:.2f} | {best.params}"
+    )
+    print("summary: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _searched(config: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    return {name: config.get(name) for name in space.parameters}
+
+
+def _history(result: Any) -> list[dict[str, float]]:
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty:
+        return []
+    keep = [c for c in frame.columns if c in M.EVALUATION_METRICS or c.startswith("test_ppl")]
+    return frame[keep].to_dict("records")
+
+
+def _local_folder(path: str) -> Path:
+    """Where the summary goes: the experiment folder, or ./NAME for remote storage."""
+    return Path(path) if "://" not in path else Path(path.rsplit("/", 1)[-1])
+
+
+def cli() -> None:
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

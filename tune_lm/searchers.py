@@ -1,0 +1,143 @@
+"""Searcher (Optuna or grid) and scheduler (ASHA or FIFO) from a search space."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from tune_lm import metrics as M
+from tune_lm.space import SearchSpace, to_tune_space
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "optuna_study.journal"  # the Optuna study, inside the experiment folder
+STUDY_NAME = "tune_lm"
+
+
+class EpochAwareOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, told the truth about trials that ASHA stopped early.
+
+    Ray reports a trial that ASHA stopped as COMPLETE with its last value. For TPE that
+    value is a full-budget observation, so a configuration judged after 1 epoch
+    competes with ones trained for 40, and the early epochs' high perplexity makes
+    promising regions look bad (or, with a fast starter, good). Optuna's own answer
+    for this situation is the PRUNED state: the intermediate values we already report
+    per evaluation stay attached, and TPE ranks pruned trials after completed ones,
+    deeper-reaching first (by their last step, then value). That is exactly ASHA's
+    verdict — "worse than the survivors at that rung" — so a trial that stopped before
+    ``max_epochs`` is told as PRUNED; one that ran its full budget is COMPLETE.
+    A diverged trial (``val_ppl`` = inf) is COMPLETE with inf: the worst possible value,
+    which is what TPE should learn about that region.
+    """
+
+    def __init__(self, *args: Any, max_epochs: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
+        self._last_step: dict[str, int] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(trial_id, result)
+        self._last_step[trial_id] = result.get(TRAINING_ITERATION)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        stopped_early = (
+            not error
+            and result is not None
+            and result.get(M.EPOCH, self._max_epochs) < self._max_epochs
+            and result.get(M.VAL_PPL, 0) != float("inf")
+        )
+        if not stopped_early:
+            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        step = result.get(TRAINING_ITERATION)
+        if step is not None and self._last_step.get(trial_id) != step:
+            # Ray withholds the result that made ASHA stop a trial; it is the value the
+            # trial was judged on, so Optuna gets it as the pruned trial's last value.
+            ot_trial.report(result[M.VAL_PPL], step)
+        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """After a driver restart, trials Optuna handed out after Ray's last snapshot of
+        the search are unknown to Ray: mark them FAIL so the study has no ghosts."""
+        super().restore(checkpoint_path)
+        known = {trial.number for trial in self._ot_trials.values()}
+        for trial in self._ot_study.get_trials(deepcopy=False):
+            if trial.state == optuna.trial.TrialState.RUNNING and trial.number not in known:
+                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                log.info("optuna trial %d was lost with the previous driver", trial.number)
+
+
+def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    seed = space.seed
+    sampler = space.searcher.sampler
+    if sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    startup = space.searcher.n_startup_trials
+    return optuna.samplers.TPESampler(
+        seed=seed, **({"n_startup_trials": startup} if startup is not None else {})
+    )
+
+
+def make_searcher(space: SearchSpace, experiment_dir: Path | None) -> Searcher | None:
+    """Optuna, its study persisted as a journal in ``experiment_dir`` (in memory when
+    None); None for a grid, which Tune's own variant generator expands."""
+    if space.searcher.type != "optuna":
+        return None
+    storage = None
+    if experiment_dir is not None:
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(experiment_dir / STUDY_FILE))
+        )
+    searcher = EpochAwareOptunaSearch(
+        space=OptunaSearch.convert_search_space(to_tune_space(space)),
+        metric=M.VAL_PPL,
+        mode="min",
+        sampler=make_sampler(space),
+        study_name=STUDY_NAME,
+        storage=storage,
+        max_epochs=space.epochs,
+    )
+    if space.budget.max_concurrent:
+        return ConcurrencyLimiter(searcher, max_concurrent=space.budget.max_concurrent)
+    return searcher
+
+
+def make_scheduler(space: SearchSpace) -> TrialScheduler:
+    """ASHA on validation perplexity with epochs as time (so it can act within an
+    epoch when trials evaluate every N tokens), or FIFO."""
+    if space.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=M.EPOCH,
+        max_t=space.epochs,
+        grace_period=space.scheduler.grace_period,
+        reduction_factor=space.scheduler.reduction_factor,
+    )
+
+
+def asha_rungs(space: SearchSpace) -> list[float]:
+    """The epochs at which ASHA compares trials (ascending)."""
+    if space.scheduler.type != "asha":
+        return []
+    rungs, epoch = [], space.scheduler.grace_period
+    while epoch < space.epochs:
+        rungs.append(epoch)
+        epoch *= space.scheduler.reduction_factor
+    return rungs

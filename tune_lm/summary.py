@@ -1,0 +1,164 @@
+"""The table at the end of a search: one row per trial, the winner scored on test.
+
+Also the classic study layout for grid searches (cell type across, settings down,
+"test perplexity (seconds per epoch)" in each cell).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tune_lm import metrics as M
+from tune_lm.space import SearchSpace
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+GRID_TABLE_MD = "grid_table.md"
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    params: dict[str, Any]  # the searched parameters
+    epochs_run: float
+    best_val_ppl: float
+    epoch_time_s: float  # median over evaluations
+    tokens_per_s: float
+    status: str  # completed | stopped early by ASHA at epoch E | diverged | failed: ...
+    test_ppl: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. test_ppl_epoch20
+
+    def flat(self) -> dict[str, Any]:
+        return {
+            "trial_id": self.trial_id,
+            **self.params,
+            "epochs_run": self.epochs_run,
+            M.BEST_VAL_PPL: self.best_val_ppl,
+            M.EPOCH_TIME_S: self.epoch_time_s,
+            M.TOKENS_PER_S: self.tokens_per_s,
+            "status": self.status,
+            M.TEST_PPL: self.test_ppl,
+            **self.extra,
+        }
+
+
+def trial_status(history: list[dict[str, float]], error: str | None, max_epochs: float) -> str:
+    if error:
+        return f"failed: {error.strip().splitlines()[-1][:200]}"
+    if not history:
+        return "no result"
+    if not math.isfinite(history[-1].get(M.VAL_PPL, math.inf)):
+        return "diverged"
+    last_epoch = history[-1].get(M.EPOCH, 0.0)
+    if last_epoch < max_epochs:
+        return f"stopped early by ASHA at epoch {last_epoch:g}"
+    return "completed"
+
+
+def make_row(
+    trial_id: str,
+    params: dict[str, Any],
+    history: list[dict[str, float]],
+    error: str | None,
+    space: SearchSpace,
+) -> TrialRow:
+    val = [h[M.VAL_PPL] for h in history if M.VAL_PPL in h]
+    times = [h[M.EPOCH_TIME_S] for h in history if M.EPOCH_TIME_S in h]
+    speeds = [h[M.TOKENS_PER_S] for h in history if M.TOKENS_PER_S in h]
+    extra = {}
+    for entry in history:
+        extra.update(
+            {k: v for k, v in entry.items() if k.startswith("test_ppl_epoch") and v == v}
+        )  # (v == v drops the NaNs that fill evaluations without that metric)
+    return TrialRow(
+        trial_id=trial_id,
+        params=params,
+        epochs_run=history[-1].get(M.EPOCH, 0.0) if history else 0.0,
+        best_val_ppl=min(val) if val else math.inf,
+        epoch_time_s=statistics.median(times) if times else math.nan,
+        tokens_per_s=statistics.median(speeds) if speeds else math.nan,
+        status=trial_status(history, error, space.epochs),
+        extra=extra,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def top_table(rows: list[TrialRow], limit: int = 10) -> str:
+    ranked = sorted(rows, key=lambda r: (r.best_val_ppl, r.trial_id))[:limit]
+    params = list(dict.fromkeys(k for r in ranked for k in r.params))
+    columns = ["trial_id", *params, "epochs_run", M.BEST_VAL_PPL, M.EPOCH_TIME_S, "status",
+               M.TEST_PPL]  # fmt: skip
+    return markdown_table([r.flat() for r in ranked], columns)
+
+
+def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
+    """Cell type (or the first grid parameter) across; the other grid settings and the
+    test epochs down; "test ppl (s/epoch)" in each cell."""
+    grid_params = list(space.parameters)
+    across = "model" if "model" in grid_params else grid_params[0]
+    down = [p for p in grid_params if p != across]
+    across_values = space.parameters[across]["grid"]
+    epochs = [*space.test_at_epochs, space.epochs]
+    table = []
+    for setting in itertools.product(*(space.parameters[p]["grid"] for p in down)):
+        chosen = dict(zip(down, setting, strict=True))
+        for epoch in dict.fromkeys(epochs):
+            label = ", ".join(f"{k} {v}" for k, v in chosen.items())
+            line = {"run": f"{label}, {epoch} epochs" if label else f"{epoch} epochs"}
+            for value in across_values:
+                match = [r for r in rows
+                         if r.params.get(across) == value
+                         and all(r.params.get(k) == v for k, v in chosen.items())]  # fmt: skip
+                if not match:
+                    continue
+                row = match[0]
+                ppl = row.test_ppl if epoch == space.epochs else row.extra.get(
+                    f"test_ppl_epoch{epoch}"
+                )
+                line[str(value)] = f"{_fmt(ppl)} ({row.epoch_time_s:.0f} s)" if ppl else "—"
+            table.append(line)
+    return markdown_table(table, ["run", *map(str, across_values)])
+
+
+def write_summary(
+    folder: Path, rows: list[TrialRow], space: SearchSpace, best: TrialRow | None
+) -> dict[str, Path]:
+    """summary.csv (every trial), summary.json (with the winner), grid_table.md."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": folder / SUMMARY_CSV, "json": folder / SUMMARY_JSON}
+    flat = [r.flat() for r in sorted(rows, key=lambda r: (r.best_val_ppl, r.trial_id))]
+    columns = list(dict.fromkeys(k for row in flat for k in row))
+    with open(paths["csv"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+    payload = {
+        "space": space.model_dump(),
+        "best_trial": best.flat() if best else None,
+        "trials": flat,
+    }
+    paths["json"].write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    if space.searcher.type == "grid":
+        paths["grid"] = folder / GRID_TABLE_MD
+        paths["grid"].write_text(grid_table(rows, space) + "\n")
+    return paths

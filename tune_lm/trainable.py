@@ -1,0 +1,79 @@
+"""The Ray Tune function trainable: Tune's config dict in, ``fit()`` run, metrics out.
+
+This is the only module that talks to a Tune *trial* session (``tune.report``,
+``tune.get_checkpoint``, ``tune.Checkpoint``: the Ray 2.60 API), so Ray's API churn
+stays here. Every evaluation reports ``val_ppl`` and the other metrics of
+:mod:`tune_lm.metrics` with a checkpoint holding the whole training state, from which
+the trial resumes exactly.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from tune_lm import metrics as M
+from tune_lm.checkpoint import atomic_torch_save
+from tune_lm.config import TrainConfig
+from tune_lm.data import Corpus
+from tune_lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.fit import TrainState, fit, resolve_device
+from tune_lm.model import RNNLanguageModel
+from tune_lm.space import SearchSpace
+
+STATE_FILE = "train_state.pt"
+
+
+def test_metric_name(epoch: int) -> str:
+    """Name of the test perplexity recorded at ``epoch`` in grid studies."""
+    return f"test_ppl_epoch{epoch}"
+
+
+def trial_resources(config: TrainConfig) -> TrainConfig:
+    """Use exactly what Tune allotted: torch threads = the trial's CPUs, its GPU if any."""
+    allotted = tune.get_context().get_trial_resources().required_resources
+    threads = max(1, int(allotted.get("CPU", 1)))
+    device = "cuda" if allotted.get("GPU", 0) > 0 else "cpu"
+    return config.replace(threads=threads, device=device)
+
+
+def load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
+
+
+def test_perplexity(
+    config: TrainConfig, corpus: Corpus, model_state: dict[str, torch.Tensor]
+) -> float:
+    """Test perplexity of ``model_state`` (every test token scored once)."""
+    device = resolve_device(config.device)
+    model = RNNLanguageModel.from_config(config, corpus.ntokens).to(device)
+    model.load_state_dict(model_state)
+    split = EvalSplit(corpus.test, config.eval_batch_size, corpus.vocab.index("<eos>"), device)
+    return M.perplexity(evaluate_loss(model, split, config.bptt))
+
+
+def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) -> None:
+    """Tune entry point. ``space`` and ``corpus`` come once per search through
+    ``tune.with_parameters`` (the corpus sits in Ray's object store, not re-read)."""
+    config = trial_resources(space.trial_config(sampled))
+    checkpoint = tune.get_checkpoint()
+    state = load_state(checkpoint) if checkpoint is not None else None
+    test_epochs = set(space.test_at_epochs)
+
+    def report(epoch: float, result: dict[str, float], train_state: TrainState) -> None:
+        metrics = dict(result)
+        if epoch in test_epochs and train_state.best_model is not None:
+            # Grid studies report every configuration, each on its own best weights so far.
+            metrics[test_metric_name(int(epoch))] = test_perplexity(
+                config, corpus, train_state.best_model
+            )
+        with tempfile.TemporaryDirectory() as folder:
+            atomic_torch_save(train_state.to_dict(), Path(folder) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fit(config, corpus=corpus, on_epoch_end=report, state=state, evaluate_test=False)

@@ -1,0 +1,109 @@
+"""Driver-side Ray: start or join Ray, build (or restore) the Tuner, score on test."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from tune_lm import metrics as M
+from tune_lm.data import Corpus
+from tune_lm.errors import ConfigError
+from tune_lm.searchers import make_scheduler, make_searcher
+from tune_lm.space import SearchSpace, parse_duration, to_tune_space
+from tune_lm.trainable import load_state, test_perplexity, train_trial
+
+log = logging.getLogger(__name__)
+# How often (s) the driver snapshots the experiment's state: what a killed driver loses.
+EXPERIMENT_SNAPSHOT_S = "5"
+CHECKPOINTS_KEPT = 2  # the latest holds the best weights too; one spare in case of a crash
+
+
+def connect_ray(address: str | None) -> None:
+    """A local Ray sized to this machine (dashboard on loopback), or an existing cluster."""
+    if ray.is_initialized():
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(dashboard_host="127.0.0.1", include_dashboard=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ConfigError(
+            f"--address {address!r}: cannot connect to a Ray cluster there ({error}). "
+            "Check the address (auto, host:6379 or ray://host:10001) and that the "
+            "cluster is up (ray status), or leave --address out for a local Ray"
+        ) from None
+
+
+def _trainable(space: SearchSpace, corpus: Corpus) -> Any:
+    with_data = tune.with_parameters(train_trial, space=space, corpus=corpus)
+    return tune.with_resources(
+        with_data,
+        {"cpu": space.resources.cpus_per_trial, "gpu": space.resources.gpus_per_trial},
+    )
+
+
+def build_tuner(space: SearchSpace, corpus: Corpus, path: str, *, resume: bool) -> tune.Tuner:
+    """A new Tuner for ``path`` (which must not exist yet), or the restored one."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
+    exists = tune.Tuner.can_restore(path)
+    if resume:
+        if not exists:
+            raise ConfigError(
+                f"--resume: no experiment to resume at {path}. Check --name and --storage, "
+                "or drop --resume to start it"
+            )
+        return tune.Tuner.restore(
+            path, trainable=_trainable(space, corpus), resume_unfinished=True,
+            resume_errored=True,
+        )  # fmt: skip
+    if exists:
+        raise ConfigError(
+            f"experiment {path} exists already. Continue it with --resume, or start "
+            "another with --name NEW_NAME"
+        )
+    storage, name = path.rsplit("/", 1)
+    # Local storage: the Optuna study is a journal file in the experiment folder. Remote
+    # storage: the study lives in memory and Ray saves it with the searcher's state.
+    searcher = make_searcher(space, Path(path) if "://" not in path else None)
+    time_budget = parse_duration(space.budget.time_budget) if space.budget.time_budget else None
+    tune_config = tune.TuneConfig(
+        metric=M.VAL_PPL,
+        mode="min",
+        search_alg=searcher,
+        scheduler=make_scheduler(space),
+        num_samples=space.budget.num_samples,
+        # Optuna is limited by its ConcurrencyLimiter; Tune's grid by this.
+        max_concurrent_trials=None if searcher else space.budget.max_concurrent,
+        time_budget_s=time_budget,
+    )
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        failure_config=tune.FailureConfig(max_failures=2),
+        verbose=1,
+    )
+    return tune.Tuner(
+        _trainable(space, corpus),
+        # Optuna holds the space itself (Ray refuses it twice); a grid is expanded by Tune.
+        param_space={} if searcher else to_tune_space(space),
+        tune_config=tune_config,
+        run_config=run_config,
+    )
+
+
+def test_trial(result: Any, space: SearchSpace, corpus: Corpus) -> float | None:
+    """Test perplexity of a trial's best-validation weights (its latest checkpoint
+    carries them), evaluated once, here in the driver."""
+    if result.checkpoint is None:
+        return None
+    state = load_state(result.checkpoint)
+    config = space.trial_config({k: result.config[k] for k in space.parameters})
+    config = config.replace(device="auto", threads=None)
+    return test_perplexity(config, corpus, state["best_model"])
