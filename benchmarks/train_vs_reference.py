@@ -41,8 +41,8 @@ def textbook_epoch(config: TrainConfig, corpus) -> dict[str, float]:
         inputs, targets = get_window(train_data, begin, config.bptt)
         hidden = detach_hidden(hidden)
         model.zero_grad()
-        logits, hidden = model(inputs, hidden)
-        log_probs = F.log_softmax(logits.view(-1, corpus.ntokens), dim=1)
+        features, hidden = model(inputs, hidden)
+        log_probs = F.log_softmax(model.decoder(features).view(-1, corpus.ntokens), dim=1)
         loss = F.nll_loss(log_probs, targets.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -58,8 +58,8 @@ def textbook_epoch(config: TrainConfig, corpus) -> dict[str, float]:
     with torch.no_grad():
         for begin in window_starts(valid.size(0), config.bptt):
             inputs, targets = get_window(valid, begin, config.bptt)
-            logits, hidden = model(inputs, hidden)
-            log_probs = F.log_softmax(logits.view(-1, corpus.ntokens), dim=1)
+            features, hidden = model(inputs, hidden)
+            log_probs = F.log_softmax(model.decoder(features).view(-1, corpus.ntokens), dim=1)
             total += len(inputs) * F.nll_loss(log_probs, targets.reshape(-1)).item()
     return {
         "val_ppl": math.exp(total / (len(valid) - 1)),

@@ -14,8 +14,9 @@ from tune_lm.model import RNNLanguageModel
 def test_forward_shapes_for_every_cell(cell):
     model = RNNLanguageModel(30, cell=cell, emsize=8, nhid=12, nlayers=2, dropout=0.1)
     hidden = model.init_hidden(4)
-    logits, hidden = model(torch.randint(0, 30, (5, 4)), hidden)
-    assert logits.shape == (5, 4, 30)
+    features, hidden = model(torch.randint(0, 30, (5, 4)), hidden)
+    assert features.shape == (5, 4, 12)
+    assert model.log_probs(features).shape == (5, 4, 30)
     parts = hidden if isinstance(hidden, tuple) else (hidden,)
     assert len(parts) == (2 if cell == "LSTM" else 1)
     assert all(part.shape == (2, 4, 12) for part in parts)
@@ -40,16 +41,18 @@ def brute_force_mean_nll(model, tokens, batch_size, eos_id):
         for column in range(batch_size):
             hidden = model.init_hidden(1)
             for k in range(column * rows, min((column + 1) * rows, count)):
-                logits, hidden = model(torch.tensor([[stream[k]]]), hidden)
-                total -= torch.log_softmax(logits[0, 0].double(), dim=-1)[tokens[k]].item()
+                features, hidden = model(torch.tensor([[stream[k]]]), hidden)
+                total -= model.log_probs(features)[0, 0, tokens[k]].item()
     return total / count
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell,decoder", [("LSTM", "full"), ("GRU", "full"), ("LSTM", "adaptive")])
 @pytest.mark.parametrize("count,batch_size,bptt", [(103, 10, 7), (9, 10, 3), (50, 3, 50)])
-def test_perplexity_equals_brute_force(cell, count, batch_size, bptt):
+def test_perplexity_equals_brute_force(cell, decoder, count, batch_size, bptt):
     torch.manual_seed(0)
-    model = RNNLanguageModel(17, cell=cell, emsize=6, nhid=5, nlayers=2, dropout=0.3)
+    counts = torch.randint(0, 100, (17,))
+    model = RNNLanguageModel(17, cell=cell, emsize=6, nhid=16, nlayers=2, dropout=0.3,
+                             decoder=decoder, cutoffs=[4, 10], token_counts=counts)  # fmt: skip
     tokens = torch.randint(1, 17, (count,))
     split = EvalSplit(tokens, batch_size, eos_id=0, device=torch.device("cpu"))
     loss = evaluate_loss(model, split, bptt)
@@ -62,3 +65,23 @@ def test_perplexity_of_a_diverged_loss_is_inf():
     assert perplexity(float("nan")) == math.inf
     assert perplexity(1e6) == math.inf
     assert perplexity(0.0) == 1.0
+
+
+def test_adaptive_softmax_is_a_distribution_over_word_ids():
+    counts = torch.tensor([5, 50, 1, 20, 7, 3, 9, 30, 2, 4])
+    model = RNNLanguageModel(10, emsize=4, nhid=16, nlayers=1, decoder="adaptive",
+                             cutoffs=[3, 6], token_counts=counts)  # fmt: skip
+    # Most frequent word first: id 1 (50), then 7 (30), then 3 (20).
+    assert model.frequency_rank[[1, 7, 3]].tolist() == [0, 1, 2]
+    features, _ = model(torch.randint(0, 10, (3, 2)), model.init_hidden(2))
+    probs = model.log_probs(features).exp()
+    assert torch.allclose(probs.sum(-1), torch.ones(3, 2), atol=1e-5)
+    # The training loss is the mean NLL of the same distribution.
+    targets = torch.randint(0, 10, (3, 2))
+    expected = -model.log_probs(features).gather(-1, targets.unsqueeze(-1)).mean()
+    assert model.loss(features, targets).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_adaptive_clusters_need_a_wide_enough_hidden_layer():
+    with pytest.raises(ValueError, match="nhid=8 is too small"):
+        RNNLanguageModel(100, nhid=8, decoder="adaptive", cutoffs=[10, 20, 50])

@@ -31,6 +31,11 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) 
         if annotation is bool:
             parser.add_argument(flag_name(name), action="store_true", default=None, help=help_text)
             continue
+        if any(typing.get_origin(arg) is list for arg in typing.get_args(annotation)):
+            parser.add_argument(
+                flag_name(name), type=int, nargs="+", default=None, metavar="N", help=help_text
+            )
+            continue
         is_choice = typing.get_origin(annotation) is typing.Literal
         choices = typing.get_args(annotation) if is_choice else None
         parser.add_argument(

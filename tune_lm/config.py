@@ -18,6 +18,7 @@ from tune_lm.errors import ConfigError
 
 CellType = Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 OptimizerName = Literal["sgd", "adamw"]
+DecoderName = Literal["full", "adaptive"]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -36,6 +37,12 @@ class TrainConfig(BaseModel):
     nlayers: int = Field(2, ge=1, description="number of recurrent layers")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout (0 = none)")
     tied: bool = Field(False, description="tie embedding and decoder weights (nhid == emsize)")
+    decoder: DecoderName = Field(
+        "full", description="full softmax, or adaptive softmax (much faster on big vocabularies)"
+    )
+    adaptive_cutoffs: list[int] | None = Field(
+        None, description="adaptive softmax cluster cutoffs by frequency rank (None = automatic)"
+    )
     # Optimisation
     optimizer: OptimizerName = Field("sgd", description="optimizer")
     lr: float = Field(20.0, gt=0.0, description="initial learning rate")
@@ -66,6 +73,21 @@ class TrainConfig(BaseModel):
                 f"tied=True needs nhid == emsize (got emsize={self.emsize}, nhid={self.nhid}): "
                 f"the decoder reuses the embedding matrix. Set nhid to {self.emsize} "
                 "or turn tied off"
+            )
+        if self.tied and self.decoder == "adaptive":
+            raise ValueError(
+                "tied=True needs decoder='full': the adaptive softmax has no single "
+                "output matrix to share with the embedding. Use one or the other"
+            )
+        cutoffs = self.adaptive_cutoffs
+        if cutoffs is not None and (
+            not cutoffs
+            or cutoffs[0] < 1
+            or any(a >= b for a, b in zip(cutoffs, cutoffs[1:], strict=False))
+        ):
+            raise ValueError(
+                f"adaptive_cutoffs={cutoffs} must be increasing positive frequency ranks, "
+                "e.g. [1000, 5000, 20000]"
             )
         if not _DEVICE_PATTERN.match(self.device):
             raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from tune_lm.batching import IGNORE, eval_layout, eval_windows
+from tune_lm.batching import eval_layout, eval_windows
 from tune_lm.model import RNNLanguageModel, detach_hidden
 
 
@@ -33,14 +32,8 @@ def evaluate_loss(model: RNNLanguageModel, split: EvalSplit, bptt: int) -> float
     hidden = model.init_hidden(split.batch_size)
     total_nll = torch.zeros((), dtype=torch.float64, device=split.inputs.device)
     for rows in eval_windows(split.inputs.size(0), bptt):
-        logits, hidden = model(split.inputs[rows], hidden)  # (L, batch, ntokens)
-        targets = split.targets[rows]
-        total_nll += F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(),
-            targets.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
+        features, hidden = model(split.inputs[rows], hidden)  # (L, batch, nhid)
+        total_nll += model.nll_sum(features, split.targets[rows])
         hidden = detach_hidden(hidden)
     model.train(was_training)
     return total_nll.item() / split.token_count  # one host sync per evaluation

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from tune_lm import metrics as M
@@ -148,7 +147,11 @@ def fit(
     _check_corpus(corpus, config)
 
     torch.manual_seed(config.seed)
-    model = RNNLanguageModel.from_config(config, corpus.ntokens).to(device)
+    counts = torch.bincount(corpus.train, minlength=corpus.ntokens)  # adaptive softmax order
+    try:
+        model = RNNLanguageModel.from_config(config, corpus.ntokens, counts).to(device)
+    except ValueError as error:  # a combination only the vocabulary size reveals
+        raise ConfigError(f"corpus {corpus.name!r}: {error}") from None
     optimizer = make_optimizer(config, model)
     train_data = batchify(corpus.train, config.batch_size).to(device)  # (rows, batch)
     starts = window_starts(train_data.size(0), config.bptt)
@@ -205,8 +208,8 @@ def fit(
             hidden = model.init_hidden(config.batch_size)
         hidden = detach_hidden(hidden)  # truncate BPTT at the window boundary
         optimizer.zero_grad(set_to_none=True)
-        logits, hidden = model(inputs, hidden)  # (L, batch, ntokens)
-        loss = F.cross_entropy(logits.view(-1, corpus.ntokens), targets.reshape(-1))
+        features, hidden = model(inputs, hidden)  # (L, batch, nhid)
+        loss = model.loss(features, targets)
         loss.backward()
         if config.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)

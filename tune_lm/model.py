@@ -1,22 +1,41 @@
-"""The embedding + recurrent network + linear decoder language model."""
+"""The embedding + recurrent network + decoder language model.
+
+The decoder is a full softmax over the vocabulary (a linear layer), or an adaptive
+softmax (Grave et al. 2017): frequent words in a small head, rare ones in clusters
+behind it, so a step costs a fraction of a full softmax over 33k words while every
+token still gets an exact log-probability (perplexity stays comparable).
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from tune_lm.batching import IGNORE
 from tune_lm.config import TrainConfig
 
 # Hidden state: (h, c) for an LSTM, h alone for GRU / Elman cells; each (nlayers, batch, nhid).
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+ADAPTIVE_DIV_VALUE = 4.0  # each cluster's projection is 4x narrower than the previous
+
+
+def auto_cutoffs(ntokens: int, nhid: int) -> list[int]:
+    """Cluster boundaries by frequency rank for ``ntokens`` words; no more tail clusters
+    than ``nhid`` can give a projection of at least one unit each."""
+    cutoffs = [c for c in (1000, 5000, 20000, 80000) if c < ntokens - 1]
+    max_clusters = max(1, int(math.log(max(nhid, 1), ADAPTIVE_DIV_VALUE)))
+    return cutoffs[:max_clusters] or [max(1, ntokens // 2)]
 
 
 class RNNLanguageModel(nn.Module):
     """Embedding -> dropout -> multi-layer RNN -> dropout -> decoder over the vocabulary.
 
-    The recurrent layers apply ``dropout`` between them (not after the last one; the
-    explicit dropout after the RNN covers that). With ``tied`` the decoder reuses the
-    embedding matrix (Press & Wolf 2017; Inan et al. 2017), which needs nhid == emsize.
+    The recurrent layers apply ``dropout`` between them; the explicit dropout after the
+    RNN covers the last one. With ``tied`` the decoder reuses the embedding matrix
+    (Press & Wolf 2017; Inan et al. 2017), which needs nhid == emsize.
     """
 
     def __init__(
@@ -28,6 +47,9 @@ class RNNLanguageModel(nn.Module):
         nlayers: int = 2,
         dropout: float = 0.2,
         tied: bool = False,
+        decoder: str = "full",
+        cutoffs: list[int] | None = None,
+        token_counts: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.ntokens, self.cell, self.nhid, self.nlayers = ntokens, cell, nhid, nlayers
@@ -43,15 +65,40 @@ class RNNLanguageModel(nn.Module):
             )
         else:
             raise ValueError(f"unknown cell {cell!r}")
-        self.decoder = nn.Linear(nhid, ntokens)
-        if tied:
-            if nhid != emsize:
-                raise ValueError("tied weights need nhid == emsize")
-            self.decoder.weight = self.encoder.weight
+        self.adaptive = None
+        if decoder == "adaptive":
+            cutoffs = list(cutoffs) if cutoffs else auto_cutoffs(ntokens, nhid)
+            if cutoffs[-1] >= ntokens:
+                raise ValueError(
+                    f"adaptive_cutoffs {cutoffs} must stay below the vocabulary size {ntokens}"
+                )
+            if nhid // ADAPTIVE_DIV_VALUE ** len(cutoffs) < 1:
+                raise ValueError(
+                    f"adaptive_cutoffs {cutoffs} make {len(cutoffs)} tail clusters, each "
+                    f"{ADAPTIVE_DIV_VALUE:g}x narrower than the last; nhid={nhid} is too small "
+                    "for that. Use fewer cutoffs or a larger nhid"
+                )
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+                nhid, ntokens, cutoffs, div_value=ADAPTIVE_DIV_VALUE
+            )
+            # The adaptive softmax wants frequent words first: word id -> frequency rank.
+            rank = torch.arange(ntokens)
+            if token_counts is not None:
+                order = torch.argsort(token_counts, descending=True, stable=True)
+                rank[order] = torch.arange(ntokens)
+            self.register_buffer("frequency_rank", rank)
+        else:
+            self.decoder = nn.Linear(nhid, ntokens)
+            if tied:
+                if nhid != emsize:
+                    raise ValueError("tied weights need nhid == emsize")
+                self.decoder.weight = self.encoder.weight
         self._init_weights()
 
     @classmethod
-    def from_config(cls, config: TrainConfig, ntokens: int) -> RNNLanguageModel:
+    def from_config(
+        cls, config: TrainConfig, ntokens: int, token_counts: torch.Tensor | None = None
+    ) -> RNNLanguageModel:
         return cls(
             ntokens,
             cell=config.model,
@@ -60,24 +107,58 @@ class RNNLanguageModel(nn.Module):
             nlayers=config.nlayers,
             dropout=config.dropout,
             tied=config.tied,
+            decoder=config.decoder,
+            cutoffs=config.adaptive_cutoffs,
+            token_counts=token_counts,
         )
 
     def _init_weights(self) -> None:
         # The usual uniform init for word-level LMs; the RNN keeps torch's default.
         init_range = 0.1
         nn.init.uniform_(self.encoder.weight, -init_range, init_range)
-        nn.init.zeros_(self.decoder.bias)
-        nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+        if self.adaptive is None:
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -init_range, init_range)
 
     def forward(self, tokens: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
-        """tokens (seq_len, batch) -> logits (seq_len, batch, ntokens), next hidden."""
+        """tokens (seq_len, batch) -> features (seq_len, batch, nhid), next hidden.
+
+        The features go to :meth:`loss`, :meth:`nll_sum` or :meth:`log_probs`.
+        """
         embedded = self.drop(self.encoder(tokens))  # (seq_len, batch, emsize)
         output, hidden = self.rnn(embedded, hidden)  # (seq_len, batch, nhid)
-        return self.decoder(self.drop(output)), hidden
+        return self.drop(output), hidden
+
+    def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean NLL per token of ``targets`` (seq_len, batch)."""
+        flat = features.reshape(-1, self.nhid)  # (tokens, nhid)
+        if self.adaptive is not None:
+            return self.adaptive(flat, self.frequency_rank[targets.reshape(-1)]).loss
+        return F.cross_entropy(self.decoder(flat), targets.reshape(-1))
+
+    def nll_sum(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed NLL of the targets that are not :data:`IGNORE` (a 0-d tensor)."""
+        flat, flat_targets = features.reshape(-1, self.nhid), targets.reshape(-1)
+        if self.adaptive is not None:
+            keep = flat_targets != IGNORE
+            ranks = self.frequency_rank[flat_targets[keep]]
+            return -self.adaptive(flat[keep], ranks).output.double().sum()
+        logits = self.decoder(flat).float()
+        return F.cross_entropy(logits, flat_targets, ignore_index=IGNORE, reduction="sum")
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., nhid) -> (..., ntokens) log-distribution over word ids."""
+        flat = features.reshape(-1, self.nhid)
+        if self.adaptive is not None:
+            by_rank = self.adaptive.log_prob(flat)  # columns in frequency-rank order
+            result = by_rank[:, self.frequency_rank]
+        else:
+            result = torch.log_softmax(self.decoder(flat).float(), dim=-1)
+        return result.view(*features.shape[:-1], self.ntokens)
 
     def init_hidden(self, batch_size: int) -> Hidden:
         """Zero hidden state for ``batch_size`` independent streams."""
-        weight = self.decoder.weight
+        weight = self.encoder.weight
         zeros = weight.new_zeros(self.nlayers, batch_size, self.nhid)
         if self.cell == "LSTM":
             return (zeros, weight.new_zeros(self.nlayers, batch_size, self.nhid))

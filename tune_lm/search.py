@@ -109,8 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = tuner.fit()
 
     rows = [
-        make_row(r.metrics.get("trial_id", r.path), _searched(r.config, space),
-                 _history(r), str(r.error) if r.error else None, space)  # fmt: skip
+        make_row(
+            r.metrics.get("trial_id", r.path),
+            _searched(r.config, space),
+            _history(r),
+            str(r.error) if r.error else None,
+            space,
+        )  # fmt: skip
         for r in results
     ]
     by_id = dict(zip((row.trial_id for row in rows), results, strict=True))
@@ -133,7 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"best trial {best.trial_id}: val ppl {best.best_val_ppl:.2f}, "
         f"test ppl {best.test_ppl:.2f} | {best.params}"
     )
+    if "grid" in paths:
+        print(paths["grid"].read_text())
     print("summary: " + ", ".join(str(p) for p in paths.values()))
+    unfinished = [row for row in rows if row.status.startswith("stopped at")
+                  or row.status.startswith("stopped before")]  # fmt: skip
+    if unfinished and not space.budget.time_budget:
+        print(
+            f"{len(unfinished)} trial(s) did not finish; continue with: python -m tune_lm.search "
+            f"--space {args.space} --storage {args.storage} --name {name} --resume"
+        )
     return 0
 
 

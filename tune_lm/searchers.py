@@ -130,14 +130,3 @@ def make_scheduler(space: SearchSpace) -> TrialScheduler:
         grace_period=space.scheduler.grace_period,
         reduction_factor=space.scheduler.reduction_factor,
     )
-
-
-def asha_rungs(space: SearchSpace) -> list[float]:
-    """The epochs at which ASHA compares trials (ascending)."""
-    if space.scheduler.type != "asha":
-        return []
-    rungs, epoch = [], space.scheduler.grace_period
-    while epoch < space.epochs:
-        rungs.append(epoch)
-        epoch *= space.scheduler.reduction_factor
-    return rungs

@@ -94,6 +94,17 @@ class SearchSpace(_Strict):
     def epochs(self) -> int:
         return int(self.fixed.get("epochs", TrainConfig.model_fields["epochs"].default))
 
+    @property
+    def asha_rungs(self) -> list[float]:
+        """The epochs at which ASHA compares trials (ascending); none with FIFO."""
+        if self.scheduler.type != "asha":
+            return []
+        rungs, epoch = [], self.scheduler.grace_period
+        while epoch < self.epochs:
+            rungs.append(epoch)
+            epoch *= self.scheduler.reduction_factor
+        return rungs
+
     def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: fixed values, then sampled, then derived."""
         values = {"seed": self.seed, **self.fixed, **sampled}

@@ -49,17 +49,19 @@ class TrialRow:
         }
 
 
-def trial_status(history: list[dict[str, float]], error: str | None, max_epochs: float) -> str:
+def trial_status(history: list[dict[str, float]], error: str | None, space: SearchSpace) -> str:
     if error:
         return f"failed: {error.strip().splitlines()[-1][:200]}"
     if not history:
-        return "no result"
+        return "stopped before its first evaluation"
     if not math.isfinite(history[-1].get(M.VAL_PPL, math.inf)):
         return "diverged"
     last_epoch = history[-1].get(M.EPOCH, 0.0)
-    if last_epoch < max_epochs:
+    if last_epoch >= space.epochs:
+        return "completed"
+    if any(abs(last_epoch - rung) < 1e-6 for rung in space.asha_rungs):
         return f"stopped early by ASHA at epoch {last_epoch:g}"
-    return "completed"
+    return f"stopped at epoch {last_epoch:g} (time budget or interrupted)"
 
 
 def make_row(
@@ -84,7 +86,7 @@ def make_row(
         best_val_ppl=min(val) if val else math.inf,
         epoch_time_s=statistics.median(times) if times else math.nan,
         tokens_per_s=statistics.median(speeds) if speeds else math.nan,
-        status=trial_status(history, error, space.epochs),
+        status=trial_status(history, error, space),
         extra=extra,
     )
 
@@ -132,8 +134,10 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
                 if not match:
                     continue
                 row = match[0]
-                ppl = row.test_ppl if epoch == space.epochs else row.extra.get(
-                    f"test_ppl_epoch{epoch}"
+                ppl = (
+                    row.test_ppl
+                    if epoch == space.epochs
+                    else row.extra.get(f"test_ppl_epoch{epoch}")
                 )
                 line[str(value)] = f"{_fmt(ppl)} ({row.epoch_time_s:.0f} s)" if ppl else "—"
             table.append(line)
