@@ -123,9 +123,14 @@ def test_grid_study_reports_every_configuration(tmp_path):
     table = (folder / "grid_table.md").read_text()
     assert "| run | LSTM | GRU |" in table
     assert "nhid 8, 1 epochs" in table and "nhid 16, 2 epochs" in table
+    # The same name again, without --resume, is refused before anything is touched.
+    files_before = sorted(p.name for p in folder.iterdir())
+    again = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "g")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    assert sorted(p.name for p in folder.iterdir()) == files_before
 
 
-def test_existing_experiment_needs_resume_and_bad_flags_exit_2(tmp_path):
+def test_resume_without_experiment_and_bad_flags_exit_2(tmp_path):
     space = write_space(tmp_path, "data: synthetic\nparameters: {lr: {choice: [1.0]}}\n")
     (tmp_path / "runs").mkdir()
     done = run_search("--space", str(space), "--num-samples", "0")

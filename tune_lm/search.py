@@ -98,12 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         space = smoke_space(space)
     name = args.name or space.name or "search"
     path = experiment_path(args.storage, name)
+    from tune_lm.tuner import build_tuner, check_experiment, connect_ray
+
+    check_experiment(path, resume=args.resume)  # before anything is written
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
     print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
-
-    from tune_lm.tuner import build_tuner, connect_ray  # Ray starts only after validation
-
-    connect_ray(args.address)
+    space = _pin_space(space, path, resume=args.resume)
+    connect_ray(args.address)  # Ray starts only once the input is known to be good
     tuner = build_tuner(space, corpus, path, resume=args.resume)
     print(f"experiment: {path}")
     results = tuner.fit()
@@ -149,6 +150,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--space {args.space} --storage {args.storage} --name {name} --resume"
         )
     return 0
+
+
+SPACE_FILE = "space.json"  # the validated space, as the experiment started with it
+
+
+def _pin_space(space: SearchSpace, path: str, *, resume: bool) -> SearchSpace:
+    """A resumed search runs with the space it started with, whatever --space says now."""
+    if "://" in path:
+        return space
+    saved = Path(path) / SPACE_FILE
+    if resume and saved.is_file():
+        original = SearchSpace.model_validate_json(saved.read_text())
+        if original != space:
+            log.warning("--resume: using the space the experiment started with (%s)", saved)
+        return original
+    if not resume and not saved.exists():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(space.model_dump_json(indent=2) + "\n")
+    return space
 
 
 def _searched(config: dict[str, Any], space: SearchSpace) -> dict[str, Any]:

@@ -48,25 +48,30 @@ def _trainable(space: SearchSpace, corpus: Corpus) -> Any:
     )
 
 
-def build_tuner(space: SearchSpace, corpus: Corpus, path: str, *, resume: bool) -> tune.Tuner:
-    """A new Tuner for ``path`` (which must not exist yet), or the restored one."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
+def check_experiment(path: str, *, resume: bool) -> None:
+    """A new search needs a free name; --resume needs an experiment to resume."""
     exists = tune.Tuner.can_restore(path)
-    if resume:
-        if not exists:
-            raise ConfigError(
-                f"--resume: no experiment to resume at {path}. Check --name and --storage, "
-                "or drop --resume to start it"
-            )
-        return tune.Tuner.restore(
-            path, trainable=_trainable(space, corpus), resume_unfinished=True,
-            resume_errored=True,
-        )  # fmt: skip
-    if exists:
+    if resume and not exists:
+        raise ConfigError(
+            f"--resume: no experiment to resume at {path}. Check --name and --storage, "
+            "or drop --resume to start it"
+        )
+    if not resume and exists:
         raise ConfigError(
             f"experiment {path} exists already. Continue it with --resume, or start "
             "another with --name NEW_NAME"
         )
+
+
+def build_tuner(space: SearchSpace, corpus: Corpus, path: str, *, resume: bool) -> tune.Tuner:
+    """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
+    check_experiment(path, resume=resume)
+    if resume:
+        return tune.Tuner.restore(
+            path, trainable=_trainable(space, corpus), resume_unfinished=True,
+            resume_errored=True,
+        )  # fmt: skip
     storage, name = path.rsplit("/", 1)
     # Local storage: the Optuna study is a journal file in the experiment folder. Remote
     # storage: the study lives in memory and Ray saves it with the searcher's state.
