@@ -110,3 +110,37 @@ def test_bad_flags_exit_2_with_a_message(tmp_path, flags, expected):
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def _bad_folder(tmp_path, case):
+    folder = tmp_path / case
+    folder.mkdir()
+    good = "a b c d e f g h\n" * 50
+    files = {"train.txt": good, "valid.txt": "a b\n", "test.txt": "c d\n"}
+    if case == "missing":
+        del files["valid.txt"]
+    elif case == "empty":
+        files["test.txt"] = ""
+    elif case == "tiny":
+        files["train.txt"] = "a b\n"
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    if case == "binary":
+        (folder / "valid.txt").write_bytes(b"fine line\n\xff\xfe broken\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing", "valid.txt"),
+        ("empty", "test.txt"),
+        ("binary", "line 2"),
+        ("tiny", "fewer than one batch"),
+    ],
+)
+def test_bad_data_exits_2_with_the_file_named(tmp_path, case, expected):
+    folder = _bad_folder(tmp_path, case)
+    done = run_train("--smoke", "--data", str(folder), "--save", "", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
