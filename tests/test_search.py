@@ -36,12 +36,20 @@ def write_space(tmp_path, body, epochs=3, tokens=1600, name="space.yaml"):
     return path
 
 
-def run_search(*flags, timeout=600, **kwargs):
+def run_search(*flags, timeout=600, tracking=None, **kwargs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    if tracking:  # else each test's MLFLOW_TRACKING_URI (see the fixture below)
+        env["MLFLOW_TRACKING_URI"] = tracking
     return subprocess.run(
         [sys.executable, "-m", "tune_lm.search", *flags],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT, **kwargs,
     )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def local_tracking(monkeypatch, tmp_path):
+    """Searches log to a throwaway SQLite store, never into the repository."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 def read_summary(folder):

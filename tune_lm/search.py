@@ -15,13 +15,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import mlflow
+from mlflow.tracking import MlflowClient
+
 from tune_lm import metrics as M
 from tune_lm.cli import run_main
 from tune_lm.config import TrainConfig
 from tune_lm.data import load_corpus
 from tune_lm.errors import ConfigError, TuneLMError
-from tune_lm.space import SearchSpace, load_space, parse_duration
-from tune_lm.summary import make_row, top_table, write_summary
+from tune_lm.mlflow_model import log_best_model, registered_name
+from tune_lm.parent_run import (
+    check_tracking_server,
+    default_tracking_uri,
+    finish_parent_run,
+    start_parent_run,
+)
+from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
+from tune_lm.summary import TrialRow, make_row, top_table, write_summary
+from tune_lm.tracking import MLflowTrialLogger, limit_http_retries
+from tune_lm.trainable import test_perplexity
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "tune_lm_runs"
@@ -49,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"experiment storage: a folder or s3://... (default ./{DEFAULT_STORAGE})")  # fmt: skip
     add("--name", help="experiment name (default: the space's name)")
     add("--resume", action="store_true", help="continue the experiment --name after a stop")
+    add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add("--log-checkpoints", choices=["best", "all", "none"], default="best",
+        help="checkpoints logged to each trial's MLflow run (default: best)")  # fmt: skip
     add("--smoke", action="store_true", help="a tiny run on the synthetic corpus")
     return parser
 
@@ -98,16 +113,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         space = smoke_space(space)
     name = args.name or space.name or "search"
     path = experiment_path(args.storage, name)
-    from tune_lm.tuner import build_tuner, check_experiment, connect_ray
+    from tune_lm import tuner as ray_side  # imports Ray; starts nothing
 
-    check_experiment(path, resume=args.resume)  # before anything is written
+    # Everything that can be wrong is checked before anything is written or started.
+    ray_side.check_experiment(path, resume=args.resume)
+    limit_http_retries()
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_server(tracking_uri)
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
     print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
     space = _pin_space(space, path, resume=args.resume)
-    connect_ray(args.address)  # Ray starts only once the input is known to be good
-    tuner = build_tuner(space, corpus, path, resume=args.resume)
-    print(f"experiment: {path}")
+    ray_side.connect_ray(args.address)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment_id, parent_id = start_parent_run(
+        client, name, path, space, corpus, resolve_space_path(args.space), resume=args.resume
+    )
+    trial_logger = MLflowTrialLogger(
+        tracking_uri, experiment_id, parent_id, space, corpus.vocab, args.log_checkpoints
+    )
+    tuner = ray_side.build_tuner(space, corpus, path, resume=args.resume, callbacks=[trial_logger])
+    print(f"experiment: {path}\nMLflow: {tracking_uri} (experiment {name!r}, run {parent_id})")
     results = tuner.fit()
+    loggers = [c for c in ray_side.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
 
     rows = [
         make_row(
@@ -121,24 +150,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     by_id = dict(zip((row.trial_id for row in rows), results, strict=True))
     finished = [row for row in rows if math.isfinite(row.best_val_ppl)]
-    if not finished:
-        print(top_table(rows))
+    best = min(finished, key=lambda row: row.best_val_ppl) if finished else None
+    best_model = None
+    to_test = finished if space.searcher.type == "grid" else [best] if best else []
+    for row in to_test:
+        found = ray_side.best_weights(by_id[row.trial_id], space)
+        if found:
+            row.test_ppl = test_perplexity(found[0], corpus, found[1])
+            best_model = found if row is best else best_model
+    print(top_table(rows))
+    paths = write_summary(_local_folder(path), rows, space, best)
+    _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers)
+    if best is None:
         raise TuneLMError(
             f"every trial failed ({len(rows)}); see the errors above and the trial logs "
             f"under {path}"
         )
-    best = min(finished, key=lambda row: row.best_val_ppl)
-    to_test = finished if space.searcher.type == "grid" else [best]
-    from tune_lm.tuner import test_trial
-
-    for row in to_test:
-        row.test_ppl = test_trial(by_id[row.trial_id], space, corpus)
-    print(top_table(rows))
-    paths = write_summary(_local_folder(path), rows, space, best)
-    print(
-        f"best trial {best.trial_id}: val ppl {best.best_val_ppl:.2f}, "
-        f"test ppl {best.test_ppl:.2f} | {best.params}"
-    )
+    test = f"{best.test_ppl:.2f}" if best.test_ppl is not None else "n/a"
+    print(f"best trial {best.trial_id}: val ppl {best.best_val_ppl:.2f}, test ppl {test} | "
+          f"{best.params}")  # fmt: skip
     if "grid" in paths:
         print(paths["grid"].read_text())
     print("summary: " + ", ".join(str(p) for p in paths.values()))
@@ -150,6 +180,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--space {args.space} --storage {args.storage} --name {name} --resume"
         )
     return 0
+
+
+def _report_to_mlflow(
+    client: MlflowClient, parent_id: str, name: str, best: TrialRow | None,
+    best_model: tuple | None, paths: dict[str, Path], corpus: Any, loggers: list,
+) -> None:  # fmt: skip
+    """Summary, best trial and registered best model into the parent run; then say
+    what could not be logged (a tracking server that went away does not lose the search)."""
+    failures = [failure for logger in loggers for failure in logger.failures]
+    try:
+        if best is not None and best_model is not None:
+            metrics = {M.BEST_VAL_PPL: best.best_val_ppl, M.TEST_PPL: best.test_ppl}
+            uri = log_best_model(parent_id, name, best_model[0], corpus.vocab, best_model[1],
+                                 metrics)  # fmt: skip
+            print(f"best model: {uri} (registered as {registered_name(name)!r})")
+        finish_parent_run(client, parent_id, best, list(paths.values()), failed=best is None)
+    except Exception as error:  # keep the search's own results; say what is missing
+        failures.append(f"finish the search's run: {type(error).__name__}: {error}")
+    if failures:
+        print(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
 
 
 SPACE_FILE = "space.json"  # the validated space, as the experiment started with it

@@ -63,9 +63,16 @@ def check_experiment(path: str, *, resume: bool) -> None:
         )
 
 
-def build_tuner(space: SearchSpace, corpus: Corpus, path: str, *, resume: bool) -> tune.Tuner:
-    """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`)."""
+def build_tuner(
+    space: SearchSpace, corpus: Corpus, path: str, *, resume: bool, callbacks: list | None = None
+) -> tune.Tuner:
+    """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`).
+
+    A restored Tuner keeps the callbacks it was created with (Ray pickles them)."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
+    # Ray also snapshots whenever trials checkpoint num_to_keep times in between: wanted
+    # (a killed driver loses less), so its "excessive snapshots" warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     check_experiment(path, resume=resume)
     if resume:
         return tune.Tuner.restore(
@@ -92,6 +99,7 @@ def build_tuner(space: SearchSpace, corpus: Corpus, path: str, *, resume: bool) 
         storage_path=storage,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=2),
+        callbacks=callbacks,
         verbose=1,
     )
     return tune.Tuner(
@@ -103,12 +111,23 @@ def build_tuner(space: SearchSpace, corpus: Corpus, path: str, *, resume: bool) 
     )
 
 
-def test_trial(result: Any, space: SearchSpace, corpus: Corpus) -> float | None:
-    """Test perplexity of a trial's best-validation weights (its latest checkpoint
-    carries them), evaluated once, here in the driver."""
+def tuner_callbacks(tuner: tune.Tuner) -> list:
+    """The callbacks a (possibly restored) Tuner runs with."""
+    internal = getattr(tuner, "_local_tuner", None)
+    run_config = internal.get_run_config() if internal is not None else None
+    return list(getattr(run_config, "callbacks", None) or [])
+
+
+def best_weights(result: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]] | None:
+    """(config, best-validation weights) of a trial, from its latest checkpoint."""
     if result.checkpoint is None:
         return None
     state = load_state(result.checkpoint)
     config = space.trial_config({k: result.config[k] for k in space.parameters})
-    config = config.replace(device="auto", threads=None)
-    return test_perplexity(config, corpus, state["best_model"])
+    return config.replace(device="auto", threads=None), state["best_model"]
+
+
+def test_trial(result: Any, space: SearchSpace, corpus: Corpus) -> float | None:
+    """Test perplexity of a trial's best-validation weights, evaluated once, here."""
+    found = best_weights(result, space)
+    return test_perplexity(found[0], corpus, found[1]) if found else None

@@ -1,0 +1,182 @@
+"""MLflow tracking against a real `mlflow server` on loopback, over HTTP."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tune_lm import metrics as M
+from tune_lm.checkpoint import load_model
+from tune_lm.data import write_corpus_folder
+from tune_lm.synthetic import make_synthetic_corpus
+from tune_lm.tracking import LOGGED_METRICS, PARENT_TAG, TAG_KIND, TAG_STATUS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FINAL_METRICS = {M.BEST_VAL_PPL, "epochs_run", M.TRAIN_TIME_S}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server (SQLite backend, proxied artifact store) on 127.0.0.1."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server down"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def search(tmp_path, uri, name, *extra, space_text, timeout=600):
+    space = tmp_path / f"{name}.yaml"
+    space.write_text(textwrap.dedent(space_text))
+    return subprocess.run(
+        [sys.executable, "-m", "tune_lm.search", "--space", str(space), "--storage",
+         str(tmp_path / "runs"), "--name", name, "--tracking-uri", uri, *extra],
+        capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+SPACE = """
+    data: synthetic
+    seed: 11
+    searcher: {type: optuna, sampler: tpe, n_startup_trials: 2}
+    scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
+    budget: {num_samples: 6, max_concurrent: 2}
+    resources: {cpus_per_trial: 1}
+    fixed: {epochs: 3, nlayers: 1, emsize: 16, batch_size: 8, bptt: 10, dropout: 0.0,
+            max_tokens_per_epoch: 1600}
+    parameters:
+      nhid: {choice: [8, 32]}
+      lr: {loguniform: [0.5, 40.0]}
+"""
+
+
+def runs_of(client, name):
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(TAG_KIND) == "search"]
+    children = [r for r in runs if r.data.tags.get(TAG_KIND) == "trial"]
+    return parents, children
+
+
+@pytest.mark.slow
+def test_search_is_recorded_as_nested_runs_with_checkpoints_and_a_model(tmp_path, mlflow_server):
+    done = search(tmp_path, mlflow_server, "tracked", space_text=SPACE)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "MLflow:" in done.stdout and "call(s) failed" not in done.stdout
+    client = MlflowClient(mlflow_server)
+    parents, children = runs_of(client, "tracked")
+    assert len(parents) == 1 and len(children) == 6
+    parent = parents[0]
+    assert parent.info.run_name == "tracked" and parent.info.status == "FINISHED"
+    assert parent.data.params["scheduler.type"] == "asha"
+    assert parent.data.tags["data.fingerprint"] and parent.data.tags["ray.version"]
+    parent_files = {f.path for f in client.list_artifacts(parent.info.run_id, "summary")}
+    assert "summary/summary.csv" in parent_files
+    statuses = set()
+    for child in children:
+        assert child.data.tags[PARENT_TAG] == parent.info.run_id
+        assert child.data.params["nhid"] in ("8", "32") and "lr" in child.data.params
+        history = client.get_metric_history(child.info.run_id, M.VAL_PPL)
+        steps = [m.step for m in history]
+        assert steps == list(range(1, len(steps) + 1))  # one point per evaluation
+        assert set(child.data.metrics) <= set(LOGGED_METRICS) | FINAL_METRICS
+        assert child.data.metrics[M.BEST_VAL_PPL] == pytest.approx(min(m.value for m in history))
+        statuses.add(child.data.tags[TAG_STATUS])
+        # The best checkpoint is an artifact that loads (weights_only) into the model.
+        local = client.download_artifacts(child.info.run_id, "checkpoints/best", str(tmp_path))
+        model, config, vocab = load_model(Path(local) / "model.pt")
+        assert config.nhid == int(child.data.params["nhid"]) and len(vocab) > 10
+    assert "completed" in statuses and "stopped early by ASHA at epoch 1" in statuses, statuses
+
+    # The registered best model reproduces its recorded validation perplexity.
+    mlflow.set_tracking_uri(mlflow_server)
+    pyfunc = mlflow.pyfunc.load_model("models:/tune_lm-tracked/1")
+    corpus_folder = tmp_path / "corpus"
+    write_corpus_folder(make_synthetic_corpus(), corpus_folder)
+    valid_text = (corpus_folder / "valid.txt").read_text()
+    reproduced = pyfunc.unwrap_python_model().perplexity(valid_text)
+    best_val = client.get_run(parent.info.run_id).data.metrics["best_val_ppl"]
+    assert reproduced == pytest.approx(best_val, rel=1e-5)
+    assert torch.isfinite(torch.tensor(reproduced))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
+    space_text = (
+        SPACE.replace("num_samples: 6", "num_samples: 4")
+        .replace("max_tokens_per_epoch: 1600", "max_tokens_per_epoch: 16000")
+        .replace("nhid: {choice: [8, 32]}", "nhid: {choice: [400]}")
+    )
+    space = tmp_path / "killed.yaml"
+    space.write_text(textwrap.dedent(space_text))
+    flags = ["--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "killed",
+             "--tracking-uri", mlflow_server]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tune_lm.search", *flags], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    client = MlflowClient(mlflow_server)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # kill once a trial has been logged mid-way
+            assert driver.poll() is None, "the search ended before it could be killed"
+            experiment = client.get_experiment_by_name("killed")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if any(M.VAL_PPL in r.data.metrics for r in runs):
+                break
+            time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    done = subprocess.run(
+        [sys.executable, "-m", "tune_lm.search", *flags, "--resume"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    parents, children = runs_of(client, "killed")
+    assert len(parents) == 1
+    trial_ids = [c.data.tags["tune_lm.trial_id"] for c in children]
+    assert len(trial_ids) == 4 == len(set(trial_ids))  # exactly one run per trial
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, M.VAL_PPL)]
+        assert steps == sorted(set(steps))  # no evaluation logged twice
+        assert child.info.status == "FINISHED"

@@ -1,0 +1,128 @@
+"""The MLflow parent run of a search: settings, versions and data in; summary and best
+model out. Trials nest under it (see :mod:`tune_lm.tracking`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+import tune_lm
+from tune_lm.data import Corpus
+from tune_lm.errors import ConfigError
+from tune_lm.space import SearchSpace
+from tune_lm.tracking import TAG_KIND, TAG_PATH
+
+log = logging.getLogger(__name__)
+
+
+def default_tracking_uri() -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else MLflow's own default (./mlflow.db)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """An http(s) tracking server must answer before any trial starts."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+            if answer.status == 200:
+                return
+            problem = f"HTTP {answer.status}"
+    except (urllib.error.URLError, OSError) as error:
+        problem = str(getattr(error, "reason", error))
+    raise ConfigError(
+        f"--tracking-uri {uri}: the MLflow tracking server does not answer ({problem}). "
+        "Start it (e.g. mlflow server --host 127.0.0.1 --port 5000), fix the URI "
+        "(--tracking-uri or MLFLOW_TRACKING_URI), or leave it out to log to ./mlflow.db"
+    )
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(tune_lm.__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    return {"tune_lm.version": tune_lm.__version__, "tune_lm.git_commit": _git_commit(),
+            "ray.version": ray.__version__, "torch.version": torch.__version__,
+            "optuna.version": optuna.__version__, "mlflow.version": mlflow.__version__}  # fmt: skip
+
+
+def _space_params(space: SearchSpace) -> dict[str, str]:
+    params = {"space.name": str(space.name), "space.seed": str(space.seed),
+              "space.data": str(space.data)}  # fmt: skip
+    for section in ("searcher", "scheduler", "budget", "resources"):
+        for key, value in getattr(space, section).model_dump().items():
+            params[f"{section}.{key}"] = str(value)
+    params.update({f"fixed.{k}": str(v) for k, v in space.fixed.items()})
+    params.update({f"search.{k}": str(v) for k, v in space.parameters.items()})
+    params.update({f"derived.{k}": v for k, v in space.derived.items()})
+    return params
+
+
+def start_parent_run(
+    client: MlflowClient, name: str, path: str, space: SearchSpace, corpus: Corpus,
+    space_file: Path | None, *, resume: bool,
+) -> tuple[str, str]:  # fmt: skip
+    """(experiment id, parent run id): the search's run, reused on --resume."""
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    if resume:
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TAG_PATH}` = '{path}' and tags.`{TAG_KIND}` = 'search'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
+        if found:
+            client.update_run(found[0].info.run_id, "RUNNING")
+            return experiment_id, found[0].info.run_id
+    tags = {TAG_KIND: "search", TAG_PATH: path, "data.name": corpus.name,
+            "data.fingerprint": corpus.fingerprint, **_versions()}  # fmt: skip
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    params = [Param(k, v[:6000]) for k, v in sorted(_space_params(space).items())]
+    client.log_batch(run_id, params=params)
+    if space_file is not None and space_file.is_file():
+        client.log_artifact(run_id, str(space_file), "space")
+    return experiment_id, run_id
+
+
+def finish_parent_run(
+    client: MlflowClient, run_id: str, best: Any, summary_files: list[Path], *, failed: bool
+) -> None:
+    """Summary tables as artifacts; the best trial's id, config and perplexities."""
+    for path in summary_files:
+        client.log_artifact(run_id, str(path), "summary")
+    if best is not None:
+        now = int(time.time() * 1000)
+        metrics = [Metric("best_val_ppl", best.best_val_ppl, now, 0)]
+        if best.test_ppl is not None:
+            metrics.append(Metric("best_test_ppl", best.test_ppl, now, 0))
+        params = [Param("best.trial_id", best.trial_id)]
+        params += [Param(f"best.{k}", str(v)) for k, v in best.params.items()]
+        existing = client.get_run(run_id).data.params
+        params = [p for p in params if p.key not in existing]  # params are write-once
+        client.log_batch(run_id, metrics=metrics, params=params,
+                         tags=[RunTag("tune_lm.best_trial_id", best.trial_id)])  # fmt: skip
+    status = RunStatus.FAILED if failed else RunStatus.FINISHED
+    client.set_terminated(run_id, RunStatus.to_string(status))

@@ -1,0 +1,202 @@
+"""MLflow: one parent run per search, one nested child run per trial.
+
+Everything is logged from the driver (a Tune callback), so trials on other machines
+need no MLflow access of their own and there is a single writer per store. Runs are
+found again by tags (``tune_lm.experiment_path``, ``tune_lm.trial_id``), so a resumed
+search keeps logging into the same runs: no duplicates. A tracking server that goes
+away does not stop training: failed calls are counted and reported at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from tune_lm import metrics as M
+from tune_lm.checkpoint import save_model
+from tune_lm.model import RNNLanguageModel
+from tune_lm.space import SearchSpace
+from tune_lm.summary import trial_status
+
+log = logging.getLogger(__name__)
+
+TAG_KIND = "tune_lm.kind"  # "search" (parent) or "trial" (child)
+TAG_PATH = "tune_lm.experiment_path"
+TAG_TRIAL = "tune_lm.trial_id"
+TAG_STATUS = "tune_lm.status"
+PARENT_TAG = "mlflow.parentRunId"  # what makes the UI nest a run under another
+LOGGED_METRICS = tuple(m for m in M.EVALUATION_METRICS if m != M.STEP)
+
+
+class MLflowTrialLogger(Callback):
+    """Tune callback: a child run per trial with params, per-evaluation metrics
+    (step = evaluation index), a status tag and the best checkpoint as an artifact.
+
+    It holds only plain data (Ray pickles callbacks with the experiment and restores
+    them on --resume); the MLflow client is created on first use.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        space: SearchSpace,
+        vocab: tuple[str, ...],
+        log_checkpoints: str = "best",
+    ) -> None:
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+        self.parent_run_id, self.space, self.vocab = parent_run_id, space, vocab
+        self.log_checkpoints = log_checkpoints
+        self.failures: list[str] = []
+        self._client: MlflowClient | None = None
+        self._runs: dict[str, str] = {}  # trial id -> run id
+        self._last_step: dict[str, int] = {}  # trial id -> last step logged (no duplicates)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_client=None, _runs={}, _last_step={}, failures=[])
+        return state
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def _safe(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an MLflow call; a failure is remembered, never raised into Tune."""
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:  # the server may be gone: keep training
+            self.failures.append(f"{what}: {type(error).__name__}: {str(error)[:200]}")
+            log.warning("MLflow: could not %s (%s)", what, error)
+            return None
+
+    # -- runs ---------------------------------------------------------------------------
+    def _run_for(self, trial: Any) -> str | None:
+        trial_id = trial.trial_id
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self._safe(
+            "look up the trial's run", self.client.search_runs, [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' "
+            f"and tags.`{TAG_TRIAL}` = '{trial_id}'",
+        )  # fmt: skip
+        if found:
+            run_id = found[0].info.run_id
+            history = self._safe(
+                "read the trial's history", self.client.get_metric_history, run_id, M.VAL_PPL
+            )
+            self._last_step[trial_id] = max((m.step for m in history or []), default=0)
+            self._safe("reopen the trial's run", self.client.update_run, run_id, "RUNNING")
+        else:
+            run = self._safe(
+                "create the trial's run", self.client.create_run, self.experiment_id,
+                run_name=str(trial), tags={PARENT_TAG: self.parent_run_id,
+                                            TAG_KIND: "trial", TAG_TRIAL: trial_id},
+            )  # fmt: skip
+            if run is None:
+                return None
+            run_id = run.info.run_id
+            config = self.space.trial_config(_searched(trial.config, self.space)).to_dict()
+            params = [Param(k, str(v)) for k, v in sorted(config.items())]
+            self._safe("log the trial's params", self.client.log_batch, run_id, params=params)
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_for(trial)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run_id = self._run_for(trial)
+        step = int(result.get(M.STEP, result.get("training_iteration", 0)))
+        if run_id is None or step <= self._last_step.get(trial.trial_id, 0):
+            return  # a step re-reported after a resume is logged once
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, step)
+            for key, value in result.items()
+            if (key in LOGGED_METRICS or key.startswith("test_ppl_epoch"))
+            and isinstance(value, int | float)
+        ]
+        self._safe("log metrics", self.client.log_batch, run_id, metrics=metrics)
+        self._last_step[trial.trial_id] = step
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        if self.log_checkpoints == "all":
+            step = int((trial.last_result or {}).get(M.STEP, iteration))
+            self._log_weights(trial, checkpoint, f"checkpoints/step_{step:04d}", "model_state")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        message = getattr(trial, "error_msg", None) or "the trial raised an error"
+        self._finish(trial, error=str(message))
+
+    def _finish(self, trial: Any, error: str | None) -> None:
+        run_id = self._run_for(trial)
+        if run_id is None:
+            return
+        last = trial.last_result or {}
+        status = trial_status([last] if M.EPOCH in last else [], error, self.space)
+        history = self._safe(
+            "read the trial's history", self.client.get_metric_history, run_id, M.VAL_PPL
+        )
+        best = min((m.value for m in history or []), default=math.inf)
+        now = int(time.time() * 1000)
+        final = [Metric(M.BEST_VAL_PPL, best, now, 0),
+                 Metric("epochs_run", float(last.get(M.EPOCH, 0.0)), now, 0),
+                 Metric(M.TRAIN_TIME_S, float(last.get(M.TRAIN_TIME_S, 0.0)), now, 0)]  # fmt: skip
+        tags = [RunTag(TAG_STATUS, status.split(":")[0])]
+        if status.startswith("stopped early by ASHA"):
+            tags.append(RunTag("tune_lm.stopped_at_epoch", f"{last.get(M.EPOCH, 0):g}"))
+        if error:
+            tags.append(RunTag("tune_lm.error", error[:5000]))
+        self._safe("log the trial's result", self.client.log_batch, run_id, metrics=final,
+                   tags=tags)  # fmt: skip
+        if self.log_checkpoints in ("best", "all") and trial.checkpoint is not None:
+            self._log_weights(trial, trial.checkpoint, "checkpoints/best", "best_model")
+        run_status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
+        self._safe("close the trial's run", self.client.set_terminated, run_id, run_status)
+
+    def _log_weights(self, trial: Any, checkpoint: Any, folder: str, which: str) -> None:
+        """A model checkpoint (weights + config + vocabulary) as an artifact of the run."""
+        from tune_lm.trainable import load_state  # the Ray-side checkpoint layout
+
+        run_id = self._runs.get(trial.trial_id)
+        state = self._safe("read the checkpoint", load_state, checkpoint)
+        if run_id is None or not state or state.get(which) is None:
+            return
+        config = self.space.trial_config(_searched(trial.config, self.space))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            model = RNNLanguageModel.from_config(config, len(self.vocab))
+            save_model(path, model, config, self.vocab, model_state=state[which])
+            self._safe("upload the checkpoint", self.client.log_artifact, run_id, str(path),
+                       folder)  # fmt: skip
+
+
+def _searched(config: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    return {name: config[name] for name in space.parameters if name in config}
+
+
+def limit_http_retries() -> None:
+    """MLflow retries an unreachable server for minutes by default; a search should not
+    stall on its logging, so calls give up after a few seconds (what failed is reported)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
