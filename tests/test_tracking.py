@@ -180,3 +180,48 @@ def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
         steps = [m.step for m in client.get_metric_history(child.info.run_id, M.VAL_PPL)]
         assert steps == sorted(set(steps))  # no evaluation logged twice
         assert child.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, tmp_path_factory):
+    """A second, private server is stopped once the first result is logged."""
+    root = tmp_path_factory.mktemp("doomed_server")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    space = tmp_path / "doomed.yaml"
+    space.write_text(textwrap.dedent(SPACE.replace("max_tokens_per_epoch: 1600",
+                                                   "max_tokens_per_epoch: 8000")))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "tune_lm.search", "--space", str(space), "--storage",
+             str(tmp_path / "runs"), "--name", "doomed", "--tracking-uri", uri],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        client = MlflowClient(uri)
+        while time.monotonic() < deadline + 300:
+            experiment = client.get_experiment_by_name("doomed")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if any(M.VAL_PPL in r.data.metrics for r in runs):
+                break
+            time.sleep(0.3)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+    output, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, output[-3000:]
+    assert "call(s) failed; not logged" in output
+    rows = (tmp_path / "runs" / "doomed" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6  # every trial trained and summarised all the same

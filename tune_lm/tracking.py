@@ -35,6 +35,7 @@ TAG_TRIAL = "tune_lm.trial_id"
 TAG_STATUS = "tune_lm.status"
 PARENT_TAG = "mlflow.parentRunId"  # what makes the UI nest a run under another
 LOGGED_METRICS = tuple(m for m in M.EVALUATION_METRICS if m != M.STEP)
+PAUSE_AFTER_FAILURE_S = 30.0
 
 
 class MLflowTrialLogger(Callback):
@@ -61,10 +62,11 @@ class MLflowTrialLogger(Callback):
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_step: dict[str, int] = {}  # trial id -> last step logged (no duplicates)
+        self._paused_until = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _last_step={}, failures=[])
+        state.update(_client=None, _runs={}, _last_step={}, failures=[], _paused_until=0.0)
         return state
 
     @property
@@ -74,12 +76,20 @@ class MLflowTrialLogger(Callback):
         return self._client
 
     def _safe(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run an MLflow call; a failure is remembered, never raised into Tune."""
+        """Run an MLflow call; a failure is remembered, never raised into Tune.
+
+        After a failure, calls are skipped (and counted) for ``PAUSE_AFTER_FAILURE_S``:
+        a server that is down would otherwise cost every result its timeout, and Tune's
+        event loop (this callback runs in it) would slow the whole search down."""
+        if time.monotonic() < self._paused_until:
+            self.failures.append(f"{what}: skipped, the tracking server was unreachable")
+            return None
         try:
             return call(*args, **kwargs)
         except Exception as error:  # the server may be gone: keep training
             self.failures.append(f"{what}: {type(error).__name__}: {str(error)[:200]}")
             log.warning("MLflow: could not %s (%s)", what, error)
+            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
             return None
 
     # -- runs ---------------------------------------------------------------------------
@@ -199,4 +209,5 @@ def limit_http_retries() -> None:
     """MLflow retries an unreachable server for minutes by default; a search should not
     stall on its logging, so calls give up after a few seconds (what failed is reported)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
