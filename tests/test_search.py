@@ -148,6 +148,11 @@ def test_resume_without_experiment_and_bad_flags_exit_2(tmp_path):
     assert "Traceback" not in done.stderr
     done = run_search("--space", str(tmp_path / "missing.yaml"))
     assert done.returncode == 2 and "missing.yaml" in done.stderr
+    storage = tmp_path / "fresh"
+    done = run_search("--space", str(space), "--storage", str(storage),
+                      "--tracking-uri", "http://127.0.0.1:9")  # fmt: skip
+    assert done.returncode == 2 and "does not answer" in done.stderr
+    assert not storage.exists()  # nothing written before the check
 
 
 def checkpoints(folder):

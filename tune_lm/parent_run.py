@@ -86,8 +86,13 @@ def start_parent_run(
 ) -> tuple[str, str]:  # fmt: skip
     """(experiment id, parent run id): the search's run, reused on --resume."""
     experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        name, tags={"mlflow.experimentKind": "custom_model_development"}  # UI: training runs
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(
+            name,
+            tags={"mlflow.experimentKind": "custom_model_development"},  # UI: training runs
+        )
     )
     if resume:
         found = client.search_runs(

@@ -43,7 +43,12 @@ class EpochAwareOptunaSearch(OptunaSearch):
         self._last_step: dict[str, int] = {}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        super().on_trial_result(trial_id, result)
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # After a driver kill, Ray may re-run a trial from its last snapshot that the
+            # (live) study already closed; the study's record stands, the search goes on.
+            self._completed_trials.add(trial_id)
         self._last_step[trial_id] = result.get(TRAINING_ITERATION)
 
     def on_trial_complete(
@@ -61,11 +66,14 @@ class EpochAwareOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
         step = result.get(TRAINING_ITERATION)
-        if step is not None and self._last_step.get(trial_id) != step:
-            # Ray withholds the result that made ASHA stop a trial; it is the value the
-            # trial was judged on, so Optuna gets it as the pruned trial's last value.
-            ot_trial.report(result[M.VAL_PPL], step)
-        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        try:
+            if step is not None and self._last_step.get(trial_id) != step:
+                # Ray withholds the result that made ASHA stop a trial; it is the value
+                # the trial was judged on, so Optuna gets it as its last value.
+                ot_trial.report(result[M.VAL_PPL], step)
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as error:
+            log.warning("optuna: trial %s was already closed (%s)", trial_id, error)
         self._completed_trials.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:

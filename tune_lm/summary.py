@@ -20,6 +20,7 @@ from tune_lm.space import SearchSpace
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
 GRID_TABLE_MD = "grid_table.md"
 
 
@@ -147,9 +148,10 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
 def write_summary(
     folder: Path, rows: list[TrialRow], space: SearchSpace, best: TrialRow | None
 ) -> dict[str, Path]:
-    """summary.csv (every trial), summary.json (with the winner), grid_table.md."""
+    """summary.csv and summary.md (every trial), summary.json (with the winner), and
+    grid_table.md for grid studies."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": folder / SUMMARY_CSV, "json": folder / SUMMARY_JSON}
+    paths = {"csv": folder / SUMMARY_CSV, "json": folder / SUMMARY_JSON, "md": folder / SUMMARY_MD}
     flat = [r.flat() for r in sorted(rows, key=lambda r: (r.best_val_ppl, r.trial_id))]
     columns = list(dict.fromkeys(k for row in flat for k in row))
     with open(paths["csv"], "w", newline="") as handle:
@@ -162,6 +164,7 @@ def write_summary(
         "trials": flat,
     }
     paths["json"].write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    paths["md"].write_text(top_table(rows, limit=len(rows)) + "\n")
     if space.searcher.type == "grid":
         paths["grid"] = folder / GRID_TABLE_MD
         paths["grid"].write_text(grid_table(rows, space) + "\n")
