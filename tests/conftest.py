@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,3 +49,56 @@ def shared_data() -> Path:
 def isolated_cache(monkeypatch, tmp_path_factory):
     """Keep every test (and the processes it starts) off the user's ~/.cache/tune_lm."""
     monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_mlflow_server(root):
+    """A real tracking server (SQLite backend, proxied artifact store) on 127.0.0.1,
+    answering /health; returns (process, uri)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2):
+            return server, uri
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop_process(server)
+            raise AssertionError("the mlflow server did not start")
+        time.sleep(0.5)
+
+
+def stop_process(process, sig=signal.SIGTERM):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on loopback, shared by the tests that need one."""
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
+    try:
+        yield uri
+    finally:
+        stop_process(server)
+
+
+@pytest.fixture
+def private_mlflow_server(tmp_path_factory):
+    """(process, uri) of a server this one test may stop."""
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("private_mlflow_server"))
+    try:
+        yield server, uri
+    finally:
+        stop_process(server)

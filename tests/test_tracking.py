@@ -3,17 +3,16 @@
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
+from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
 from mlflow.tracking import MlflowClient
 
 from tune_lm import metrics as M
@@ -24,48 +23,6 @@ from tune_lm.tracking import LOGGED_METRICS, PARENT_TAG, TAG_KIND, TAG_STATUS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINAL_METRICS = {M.BEST_VAL_PPL, "epochs_run", M.TRAIN_TIME_S}
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_mlflow_server(root):
-    """A real tracking server (SQLite backend, proxied artifact store) on 127.0.0.1,
-    answering /health; returns (process, uri)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{uri}/health", timeout=2):
-            return server, uri
-        if server.poll() is not None or time.monotonic() > deadline:
-            stop(server)
-            raise AssertionError("the mlflow server did not start")
-        time.sleep(0.5)
-
-
-def stop(process, sig=signal.SIGTERM):
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
-    try:
-        yield uri
-    finally:
-        stop(server)
 
 
 def search(tmp_path, uri, name, *extra, space_text, timeout=600):
@@ -189,9 +146,9 @@ def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
 
 
 @pytest.mark.slow
-def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, tmp_path_factory):
+def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, private_mlflow_server):
     """A second, private server is stopped once the first result is logged."""
-    server, uri = start_mlflow_server(tmp_path_factory.mktemp("doomed_server"))
+    server, uri = private_mlflow_server
     space = tmp_path / "doomed.yaml"
     space.write_text(textwrap.dedent(SPACE.replace("max_tokens_per_epoch: 1600",
                                                    "max_tokens_per_epoch: 8000")))  # fmt: skip
@@ -210,7 +167,7 @@ def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, tmp_path_f
                 break
             time.sleep(0.3)
     finally:
-        stop(server, signal.SIGKILL)
+        stop_process(server, signal.SIGKILL)
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output[-3000:]
     assert "call(s) failed; not logged" in output

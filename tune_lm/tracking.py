@@ -36,6 +36,7 @@ TAG_STATUS = "tune_lm.status"
 PARENT_TAG = "mlflow.parentRunId"  # what makes the UI nest a run under another
 LOGGED_METRICS = tuple(m for m in M.EVALUATION_METRICS if m != M.STEP)
 PAUSE_AFTER_FAILURE_S = 30.0
+PLACEMENT_KEYS = ("node_id", "node_ip", "gpu_ids")  # tags: where a trial last ran
 
 
 class MLflowTrialLogger(Callback):
@@ -141,7 +142,9 @@ class MLflowTrialLogger(Callback):
             if (key in LOGGED_METRICS or key.startswith("test_ppl_epoch"))
             and isinstance(value, int | float)
         ]
-        self._safe("log metrics", self.client.log_batch, run_id, metrics=metrics)
+        placement = [RunTag(f"tune_lm.{key}", str(result[key]))
+                     for key in PLACEMENT_KEYS if key in result]  # fmt: skip
+        self._safe("log metrics", self.client.log_batch, run_id, metrics=metrics, tags=placement)
         self._last_step[trial.trial_id] = step
 
     def on_checkpoint(

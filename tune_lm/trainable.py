@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -57,6 +58,16 @@ def test_perplexity(
     return M.perplexity(evaluate_loss(model, split, config.bptt))
 
 
+def where_am_i() -> dict[str, str]:
+    """The node and GPUs this trial runs on (strings: recorded, never optimised)."""
+    context = ray.get_runtime_context()
+    return {
+        "node_id": context.get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids()) or "none",
+    }
+
+
 def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) -> None:
     """Tune entry point. ``space`` and ``corpus`` come once per search through
     ``tune.with_parameters`` (the corpus sits in Ray's object store, not re-read)."""
@@ -64,9 +75,10 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
     checkpoint = tune.get_checkpoint()
     state = load_state(checkpoint) if checkpoint is not None else None
     test_epochs = set(space.test_at_epochs)
+    placement = where_am_i()
 
     def report(epoch: float, result: dict[str, float], train_state: TrainState) -> None:
-        metrics = dict(result)
+        metrics = {**result, **placement}
         if epoch in test_epochs and train_state.best_model is not None:
             # Grid studies report every configuration, each on its own best weights so far.
             metrics[test_metric_name(int(epoch))] = test_perplexity(
