@@ -102,3 +102,36 @@ def private_mlflow_server(tmp_path_factory):
         yield server, uri
     finally:
         stop_process(server)
+
+
+ASHA_SPACE = """
+data: synthetic
+seed: 3
+searcher: {type: optuna, sampler: tpe, n_startup_trials: 3}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
+budget: {num_samples: 8, max_concurrent: 2}
+resources: {cpus_per_trial: 1}
+fixed: {epochs: 4, nlayers: 1, emsize: 16, batch_size: 8, bptt: 10, dropout: 0.0,
+        max_tokens_per_epoch: 1600}
+parameters:
+  model: {choice: [LSTM, GRU]}
+  nhid: {choice: [8, 32]}
+  lr: {loguniform: [0.5, 40.0]}
+"""
+
+
+@pytest.fixture(scope="session")
+def asha_search(tmp_path_factory):
+    """One real ASHA + TPE search (8 trials, synthetic corpus, local Ray), run once and
+    shared by the tests that inspect its results: (completed process, experiment folder)."""
+    root = tmp_path_factory.mktemp("asha_search")
+    space = root / "space.yaml"
+    space.write_text(ASHA_SPACE)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "tune_lm.search", "--space", str(space), "--storage",
+         str(root / "runs"), "--name", "t"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT,
+    )  # fmt: skip
+    return done, root / "runs" / "t"

@@ -65,22 +65,9 @@ def load_study(folder):
 
 
 @pytest.mark.slow
-def test_asha_stops_trials_and_optuna_proposes(tmp_path):
-    space = write_space(tmp_path, """
-        data: synthetic
-        seed: 3
-        searcher: {type: optuna, sampler: tpe, n_startup_trials: 3}
-        scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
-        budget: {num_samples: 8, max_concurrent: 2}
-        resources: {cpus_per_trial: 1}
-        parameters:
-          model: {choice: [LSTM, GRU]}
-          nhid: {choice: [8, 32]}
-          lr: {loguniform: [0.5, 40.0]}
-    """, epochs=4)  # fmt: skip
-    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "t")
+def test_asha_stops_trials_and_optuna_proposes(asha_search):
+    done, folder = asha_search
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    folder = tmp_path / "runs" / "t"
     rows = read_summary(folder)
     assert len(rows) == 8
     statuses = [row["status"] for row in rows]

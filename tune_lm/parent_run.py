@@ -119,7 +119,8 @@ def finish_parent_run(
 ) -> None:
     """Summary tables as artifacts; the best trial's id, config and perplexities."""
     for path in summary_files:
-        client.log_artifact(run_id, str(path), "summary")
+        folder = "report" if path.parent.name == "report" else "summary"
+        client.log_artifact(run_id, str(path), folder)
     if best is not None:
         now = int(time.time() * 1000)
         metrics = [Metric("best_val_ppl", best.best_val_ppl, now, 0)]

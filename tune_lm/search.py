@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             best_model = found if row is best else best_model
     print(top_table(rows))
     paths = write_summary(_local_folder(path), rows, space, best)
+    paths.update(_write_report(_local_folder(path)))
     _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers)
     if best is None:
         raise TuneLMError(
@@ -171,7 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{best.params}")  # fmt: skip
     if "grid" in paths:
         print(paths["grid"].read_text())
-    print("summary: " + ", ".join(str(p) for p in paths.values()))
+    print("summary: " + ", ".join(str(p) for k, p in paths.items() if ":" not in k))
+    report = [p for k, p in paths.items() if k.startswith("report:")]
+    if report:
+        print(f"report: {report[0].parent} ({len(report)} tables and pictures)")
     unfinished = [row for row in rows if row.status.startswith("stopped at")
                   or row.status.startswith("stopped before")]  # fmt: skip
     if unfinished and not space.budget.time_budget:
@@ -200,6 +204,17 @@ def _report_to_mlflow(
         failures.append(f"finish the search's run: {type(error).__name__}: {error}")
     if failures:
         print(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
+
+
+def _write_report(folder: Path) -> dict[str, Path]:
+    """The report's tables and pictures (a failure there never fails the search)."""
+    from tune_lm.report import write_report
+
+    try:
+        return {f"report:{p.name}": p for p in write_report(folder)}
+    except Exception as error:
+        log.warning("the report could not be written: %s", error)
+        return {}
 
 
 SPACE_FILE = "space.json"  # the validated space, as the experiment started with it

@@ -1,0 +1,152 @@
+"""``python -m tune_lm.report EXPERIMENT``: tables and pictures that answer "which cell,
+at what cost?" from a finished (or running) search's folder.
+
+Writes into ``EXPERIMENT/report/``: ``trials.md``/``.csv`` (every trial), one grouped
+table per ``--by`` parameter (cell type always), and PNGs: validation perplexity per
+epoch, best perplexity against seconds per epoch with the Pareto front, best-so-far
+against wall-clock time, and Optuna's parameter importances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tune_lm import metrics as M
+from tune_lm.cli import run_main
+from tune_lm.errors import TuneLMError
+from tune_lm.summary import SUMMARY_JSON, markdown_table
+
+REPORT_DIR = "report"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    params: dict[str, Any]
+    status: str
+    best_val_ppl: float
+    epoch_time_s: float
+    tokens_per_s: float
+    history: list[dict[str, float]]  # one dict per evaluation, with "timestamp"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (both minimised)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (a <= x and b <= y) and (a < x or b < y) for j, (a, b) in enumerate(points) if j != i
+        )
+        if not dominated and math.isfinite(x) and math.isfinite(y):
+            front.append(i)
+    return front
+
+
+def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
+    """The search's summary.json plus each trial's per-evaluation results."""
+    summary_file = folder / SUMMARY_JSON
+    if not summary_file.is_file():
+        raise TuneLMError(
+            f"{folder}: no {SUMMARY_JSON} here; give the folder of a search "
+            "(tune_lm_runs/NAME) whose run has ended"
+        )
+    summary = json.loads(summary_file.read_text())
+    histories: dict[str, list[dict[str, float]]] = {}
+    for result_file in folder.glob("*/result.json"):
+        lines = [json.loads(line) for line in result_file.read_text().splitlines() if line]
+        if lines:
+            histories[str(lines[0].get("trial_id"))] = lines
+    params = list(summary["space"]["parameters"])
+    records = [
+        TrialRecord(
+            trial_id=str(row["trial_id"]),
+            params={name: row.get(name) for name in params},
+            status=row["status"],
+            best_val_ppl=float(row[M.BEST_VAL_PPL]),
+            epoch_time_s=float(row[M.EPOCH_TIME_S] or math.nan),
+            tokens_per_s=float(row[M.TOKENS_PER_S] or math.nan),
+            history=histories.get(str(row["trial_id"]), []),
+        )
+        for row in summary["trials"]
+    ]
+    return summary, records
+
+
+def grouped(records: list[TrialRecord], by: str) -> list[dict[str, Any]]:
+    """One row per value of ``by``: trials, best val ppl (and which trial), median s/epoch."""
+    groups: dict[Any, list[TrialRecord]] = {}
+    for record in records:
+        groups.setdefault(record.params.get(by), []).append(record)
+    rows = []
+    for value, members in groups.items():
+        best = min(members, key=lambda r: r.best_val_ppl)
+        times = [r.epoch_time_s for r in members if math.isfinite(r.epoch_time_s)]
+        rows.append(
+            {
+                by: value,
+                "trials": len(members),
+                M.BEST_VAL_PPL: best.best_val_ppl,
+                "best_trial": best.trial_id,
+                "median_epoch_time_s": statistics.median(times) if times else None,
+            }
+        )
+    return sorted(rows, key=lambda row: row[M.BEST_VAL_PPL])
+
+
+def _write_table(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> list[Path]:
+    stem.with_suffix(".md").write_text(markdown_table(rows, columns) + "\n")
+    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+
+
+def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
+    """Every table and picture of the report; returns the files written."""
+    from tune_lm import report_plots  # matplotlib only when pictures are drawn
+
+    summary, records = load_trials(folder)
+    out = folder / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    params = list(summary["space"]["parameters"])
+    columns = ["trial_id", *params, "epochs_run", "status", M.BEST_VAL_PPL, M.EPOCH_TIME_S,
+               M.TOKENS_PER_S, M.TEST_PPL]  # fmt: skip
+    written = _write_table(summary["trials"], columns, out / "trials")
+    for name in dict.fromkeys(["model", *by]):
+        if name not in params and name not in summary["space"]["fixed"]:
+            if name in by:
+                raise TuneLMError(f"--by {name}: not a parameter of this search ({params})")
+            continue
+        for record in records:
+            record.params.setdefault(name, summary["space"]["fixed"].get(name))
+        rows = grouped(records, name)
+        header = [name, "trials", M.BEST_VAL_PPL, "best_trial", "median_epoch_time_s"]
+        written += _write_table(rows, header, out / f"by_{name}")
+    written += report_plots.draw_all(records, folder, out)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_lm.report", description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+    )  # fmt: skip
+    parser.add_argument("experiment", help="a search's folder, e.g. tune_lm_runs/quick")
+    parser.add_argument("--by", nargs="*", default=[], help="also group by these parameters")
+    args = parser.parse_args(argv)
+    for path in write_report(Path(args.experiment), args.by):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
