@@ -3,6 +3,7 @@ search survives losing the worker node."""
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,28 +37,37 @@ SPACE = """
 
 @pytest.fixture
 def two_nodes(tmp_path):
-    """A Ray head and a second node, separate `ray start` processes, one CPU each;
-    yields (address, the worker node's process). Always stopped, even on failure."""
+    """A Ray head and a second node, separate `ray start --block` processes with one CPU
+    each and a temp dir of their own; yields (address, the worker node's process).
+    Both are always stopped, even on failure, and no other Ray on the machine is touched
+    (no global `ray stop`)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    worker = None
+    temp_dir = f"/tmp/rtl{port}"  # short: Ray's socket paths must stay under ~107 bytes
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
+    nodes = []
     try:
-        subprocess.run(
-            [*RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-            env=RAY_ENV, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        worker = subprocess.Popen(
-            [*RAY, "start", f"--address={address}", "--block", *common],
+        nodes.append(subprocess.Popen(
+            [*RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
+             f"--temp-dir={temp_dir}", *common],
+            env=RAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its GCS and raylet share its process group
+        ))  # fmt: skip
+        time.sleep(6)
+        nodes.append(subprocess.Popen(
+            [*RAY, "start", f"--address={address}", *common],
             env=RAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # its raylet shares its process group: killable as a node
-        )  # fmt: skip
-        time.sleep(5)
-        yield address, worker
+        ))  # fmt: skip
+        time.sleep(6)
+        assert all(node.poll() is None for node in nodes), "a Ray node did not start"
+        yield address, nodes[1]
     finally:
-        if worker is not None:
-            stop_process(worker, signal.SIGKILL)
-        subprocess.run([*RAY, "stop", "--force"], env=RAY_ENV, capture_output=True, timeout=120)
+        for node in reversed(nodes):
+            stop_process(node, signal.SIGKILL)
+        # Anything of this cluster that left its process group (found by its temp dir).
+        subprocess.run(["pkill", "-9", "-f", temp_dir], capture_output=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def search_cmd(tmp_path, address, uri, name):

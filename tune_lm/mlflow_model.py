@@ -4,7 +4,7 @@ The model's files are a tune_lm checkpoint (state_dict + config + vocabulary, lo
 with ``torch.load(weights_only=True)``); the pyfunc wrapper scores text::
 
     model = mlflow.pyfunc.load_model("models:/tune_lm-quick/1")
-    model.predict(pandas.DataFrame({"text": ["the cat sat on the mat"]}))  # perplexity
+    model.predict(["the cat sat on the mat"])  # one perplexity per text
     model.unwrap_python_model().perplexity(open("valid.txt").read())
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 import torch
 
 import tune_lm
@@ -47,9 +46,9 @@ class LanguageModelPyfunc(mlflow.pyfunc.PythonModel):
         )  # fmt: skip
         return M.perplexity(evaluate_loss(self.model, split, self.config.bptt))
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads hints)
-        texts = model_input["text"] if isinstance(model_input, pd.DataFrame) else model_input
-        return pd.DataFrame({"perplexity": [self.perplexity(str(t)) for t in texts]})
+    def predict(self, model_input: list[str], params: dict | None = None) -> list[float]:
+        """One perplexity per text."""
+        return [self.perplexity(str(text)) for text in model_input]
 
 
 def registered_name(experiment: str) -> str:
@@ -77,3 +76,18 @@ def log_best_model(
                 ],  # fmt: skip
             )
     return info.model_uri
+
+
+def load_for_inference(
+    checkpoint: str | None = None, model_uri: str | None = None
+) -> tuple[RNNLanguageModel, TrainConfig, list[str]]:
+    """(model, config, vocab) from a checkpoint file or a registered MLflow model."""
+    if checkpoint:
+        return load_model(checkpoint)
+    try:
+        wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except Exception as error:  # unknown name/version, unreachable server, ...
+        from tune_lm.errors import TuneLMError
+
+        raise TuneLMError(f"--model {model_uri}: cannot load it from MLflow ({error})") from None
+    return wrapper.model, wrapper.config, list(wrapper.vocab)
