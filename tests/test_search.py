@@ -209,3 +209,37 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     study = load_study(folder)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4
+
+
+@pytest.mark.slow
+def test_multi_objective_search_returns_the_pareto_set(tmp_path):
+    space = write_space(tmp_path, """
+        data: synthetic
+        seed: 4
+        objectives: [val_ppl, epoch_time_s]
+        searcher: {type: optuna, sampler: nsga2}
+        scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
+        budget: {num_samples: 6, max_concurrent: 2}
+        resources: {cpus_per_trial: 1}
+        parameters:
+          nhid: {choice: [8, 64, 256]}
+          lr: {loguniform: [1.0, 20.0]}
+    """, epochs=3)  # fmt: skip
+    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "mo")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "mo" / "summary.json").read_text())
+    trials, pareto = summary["trials"], summary["pareto_trials"]
+    assert summary["objectives"] == ["val_ppl", "epoch_time_s"] and pareto
+    points = {t["trial_id"]: (t["best_val_ppl"], t["epoch_time_s"]) for t in trials}
+    for member in pareto:  # nobody is better on both objectives...
+        mine = points[member["trial_id"]]
+        assert not any(p[0] <= mine[0] and p[1] <= mine[1] and p != mine for p in points.values())
+        assert member["test_ppl"] > 1  # ...and each Pareto trial was scored on test
+    pareto_ids = {m["trial_id"] for m in pareto}
+    for trial_id, point in points.items():  # everyone else is dominated by a Pareto trial
+        if trial_id not in pareto_ids and all(v == v and v < float("inf") for v in point):
+            assert any(points[p][0] <= point[0] and points[p][1] <= point[1] for p in pareto_ids)
+    study = load_study(tmp_path / "runs" / "mo")
+    assert len(study.directions) == 2
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and all(len(t.values) == 2 for t in complete)

@@ -79,6 +79,8 @@ BAD_SPACES = [
     ("derived: {nhid: emsiz}\n", "derived.nhid"),
     ("test_at_epochs: [5]\n", "test_at_epochs"),
     ("fixed: {data: ptb}\n", "top-level 'data:'"),
+    ("objectives: [epoch_time_s, val_ppl]\n", "must start with val_ppl"),
+    ("objectives: [val_ppl, epoch_time_s]\nsearcher: {sampler: cmaes}\n", "one objective"),
 ]
 
 

@@ -38,14 +38,19 @@ class TrialRecord:
     history: list[dict[str, float]]  # one dict per evaluation, with "timestamp"
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both coordinates (both minimised)."""
+def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points that no other point dominates (every coordinate minimised:
+    another point at least as good everywhere and better somewhere)."""
     front = []
-    for i, (x, y) in enumerate(points):
+    for i, point in enumerate(points):
+        if not all(math.isfinite(v) for v in point):
+            continue
         dominated = any(
-            (a <= x and b <= y) and (a < x or b < y) for j, (a, b) in enumerate(points) if j != i
+            all(a <= b for a, b in zip(other, point, strict=True)) and tuple(other) != tuple(point)
+            for j, other in enumerate(points)
+            if j != i
         )
-        if not dominated and math.isfinite(x) and math.isfinite(y):
+        if not dominated:
             front.append(i)
     return front
 

@@ -30,6 +30,7 @@ from tune_lm.parent_run import (
     finish_parent_run,
     start_parent_run,
 )
+from tune_lm.report import pareto_front
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
 from tune_lm.summary import TrialRow, make_row, top_table, write_summary
 from tune_lm.tracking import MLflowTrialLogger, limit_http_retries
@@ -153,13 +154,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = min(finished, key=lambda row: row.best_val_ppl) if finished else None
     best_model = None
     to_test = finished if space.searcher.type == "grid" else [best] if best else []
+    pareto: list[TrialRow] = []
+    if len(space.objectives) > 1:  # several objectives: the non-dominated trials, not one
+        pareto = [finished[i] for i in pareto_front([_point(r, space) for r in finished])]
+        to_test = pareto
     for row in to_test:
         found = ray_side.best_weights(by_id[row.trial_id], space)
         if found:
             row.test_ppl = test_perplexity(found[0], corpus, found[1])
             best_model = found if row is best else best_model
     print(top_table(rows))
-    paths = write_summary(_local_folder(path), rows, space, best)
+    paths = write_summary(_local_folder(path), rows, space, best, pareto)
+    if pareto:
+        print(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
+        print(top_table(pareto, limit=len(pareto)))
     paths.update(_write_report(_local_folder(path)))
     _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers)
     if best is None:
@@ -204,6 +212,13 @@ def _report_to_mlflow(
         failures.append(f"finish the search's run: {type(error).__name__}: {error}")
     if failures:
         print(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
+
+
+def _point(row: TrialRow, space: SearchSpace) -> tuple[float, ...]:
+    """A trial's objectives, each to be minimised."""
+    values = {M.VAL_PPL: row.best_val_ppl, M.EPOCH_TIME_S: row.epoch_time_s,
+              M.TOKENS_PER_S: -row.tokens_per_s}  # fmt: skip
+    return tuple(values[name] for name in space.objectives)
 
 
 def _write_report(folder: Path) -> dict[str, Path]:

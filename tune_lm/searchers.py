@@ -67,7 +67,8 @@ class EpochAwareOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         step = result.get(TRAINING_ITERATION)
         try:
-            if step is not None and self._last_step.get(trial_id) != step:
+            single_objective = not isinstance(self.metric, list)  # MO trials take no report
+            if single_objective and step is not None and self._last_step.get(trial_id) != step:
                 # Ray withholds the result that made ASHA stop a trial; it is the value
                 # the trial was judged on, so Optuna gets it as its last value.
                 ot_trial.report(result[M.VAL_PPL], step)
@@ -96,6 +97,8 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed)
     if sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
+    if sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     startup = space.searcher.n_startup_trials
     return optuna.samplers.TPESampler(
         seed=seed, **({"n_startup_trials": startup} if startup is not None else {})
@@ -115,8 +118,8 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None) -> Searcher |
         )
     searcher = EpochAwareOptunaSearch(
         space=OptunaSearch.convert_search_space(to_tune_space(space)),
-        metric=M.VAL_PPL,
-        mode="min",
+        metric=space.objectives if len(space.objectives) > 1 else M.VAL_PPL,
+        mode=space.objective_modes if len(space.objectives) > 1 else "min",
         sampler=make_sampler(space),
         study_name=STUDY_NAME,
         storage=storage,

@@ -48,7 +48,7 @@ class _Strict(BaseModel):
 
 class SearcherSpec(_Strict):
     type: Literal["optuna", "grid"] = "optuna"
-    sampler: Literal["tpe", "random", "cmaes", "gp"] = "tpe"
+    sampler: Literal["tpe", "random", "cmaes", "gp", "nsga2"] = "tpe"
     n_startup_trials: int | None = Field(None, ge=0)  # TPE's random warm-up trials
 
 
@@ -89,6 +89,12 @@ class SearchSpace(_Strict):
     parameters: dict[str, dict[str, Any]] = {}
     derived: dict[str, str] = {}  # field: other field whose value it takes
     test_at_epochs: list[int] = []  # grid studies: test perplexity at these epochs
+    # What Optuna optimises: val_ppl first (ASHA stops on it), optionally a cost too.
+    objectives: list[Literal["val_ppl", "epoch_time_s", "tokens_per_s"]] = ["val_ppl"]
+
+    @property
+    def objective_modes(self) -> list[str]:
+        return ["max" if name == "tokens_per_s" else "min" for name in self.objectives]
 
     @property
     def epochs(self) -> int:
@@ -274,6 +280,22 @@ def _check_parameters(space: SearchSpace, source: str) -> None:
 
 def _check_searcher(space: SearchSpace, source: str) -> None:
     kinds = {name: next(iter(spec)) for name, spec in space.parameters.items()}
+    if space.objectives[0] != "val_ppl" or len(set(space.objectives)) != len(space.objectives):
+        raise SpaceError(
+            f"{source}: field 'objectives' must start with val_ppl (ASHA stops trials on "
+            f"it) and name each objective once, e.g. [val_ppl, epoch_time_s]; got "
+            f"{space.objectives}"
+        )
+    if len(space.objectives) > 1 and space.searcher.type != "optuna":
+        raise SpaceError(
+            f"{source}: field 'objectives' lists several objectives, which needs "
+            "'searcher: {type: optuna}' (tpe or nsga2)"
+        )
+    if len(space.objectives) > 1 and space.searcher.sampler in ("cmaes", "gp"):
+        raise SpaceError(
+            f"{source}: field 'searcher.sampler' {space.searcher.sampler} optimises one "
+            "objective; use tpe or nsga2 with several objectives"
+        )
     if space.searcher.type == "optuna":
         grid = [name for name, kind in kinds.items() if kind == "grid"]
         if grid:

@@ -146,7 +146,11 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
 
 
 def write_summary(
-    folder: Path, rows: list[TrialRow], space: SearchSpace, best: TrialRow | None
+    folder: Path,
+    rows: list[TrialRow],
+    space: SearchSpace,
+    best: TrialRow | None,
+    pareto: list[TrialRow] | None = None,
 ) -> dict[str, Path]:
     """summary.csv and summary.md (every trial), summary.json (with the winner), and
     grid_table.md for grid studies."""
@@ -161,6 +165,8 @@ def write_summary(
     payload = {
         "space": space.model_dump(),
         "best_trial": best.flat() if best else None,
+        "objectives": list(space.objectives),
+        "pareto_trials": [r.flat() for r in pareto or []],
         "trials": flat,
     }
     paths["json"].write_text(json.dumps(payload, indent=2, default=str) + "\n")
