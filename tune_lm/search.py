@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [
         make_row(
             r.metrics.get("trial_id", r.path),
-            _searched(r.config, space),
+            space.searched(r.config),
             _history(r),
             str(r.error) if r.error else None,
             space,
@@ -249,10 +249,6 @@ def _pin_space(space: SearchSpace, path: str, *, resume: bool) -> SearchSpace:
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(space.model_dump_json(indent=2) + "\n")
     return space
-
-
-def _searched(config: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
-    return {name: config.get(name) for name in space.parameters}
 
 
 def _history(result: Any) -> list[dict[str, float]]:

@@ -111,6 +111,10 @@ class SearchSpace(_Strict):
             epoch *= self.scheduler.reduction_factor
         return rungs
 
+    def searched(self, tune_config: dict[str, Any]) -> dict[str, Any]:
+        """The searched parameters' values out of a trial's Tune config."""
+        return {name: tune_config[name] for name in self.parameters if name in tune_config}
+
     def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: fixed values, then sampled, then derived."""
         values = {"seed": self.seed, **self.fixed, **sampled}

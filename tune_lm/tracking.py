@@ -119,7 +119,7 @@ class MLflowTrialLogger(Callback):
             if run is None:
                 return None
             run_id = run.info.run_id
-            config = self.space.trial_config(_searched(trial.config, self.space)).to_dict()
+            config = self.space.trial_config(self.space.searched(trial.config)).to_dict()
             params = [Param(k, str(v)) for k, v in sorted(config.items())]
             self._safe("log the trial's params", self.client.log_batch, run_id, params=params)
         self._runs[trial_id] = run_id
@@ -195,17 +195,13 @@ class MLflowTrialLogger(Callback):
         state = self._safe("read the checkpoint", load_state, checkpoint)
         if run_id is None or not state or state.get(which) is None:
             return
-        config = self.space.trial_config(_searched(trial.config, self.space))
+        config = self.space.trial_config(self.space.searched(trial.config))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             model = RNNLanguageModel.from_config(config, len(self.vocab))
             save_model(path, model, config, self.vocab, model_state=state[which])
             self._safe("upload the checkpoint", self.client.log_artifact, run_id, str(path),
                        folder)  # fmt: skip
-
-
-def _searched(config: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
-    return {name: config[name] for name in space.parameters if name in config}
 
 
 def limit_http_retries() -> None:

@@ -123,7 +123,7 @@ def best_weights(result: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]] 
     if result.checkpoint is None:
         return None
     state = load_state(result.checkpoint)
-    config = space.trial_config({k: result.config[k] for k in space.parameters})
+    config = space.trial_config(space.searched(result.config))
     return config.replace(device="auto", threads=None), state["best_model"]
 
 
