@@ -30,6 +30,7 @@ from tune_lm.parent_run import (
     finish_parent_run,
     start_parent_run,
 )
+from tune_lm.progress import ProgressPrinter
 from tune_lm.report import pareto_front
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
 from tune_lm.summary import TrialRow, make_row, top_table, write_summary
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     add("--log-checkpoints", choices=["best", "all", "none"], default="best",
         help="checkpoints logged to each trial's MLflow run (default: best)")  # fmt: skip
+    add("--progress-every", type=float, default=30.0, metavar="SECONDS",
+        help="print a progress line this often, and when a trial ends (default: 30)")  # fmt: skip
     add("--smoke", action="store_true", help="a tiny run on the synthetic corpus")
     return parser
 
@@ -85,6 +88,8 @@ def _validate_flags(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.progress_every <= 0:
+        raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
     for flag in ("cpus_per_trial", "gpus_per_trial"):
         value = getattr(args, flag)
         if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
@@ -134,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     trial_logger = MLflowTrialLogger(
         tracking_uri, experiment_id, parent_id, space, corpus.vocab, args.log_checkpoints
     )
-    tuner = ray_side.build_tuner(space, corpus, path, resume=args.resume, callbacks=[trial_logger])
+    progress = ProgressPrinter(space, interval_s=args.progress_every)
+    tuner = ray_side.build_tuner(
+        space, corpus, path, resume=args.resume, callbacks=[trial_logger, progress]
+    )
     print(f"experiment: {path}\nMLflow: {tracking_uri} (experiment {name!r}, run {parent_id})")
     results = tuner.fit()
     loggers = [c for c in ray_side.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]

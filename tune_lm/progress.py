@@ -1,0 +1,161 @@
+"""Live progress of a search: trials running / finished / stopped, best so far, elapsed
+and an estimate of the time left. A Tune callback on the driver prints one line every
+``interval_s`` seconds and whenever a trial ends.
+
+The estimate counts trial-epochs. A trial is expected to run
+:func:`expected_epochs` (all of them under FIFO; under ASHA each rung lets through
+1/reduction_factor of the trials that reach it), the observed wall-clock seconds per
+trial-epoch (evaluation included) price them, and the trials running at once share the
+work. A time budget caps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ray.tune import Callback
+
+from tune_lm import metrics as M
+from tune_lm.space import SearchSpace, parse_duration
+
+log = logging.getLogger(__name__)
+
+
+def expected_epochs(rungs: Sequence[float], reduction_factor: float, max_epochs: float,
+                    done: float = 0.0) -> float:  # fmt: skip
+    """Epochs a trial that has run ``done`` epochs is still expected to run.
+
+    ``rungs`` are ASHA's comparison points (none: FIFO, every trial runs to the end).
+    Past each rung above ``done`` only 1/reduction_factor of the trials carry on."""
+    points = [r for r in rungs if r > done] + [max_epochs]
+    remaining, survival, previous = 0.0, 1.0, done
+    for point in points:
+        remaining += survival * max(point - previous, 0.0)
+        survival /= reduction_factor
+        previous = point
+    return remaining
+
+
+def estimate_remaining_s(
+    *,
+    space: SearchSpace,
+    total_trials: int,
+    running_epochs: Sequence[float],
+    started: int,
+    seconds_per_epoch: float,
+    concurrency: int,
+    elapsed_s: float,
+) -> float:
+    """Seconds left: the unstarted trials' expected epochs plus what the running ones
+    still need, at ``seconds_per_epoch``, ``concurrency`` trials at a time."""
+    rungs, rf = space.asha_rungs, space.scheduler.reduction_factor
+    fresh = expected_epochs(rungs, rf, space.epochs)
+    work = max(total_trials - started, 0) * fresh
+    work += sum(expected_epochs(rungs, rf, space.epochs, done) for done in running_epochs)
+    left = work * seconds_per_epoch / max(concurrency, 1)
+    if space.budget.time_budget:
+        left = min(left, max(parse_duration(space.budget.time_budget) - elapsed_s, 0.0))
+    return left
+
+
+def total_trials(space: SearchSpace) -> int:
+    """Trials the search will run: num_samples, times the grid's size for a grid."""
+    grid = 1
+    for spec in space.parameters.values():
+        if "grid" in spec:
+            grid *= len(spec["grid"])
+    return space.budget.num_samples * grid
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressPrinter(Callback):
+    """Tune callback: one progress line every ``interval_s`` and at each trial's end."""
+
+    def __init__(self, space: SearchSpace, interval_s: float = 30.0) -> None:
+        self.space, self.interval_s = space, interval_s
+        self.total = total_trials(space)
+        self._start: float | None = None
+        self._last_print = 0.0
+        self._per_epoch: dict[str, float] = {}  # trial id -> wall seconds per epoch
+        self._epochs: dict[str, float] = {}
+        self._best: tuple[float, str] | None = None
+        self._most_running = 1
+        self._ended: dict[str, str] = {}  # trial id -> TERMINATED | ERROR, as callbacks say
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_start"] = None  # a resumed search's clock starts again
+        return state
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:  # fmt: skip
+        epoch = float(result.get(M.EPOCH, 0.0) or 0.0)
+        seconds = result.get("time_total_s")
+        if epoch > 0 and seconds:
+            self._per_epoch[trial.trial_id] = float(seconds) / epoch
+            self._epochs[trial.trial_id] = epoch
+        value = result.get(M.VAL_PPL)
+        finite = value is not None and math.isfinite(value)
+        if finite and (self._best is None or value < self._best[0]):
+            self._best = (float(value), trial.trial_id)
+
+    # Tune calls these before it changes the trial's status: remember the outcome.
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended[trial.trial_id] = "TERMINATED"
+        self._print(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended[trial.trial_id] = "ERROR"
+        self._print(trials)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self._last_print >= self.interval_s:
+            self._print(trials)
+
+    def line(self, trials: list) -> str:
+        """The progress line for Tune's current trial list."""
+        if self._start is None:
+            self._start = time.monotonic()
+        elapsed = time.monotonic() - self._start
+        status = {t.trial_id: self._ended.get(t.trial_id, t.status) for t in trials}
+        running = [t for t in trials if status[t.trial_id] == "RUNNING"]
+        self._most_running = max(self._most_running, len(running))
+        finished = [t for t in trials if status[t.trial_id] in ("TERMINATED", "ERROR")]
+        stopped_early = sum(
+            1 for t in finished
+            if status[t.trial_id] == "TERMINATED"
+            and self._epochs.get(t.trial_id, 0) < self.space.epochs
+        )  # fmt: skip
+        failed = sum(1 for t in finished if status[t.trial_id] == "ERROR")
+        parts = [
+            f"{_clock(elapsed)} elapsed",
+            f"trials: {len(running)} running, {len(finished)}/{self.total} finished "
+            f"({stopped_early} stopped early, {failed} failed)",
+        ]
+        if self._best is not None:
+            parts.append(f"best {M.VAL_PPL} {self._best[0]:.2f} ({self._best[1]})")
+        if self._per_epoch:
+            left = estimate_remaining_s(
+                space=self.space,
+                total_trials=self.total,
+                running_epochs=[self._epochs.get(t.trial_id, 0.0) for t in running],
+                started=sum(1 for t in trials if status[t.trial_id] != "PENDING"),
+                seconds_per_epoch=statistics.median(self._per_epoch.values()),
+                concurrency=self.space.budget.max_concurrent or self._most_running,
+                elapsed_s=elapsed,
+            )
+            parts.append(f"about {_clock(left)} left")
+        return "progress: " + " | ".join(parts)
+
+    def _print(self, trials: list) -> None:
+        self._last_print = time.monotonic()
+        print(self.line(trials), flush=True)
