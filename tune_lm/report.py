@@ -1,5 +1,6 @@
 """``python -m tune_lm.report EXPERIMENT``: tables and pictures that answer "which cell,
-at what cost?" from a finished (or running) search's folder.
+at what cost?" from a finished search: its folder, its storage URI (``s3://...``), or
+its MLflow experiment (``--mlflow NAME``).
 
 Writes into ``EXPERIMENT/report/``: ``trials.md``/``.csv`` (every trial), one grouped
 table per ``--by`` parameter (cell type always), and PNGs: validation perplexity per
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import statistics
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ from tune_lm.errors import TuneLMError
 from tune_lm.summary import SUMMARY_JSON, markdown_table
 
 REPORT_DIR = "report"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,12 +148,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tune_lm.report", description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
     )  # fmt: skip
-    parser.add_argument("experiment", help="a search's folder, e.g. tune_lm_runs/quick")
+    parser.add_argument("experiment", nargs="?",
+                        help="a search's folder (tune_lm_runs/quick) or storage URI "
+                        "(s3://bucket/runs/quick)")  # fmt: skip
+    parser.add_argument("--mlflow", metavar="NAME",
+                        help="instead: the finished search logged as MLflow experiment NAME")
+    parser.add_argument("--tracking-uri",
+                        help="with --mlflow: MLflow tracking URI (default: MLFLOW_TRACKING_URI "
+                        "or ./mlflow.db)")  # fmt: skip
+    parser.add_argument("--out", help="for a URI or --mlflow: local folder for the copied "
+                        "results and the report (default: ./NAME)")  # fmt: skip
     parser.add_argument("--by", nargs="*", default=[], help="also group by these parameters")
     args = parser.parse_args(argv)
-    for path in write_report(Path(args.experiment), args.by):
+    if (args.experiment is None) == (args.mlflow is None):
+        parser.error("give either an experiment folder/URI or --mlflow NAME")
+    folder = _local_copy(args)
+    for path in write_report(folder, args.by):
         print(path)
     return 0
+
+
+def _local_copy(args: argparse.Namespace) -> Path:
+    """The experiment as a local folder: itself, or a copy of a remote or MLflow one."""
+    from tune_lm import report_sources
+
+    if args.mlflow is None and "://" not in args.experiment:
+        return Path(args.experiment)
+    name = args.mlflow or args.experiment.rstrip("/").rsplit("/", 1)[-1]
+    out = Path(args.out or name)
+    if (out / SUMMARY_JSON).exists() and not out.samefile(Path.cwd()):
+        log.info("refreshing the copy in %s", out)
+    if args.mlflow is not None:
+        from tune_lm.parent_run import default_tracking_uri
+
+        return report_sources.fetch_mlflow(args.mlflow, args.tracking_uri
+                                           or default_tracking_uri(), out)  # fmt: skip
+    return report_sources.fetch_uri(args.experiment, out)
 
 
 if __name__ == "__main__":

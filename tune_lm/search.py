@@ -32,6 +32,7 @@ from tune_lm.parent_run import (
 )
 from tune_lm.progress import ProgressPrinter
 from tune_lm.report import pareto_front
+from tune_lm.searchers import STUDY_FILE
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
 from tune_lm.summary import TrialRow, make_row, top_table, write_summary
 from tune_lm.tracking import MLflowTrialLogger, limit_http_retries
@@ -177,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
         print(top_table(pareto, limit=len(pareto)))
     paths.update(_write_report(_local_folder(path)))
+    study = _local_folder(path) / STUDY_FILE
+    if study.is_file():  # logged with the summary: the report can then be rebuilt from MLflow
+        paths["study"] = study
     _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers)
     if best is None:
         raise TuneLMError(

@@ -1,0 +1,118 @@
+"""Where a report's inputs come from when the experiment is not a local folder.
+
+Both sources are copied into a local folder laid out like an experiment folder
+(``summary.json``, the Optuna journal, ``<trial>/result.json``), so the report has one
+reader:
+
+- a storage URI (``s3://bucket/runs/NAME``, ``gs://...``, ``file://...``): the small
+  result files are copied with pyarrow's filesystems (the ones Ray Tune itself writes
+  with), checkpoints are skipped;
+- a finished MLflow experiment: the search's parent run gives ``summary.json`` and the
+  study (artifacts), each trial's child run its metric history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from tune_lm import metrics as M
+from tune_lm.errors import TuneLMError
+from tune_lm.searchers import STUDY_FILE
+from tune_lm.summary import SUMMARY_JSON
+
+log = logging.getLogger(__name__)
+
+SMALL_FILES = (SUMMARY_JSON, STUDY_FILE, "space.json", "result.json")
+
+
+def fetch_uri(uri: str, dest: Path) -> Path:
+    """Copy an experiment's result files (no checkpoints) from ``uri`` into ``dest``."""
+    import pyarrow.fs
+
+    try:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+    except (OSError, ValueError) as error:
+        raise TuneLMError(
+            f"{uri}: cannot list the experiment there ({error}). Check the URI and the "
+            "credentials (for s3:// the usual AWS_* variables or ~/.aws), or copy the "
+            "folder locally and give its path"
+        ) from None
+    wanted = [i for i in infos if i.type == pyarrow.fs.FileType.File
+              and Path(i.path).name in SMALL_FILES and "checkpoint_" not in i.path]  # fmt: skip
+    if not any(Path(i.path).name == SUMMARY_JSON for i in wanted):
+        raise TuneLMError(f"{uri}: no {SUMMARY_JSON} there; give the folder of a search "
+                          "whose run has ended (STORAGE/NAME)")  # fmt: skip
+    for info in wanted:
+        target = dest / Path(info.path).relative_to(root.rstrip("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(info.path) as source:
+            _write_atomic(target, source.read())
+    return dest
+
+
+def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path) -> Path:
+    """Rebuild an experiment folder from the MLflow runs of a finished search."""
+    from mlflow.tracking import MlflowClient
+
+    from tune_lm.parent_run import check_tracking_server
+    from tune_lm.tracking import PARENT_TAG, TAG_KIND, TAG_TRIAL
+
+    check_tracking_server(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments(max_results=50)]
+        raise TuneLMError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; "
+                          f"it has: {', '.join(names) or 'none'}")  # fmt: skip
+    parents = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
+        order_by=["attributes.start_time DESC"],
+    )  # fmt: skip
+    for parent in parents:
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                summary = client.download_artifacts(parent.info.run_id, f"summary/{SUMMARY_JSON}",
+                                                    scratch)  # fmt: skip
+            except Exception:  # this search never finished; try an older one
+                continue
+            _write_atomic(dest / SUMMARY_JSON, Path(summary).read_bytes())
+            try:
+                study = client.download_artifacts(parent.info.run_id, f"summary/{STUDY_FILE}",
+                                                  scratch)  # fmt: skip
+                _write_atomic(dest / STUDY_FILE, Path(study).read_bytes())
+            except Exception:  # older searches did not log the study: no importances
+                log.info("no Optuna study in run %s", parent.info.run_id)
+        break
+    else:
+        raise TuneLMError(
+            f"MLflow experiment {experiment!r} has no finished search (a parent run with "
+            f"summary/{SUMMARY_JSON}); wait for the search to end, or --resume it"
+        )
+    children = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{TAG_KIND}` = 'trial' and tags.`{PARENT_TAG}` = "
+        f"'{parent.info.run_id}'",
+    )  # fmt: skip
+    for child in children:
+        trial_id = child.data.tags[TAG_TRIAL]
+        steps: dict[int, dict[str, float]] = {}
+        for name in (M.EPOCH, M.VAL_PPL, M.VAL_LOSS, M.TRAIN_LOSS, M.EPOCH_TIME_S,
+                     M.TOKENS_PER_S):  # fmt: skip
+            for point in client.get_metric_history(child.info.run_id, name):
+                entry = steps.setdefault(point.step, {"trial_id": trial_id, M.STEP: point.step})
+                entry[name] = point.value
+                entry["timestamp"] = max(entry.get("timestamp", 0), point.timestamp / 1000)
+        lines = [json.dumps(steps[step]) for step in sorted(steps)]
+        _write_atomic(dest / trial_id / "result.json", ("\n".join(lines) + "\n").encode())
+    return dest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
