@@ -19,6 +19,7 @@ from tune_lm.errors import ConfigError
 CellType = Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 OptimizerName = Literal["sgd", "adamw"]
 DecoderName = Literal["full", "adaptive"]
+Precision = Literal["fp32", "bf16"]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -65,6 +66,10 @@ class TrainConfig(BaseModel):
     seed: int = Field(1111, description="random seed")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    precision: Precision = Field(
+        "fp32", description="bf16: training matmuls and RNNs autocast to bfloat16, weights "
+        "and evaluation stay fp32 (GPUs; CPUs with AVX512-BF16 or AMX)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:

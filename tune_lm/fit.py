@@ -83,6 +83,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def training_autocast(config: TrainConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast for the training forward pass (``precision: bf16``), else a no-op.
+
+    Weights, optimizer state and gradients stay fp32; evaluation is not autocast, so the
+    reported perplexities are fp32 scores of the trained weights."""
+    enabled = config.precision == "bf16"
+    if enabled and not bf16_is_fast(device):
+        log.warning("precision=bf16 on %s without native bf16 support: expect it slower", device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
 def _check_corpus(corpus: Corpus, config: TrainConfig) -> None:
     needed = 2 * config.batch_size
     if corpus.train.numel() < needed:
@@ -190,6 +209,7 @@ def fit(
         group["lr"] = state.lr
 
     model.train()
+    autocast = training_autocast(config, device)
     segment = _Segment()
     bar = None
     stop = False
@@ -208,8 +228,9 @@ def fit(
             hidden = model.init_hidden(config.batch_size)
         hidden = detach_hidden(hidden)  # truncate BPTT at the window boundary
         optimizer.zero_grad(set_to_none=True)
-        features, hidden = model(inputs, hidden)  # (L, batch, nhid)
-        loss = model.loss(features, targets)
+        with autocast:
+            features, hidden = model(inputs, hidden)  # (L, batch, nhid)
+            loss = model.loss(features, targets)  # fp32: autocast keeps losses in fp32
         loss.backward()
         if config.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
