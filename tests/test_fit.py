@@ -142,15 +142,16 @@ def test_corpus_smaller_than_one_batch_is_a_data_error(tiny_config):
         fit(tiny_config.replace(batch_size=64), corpus=small)
 
 
-@pytest.mark.parametrize("model", ["LSTM", "GRU"])
-def test_bf16_autocast_learns_as_well_as_fp32(model):
+@pytest.mark.parametrize("model,decoder", [("LSTM", "full"), ("GRU", "full"), ("GRU", "adaptive")])
+def test_bf16_autocast_learns_as_well_as_fp32(model, decoder):
     """precision=bf16 trains in bfloat16 (here on the CPU) and ends within noise of fp32.
     (A gentle lr: with lr 20 the plateau-annealing schedule turns tiny differences into
     different anneal epochs, and that, not precision, dominates the end result.)"""
     corpus = make_synthetic_corpus(seed=0)
     floor = make_source(seed=0).perplexity_floor
-    config = TrainConfig(data="synthetic", model=model, emsize=32, nhid=64, nlayers=1,
-                         dropout=0.0, epochs=4, batch_size=16, bptt=20, lr=5.0, threads=2)
+    config = TrainConfig(data="synthetic", model=model, decoder=decoder, emsize=32, nhid=64,
+                         nlayers=1, dropout=0.0, epochs=4, batch_size=16, bptt=20, lr=5.0,
+                         threads=2)  # fmt: skip
     fp32 = fit(config, corpus=corpus, evaluate_test=False).metrics[M.BEST_VAL_PPL]
     bf16 = fit(config.replace(precision="bf16"), corpus=corpus, evaluate_test=False)
     assert bf16.metrics[M.BEST_VAL_PPL] == pytest.approx(fp32, rel=0.01)

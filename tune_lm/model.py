@@ -133,7 +133,11 @@ class RNNLanguageModel(nn.Module):
         """Mean NLL per token of ``targets`` (seq_len, batch)."""
         flat = features.reshape(-1, self.nhid)  # (tokens, nhid)
         if self.adaptive is not None:
-            return self.adaptive(flat, self.frequency_rank[targets.reshape(-1)]).loss
+            # fp32, outside any bf16 autocast: torch's adaptive softmax mixes its buffers'
+            # dtypes with log_softmax's, which autocast would make disagree.
+            with torch.autocast(flat.device.type, enabled=False):
+                ranks = self.frequency_rank[targets.reshape(-1)]
+                return self.adaptive(flat.float(), ranks).loss
         return F.cross_entropy(self.decoder(flat), targets.reshape(-1))
 
     def nll_sum(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
