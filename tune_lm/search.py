@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs four trials per GPU")
     add("--max-concurrent", type=int, help="trials running at once")
     add("--time-budget", help="stop starting trials after this long: 90s, 30m, 2h")
+    add("--max-failures", type=int,
+        help="retries of a failed trial, each from its last checkpoint (default 2)")  # fmt: skip
     add("--seed", type=int, help="seed of the sampler and the trials")
     add("--address", default=os.environ.get("RAY_ADDRESS"),
         help="join a Ray cluster (auto, ray://host:10001); default: a local Ray")  # fmt: skip
@@ -89,6 +91,8 @@ def _validate_flags(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.max_failures is not None and args.max_failures < 0:
+        raise ConfigError(f"--max-failures must be 0 or more, got {args.max_failures}")
     if args.progress_every <= 0:
         raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
     for flag in ("cpus_per_trial", "gpus_per_trial"):
@@ -115,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=args.data, num_samples=args.num_samples, max_epochs=args.max_epochs,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, time_budget=args.time_budget, seed=args.seed,
+        max_failures=args.max_failures,
     )  # fmt: skip
     if args.smoke:
         space = smoke_space(space)

@@ -62,6 +62,7 @@ class BudgetSpec(_Strict):
     num_samples: int = Field(10, ge=1)  # trials (with a grid: repeats of the whole grid)
     max_concurrent: int | None = Field(None, ge=1)
     time_budget: str | None = None  # "90s", "30m", "2h", "1h30m"
+    max_failures: int = Field(2, ge=0)  # retries of a trial that raised, from its checkpoint
 
     @model_validator(mode="after")
     def _parse_budget(self) -> BudgetSpec:
@@ -128,8 +129,8 @@ class SearchSpace(_Strict):
         """A copy with command-line overrides applied (``None`` = not given), revalidated."""
         raw = self.model_dump()
         sections = {"num_samples": "budget", "max_concurrent": "budget",
-                    "time_budget": "budget", "cpus_per_trial": "resources",
-                    "gpus_per_trial": "resources"}  # fmt: skip
+                    "time_budget": "budget", "max_failures": "budget",
+                    "cpus_per_trial": "resources", "gpus_per_trial": "resources"}  # fmt: skip
         for key, value in overrides.items():
             if value is None:
                 continue

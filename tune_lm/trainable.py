@@ -9,6 +9,9 @@ the trial resumes exactly.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,16 +20,19 @@ import ray
 import torch
 from ray import tune
 
+from tune_lm import faults
 from tune_lm import metrics as M
 from tune_lm.checkpoint import atomic_torch_save
 from tune_lm.config import TrainConfig
 from tune_lm.data import Corpus
+from tune_lm.errors import TuneLMError
 from tune_lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.fit import TrainState, fit, resolve_device
 from tune_lm.model import RNNLanguageModel
 from tune_lm.space import SearchSpace
 
 STATE_FILE = "train_state.pt"
+log = logging.getLogger(__name__)
 
 
 def test_metric_name(epoch: int) -> str:
@@ -45,6 +51,53 @@ def trial_resources(config: TrainConfig) -> TrainConfig:
 def load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
     with checkpoint.as_directory() as folder:
         return torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
+
+
+def load_latest_readable(checkpoint: tune.Checkpoint) -> dict[str, Any] | None:
+    """The training state of ``checkpoint``, or, if it cannot be read (truncated,
+    corrupted), of the newest older checkpoint of the same trial that can."""
+    import pyarrow.fs
+
+    candidates = [checkpoint]
+    parent = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    try:
+        found = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+        latest = checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+        older = sorted(
+            (i.path for i in found if i.type == pyarrow.fs.FileType.Directory
+             and i.base_name.startswith("checkpoint_") and i.base_name < latest),
+            reverse=True,
+        )  # fmt: skip
+        candidates += [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for path in older]
+    except OSError as error:
+        log.warning("cannot list the older checkpoints beside %s: %s", checkpoint.path, error)
+    for candidate in candidates:
+        try:
+            state = load_state(candidate)
+        except Exception as error:  # a half-written or damaged file: try the one before
+            log.error("checkpoint %s cannot be read (%s); trying the previous one",
+                      candidate.path, error)  # fmt: skip
+            continue
+        if candidate is not checkpoint:
+            log.warning("resuming from %s instead of the unreadable %s", candidate.path,
+                        checkpoint.path)  # fmt: skip
+        return state
+    log.error("no readable checkpoint for this trial: it starts from scratch")
+    return None
+
+
+def check_free_space(folder: str | Path, needed_bytes: int) -> None:
+    """Refuse to write a checkpoint that would leave less than ``TUNE_LM_MIN_FREE_MB``
+    (default 200) megabytes free: a full disk corrupts more than this one file."""
+    reserve = float(os.environ.get("TUNE_LM_MIN_FREE_MB", "200")) * 2**20
+    free = shutil.disk_usage(folder).free
+    if free - needed_bytes < reserve:
+        raise TuneLMError(
+            f"low disk space: {free / 2**20:.0f} MB free at {folder}, a checkpoint needs "
+            f"{needed_bytes / 2**20:.1f} MB and {reserve / 2**20:.0f} MB are kept in reserve "
+            "(TUNE_LM_MIN_FREE_MB). Free some space (old experiments under the storage "
+            "folder), then continue the search with --resume"
+        )
 
 
 def test_perplexity(
@@ -73,11 +126,14 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
     ``tune.with_parameters`` (the corpus sits in Ray's object store, not re-read)."""
     config = trial_resources(space.trial_config(sampled))
     checkpoint = tune.get_checkpoint()
-    state = load_state(checkpoint) if checkpoint is not None else None
+    state = load_latest_readable(checkpoint) if checkpoint is not None else None
+    trial_id = tune.get_context().get_trial_id()
+    trial_dir = tune.get_context().get_trial_dir()
     test_epochs = set(space.test_at_epochs)
     placement = where_am_i()
 
     def report(epoch: float, result: dict[str, float], train_state: TrainState) -> None:
+        faults.before_report(epoch, sampled, trial_id)
         metrics = {**result, **placement}
         if epoch in test_epochs and train_state.best_model is not None:
             # Grid studies report every configuration, each on its own best weights so far.
@@ -85,7 +141,11 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
                 config, corpus, train_state.best_model
             )
         with tempfile.TemporaryDirectory() as folder:
-            atomic_torch_save(train_state.to_dict(), Path(folder) / STATE_FILE)
+            saved = Path(folder) / STATE_FILE
+            atomic_torch_save(train_state.to_dict(), saved)
+            if trial_dir and Path(trial_dir).is_dir():  # local storage: check its disk
+                check_free_space(trial_dir, saved.stat().st_size)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        faults.after_report(epoch, sampled, trial_id, train_state.model)
 
     fit(config, corpus=corpus, on_epoch_end=report, state=state, evaluate_test=False)

@@ -98,7 +98,7 @@ def build_tuner(
         name=name,
         storage_path=storage,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-        failure_config=tune.FailureConfig(max_failures=2),
+        failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
         callbacks=callbacks,
         verbose=1,
     )
