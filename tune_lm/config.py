@@ -26,7 +26,7 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 class TrainConfig(BaseModel):
     """Hyper-parameters of one training run (defaults: the PyTorch word-LM example)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # Corpus
     data: str = Field("wikitext-2", description="corpus: wikitext-2, ptb, synthetic, or a folder")
