@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         given = getattr(args, name, None)
         if given is not None:
             values[name] = given
-    return TrainConfig.from_dict(values, source="command line")
+    return TrainConfig.from_dict(values, source="command line", label=flag_name)
 
 
 def run_main(

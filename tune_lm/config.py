@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,7 +27,7 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 class TrainConfig(BaseModel):
     """Hyper-parameters of one training run (defaults: the PyTorch word-LM example)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # Corpus
     data: str = Field("wikitext-2", description="corpus: wikitext-2, ptb, synthetic, or a folder")
@@ -99,8 +99,15 @@ class TrainConfig(BaseModel):
         return self
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
-        """Validate ``values`` into a config; errors name ``source`` and the field."""
+    def from_dict(
+        cls,
+        values: Mapping[str, Any],
+        *,
+        source: str = "config",
+        label: Callable[[str], str] | None = None,
+    ) -> TrainConfig:
+        """Validate ``values`` into a config; errors name ``source`` and the field
+        (as ``label(field)`` when given, e.g. the command-line flag)."""
         unknown = [key for key in values if key not in cls.model_fields]
         if unknown:
             raise ConfigError(
@@ -111,7 +118,7 @@ class TrainConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as error:
-            raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+            raise ConfigError(f"{source}: {describe_validation_error(error, label)}") from None
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with ``changes`` applied."""
@@ -127,13 +134,18 @@ def _suggestion(key: str) -> str:
     return f"Did you mean {close[0]!r} instead of {key!r}?" if close else ""
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One readable sentence per problem: ``field 'x': message (got value)``."""
+def describe_validation_error(
+    error: ValidationError, label: Callable[[str], str] | None = None
+) -> str:
+    """One readable sentence per problem: ``field 'x': message (got value)``, or
+    ``LABEL: message (got value)`` with ``label`` (e.g. ``--x`` for a flag)."""
     parts = []
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
         where = f"field {location!r}: " if location else ""
+        if location and label is not None:
+            where = f"{label(str(problem['loc'][0]))}: "
         got = f" (got {problem['input']!r})" if location and "input" in problem else ""
         parts.append(f"{where}{message}{got}.")
     return " ".join(parts)

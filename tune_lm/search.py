@@ -13,30 +13,18 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import mlflow
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from tune_lm import metrics as M
 from tune_lm.cli import run_main
 from tune_lm.config import TrainConfig
-from tune_lm.data import load_corpus
 from tune_lm.errors import ConfigError, TuneLMError
-from tune_lm.mlflow_model import log_best_model, registered_name
-from tune_lm.parent_run import (
-    check_tracking_server,
-    default_tracking_uri,
-    finish_parent_run,
-    start_parent_run,
-)
-from tune_lm.progress import ProgressPrinter
 from tune_lm.report import pareto_front
-from tune_lm.searchers import STUDY_FILE
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
 from tune_lm.summary import TrialRow, make_row, top_table, write_summary
-from tune_lm.tracking import MLflowTrialLogger, limit_http_retries
-from tune_lm.trainable import test_perplexity
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "tune_lm_runs"
@@ -125,17 +113,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         space = smoke_space(space)
     name = args.name or space.name or "search"
     path = experiment_path(args.storage, name)
-    from tune_lm import tuner as ray_side  # imports Ray; starts nothing
+    # Bad flags and spaces have failed by now, in a fraction of a second: Ray, MLflow and
+    # torch take seconds to import (importing them starts nothing).
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from tune_lm import tuner as ray_side
+    from tune_lm.data import load_corpus
+    from tune_lm.parent_run import check_tracking_server, default_tracking_uri, start_parent_run
+    from tune_lm.progress import ProgressPrinter
+    from tune_lm.searchers import STUDY_FILE
+    from tune_lm.tracking import MLflowTrialLogger, limit_http_retries
+    from tune_lm.trainable import test_perplexity
 
     # Everything that can be wrong is checked before anything is written or started.
     ray_side.check_experiment(path, resume=args.resume)
+    ray_side.check_address(args.address)
+    ray_side.check_gpus(space, args.address)
     limit_http_retries()
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_server(tracking_uri)
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
     print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
+    ray_side.connect_ray(args.address)  # before the first write: "auto" may find no cluster
     space = _pin_space(space, path, resume=args.resume)
-    ray_side.connect_ray(args.address)
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -217,6 +218,9 @@ def _report_to_mlflow(
 ) -> None:  # fmt: skip
     """Summary, best trial and registered best model into the parent run; then say
     what could not be logged (a tracking server that went away does not lose the search)."""
+    from tune_lm.mlflow_model import log_best_model, registered_name
+    from tune_lm.parent_run import finish_parent_run
+
     failures = [failure for logger in loggers for failure in logger.failures]
     try:
         if best is not None and best_model is not None:

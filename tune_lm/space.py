@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import itertools
+import math
 import random
 import re
 from pathlib import Path
@@ -43,7 +44,7 @@ class SpaceError(ConfigError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SearcherSpec(_Strict):
@@ -148,8 +149,10 @@ def parse_duration(text: str | float | int) -> float:
     if isinstance(text, int | float):
         return float(text)
     number = r"(\d+(?:\.\d+)?)"
-    match = re.fullmatch(rf"\s*(?:{number}h)?\s*(?:{number}m)?\s*(?:{number}s?)?\s*", text)
-    if not text.strip() or not match or not any(match.groups()):
+    # Spaces only after a unit letter: runs of optional \s* side by side backtrack for
+    # minutes on a long run of spaces.
+    match = re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?(?:{number}s?)?", text.strip())
+    if not match or not any(match.groups()):
         raise ValueError(f"time budget {text!r} is not a duration like 90s, 30m, 2h or 1h30m")
     hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
     return hours * 3600 + minutes * 60 + seconds
@@ -175,17 +178,44 @@ def load_space(name_or_path: str) -> SearchSpace:
     """Read, parse (safely) and validate a search-space YAML file."""
     path = resolve_space_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise SpaceError(f"{path}: not valid YAML ({error}). Fix the syntax there") from None
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise SpaceError(f"{path}: cannot be read ({error})") from None
+    try:
+        raw = yaml.safe_load(text)  # safe: no tag runs code or builds an arbitrary object
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: {_describe_yaml_error(error)}") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nested too deeply to be a search space") from None
+    except Exception as error:  # some bad scalars escape PyYAML raw: !!int 12a, 2020-13-45
+        raise SpaceError(
+            f"{path}: not valid YAML ({type(error).__name__}: {error}). Fix the value there"
+        ) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: the top level must be a mapping of keys (name, parameters, ...)")
     raw.setdefault("name", path.stem)
     return _validate(raw, source=str(path))
+
+
+def _describe_yaml_error(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one sentence: where, what, and the fix."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or not problem:
+        return f"not valid YAML ({' '.join(str(error).split())}). Fix the syntax there"
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in problem:
+        tag = problem.replace("tag:yaml.org,2002:", "!!")
+        return (
+            f"not valid YAML for a search space at {where}: {tag}. A search space is plain "
+            "data (mappings, lists, strings, numbers); remove the tag"
+        )
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark is not None and context_mark is not mark:
+        context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
+    return f"not valid YAML at {where}: {problem}{f' ({context})' if context else ''}. Fix it there"
 
 
 def _validate(raw: dict[str, Any], source: str) -> SearchSpace:
@@ -195,7 +225,8 @@ def _validate(raw: dict[str, Any], source: str) -> SearchSpace:
         raise SpaceError(f"{source}: {_explain(error)}") from None
     except TypeError as error:
         raise SpaceError(f"{source}: {error}") from None
-    for check in (_check_fields, _check_parameters, _check_searcher, _check_combinations):
+    for check in (_check_fields, _check_parameters, _check_searcher, _check_combinations,
+                  _check_epochs):  # fmt: skip
         check(space, source)
     return space
 
@@ -242,6 +273,10 @@ def _check_fields(space: SearchSpace, source: str) -> None:
         raise SpaceError(f"{source}: {sorted(both)} are both fixed and searched; keep one")
     if "data" in space.fixed or "data" in space.parameters:
         raise SpaceError(f"{source}: set the corpus with the top-level 'data:' key")
+
+
+def _check_epochs(space: SearchSpace, source: str) -> None:
+    """Last: ``space.epochs`` reads fixed.epochs, which the checks before validate."""
     if space.scheduler.type == "asha" and space.scheduler.grace_period > space.epochs:
         raise SpaceError(
             f"{source}: field 'scheduler.grace_period' is {space.scheduler.grace_period:g}, "
@@ -268,10 +303,11 @@ def _check_parameters(space: SearchSpace, source: str) -> None:
             continue
         expected = 3 if kind.startswith("q") else 2
         if len(values) != expected or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
         ):
             shape = "[low, high, q]" if expected == 3 else "[low, high]"
-            raise SpaceError(f"{where}: {kind} needs {shape} numbers, got {values!r}")
+            raise SpaceError(f"{where}: {kind} needs {shape} finite numbers, got {values!r}")
         low, high = values[0], values[1]
         if kind in ("int", "logint", "qint") and not all(isinstance(v, int) for v in values):
             raise SpaceError(f"{where}: {kind} needs whole numbers, got {values!r}")
@@ -285,7 +321,8 @@ def _check_parameters(space: SearchSpace, source: str) -> None:
 
 def _check_searcher(space: SearchSpace, source: str) -> None:
     kinds = {name: next(iter(spec)) for name, spec in space.parameters.items()}
-    if space.objectives[0] != "val_ppl" or len(set(space.objectives)) != len(space.objectives):
+    objectives = space.objectives
+    if not objectives or objectives[0] != "val_ppl" or len(set(objectives)) != len(objectives):
         raise SpaceError(
             f"{source}: field 'objectives' must start with val_ppl (ASHA stops trials on "
             f"it) and name each objective once, e.g. [val_ppl, epoch_time_s]; got "

@@ -12,16 +12,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tune_lm import metrics as M
-from tune_lm.checkpoint import save_model
 from tune_lm.cli import add_config_flags, config_from_args, run_main
 from tune_lm.config import TrainConfig
-from tune_lm.data import load_corpus
-from tune_lm.fit import FitResult, TrainState, fit
-from tune_lm.model import RNNLanguageModel
 
-__all__ = ["fit", "main"]
+if TYPE_CHECKING:
+    from tune_lm.fit import FitResult, TrainState
+
+__all__ = ["main"]
 
 # --smoke: a few seconds on a CPU, offline, end to end.
 SMOKE_CONFIG = {
@@ -72,6 +72,9 @@ def _print_evaluation(epoch: float, result: dict[str, float], _state: TrainState
 
 def _write_outputs(args: argparse.Namespace, config: TrainConfig, result: FitResult) -> None:
     if args.save:
+        from tune_lm.checkpoint import save_model
+        from tune_lm.model import RNNLanguageModel
+
         model = RNNLanguageModel.from_config(config, len(result.vocab))
         save_model(args.save, model, config, result.vocab, result.metrics, result.best_model_state)
         print(f"saved the best weights to {args.save}")
@@ -88,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     config = config_from_args(args, base=SMOKE_CONFIG if args.smoke else None)
+    # Bad flags have failed by now, in a fraction of a second: torch takes seconds to import.
+    from tune_lm.data import load_corpus
+    from tune_lm.fit import fit
+
     corpus = load_corpus(config.data)
     print(
         f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train / "

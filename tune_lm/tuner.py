@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from tune_lm import metrics as M
@@ -38,6 +40,55 @@ def connect_ray(address: str | None) -> None:
             "Check the address (auto, host:6379 or ray://host:10001) and that the "
             "cluster is up (ray status), or leave --address out for a local Ray"
         ) from None
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` or ``ray://host:port`` address must accept connections.
+
+    ``ray.init`` retries an address where nothing listens for ever, so this fails first.
+    ``auto`` (find a running cluster) and other schemes are left to :func:`connect_ray`.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    scheme, _, host_port = address.rpartition("://")
+    if scheme not in ("", "ray"):
+        return
+    host, _, port = host_port.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"--address {address!r} is not a Ray address. Use auto, host:6379 (the head "
+            "node's GCS port) or ray://host:10001 (Ray Client), or leave --address out for "
+            "a local Ray"
+        )
+    hosts = [host]
+    if host in ("localhost", "127.0.0.1", "::1"):  # Ray itself dials this node's own IP
+        hosts.append(ray.util.get_node_ip_address())
+    problem: OSError | None = None
+    for candidate in hosts:
+        try:
+            with socket.create_connection((candidate, int(port)), timeout=timeout_s):
+                return
+        except OSError as error:
+            problem = error
+    raise ConfigError(
+        f"--address {address!r}: nothing answers there ({problem}). Check the address "
+        "and that the cluster is up (ray status on the head node), or leave --address "
+        "out for a local Ray"
+    )
+
+
+def check_gpus(space: SearchSpace, address: str | None) -> None:
+    """Trials that ask for GPUs on a local Ray need a GPU here, or none would ever start."""
+    gpus = space.resources.gpus_per_trial
+    if address or gpus == 0:
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--gpus-per-trial (resources.gpus_per_trial) is {gpus:g}, but torch finds no "
+            "CUDA GPU on this machine, so the local Ray could never start a trial. Set it "
+            "to 0, or join a cluster with GPUs (--address)"
+        )
 
 
 def _trainable(space: SearchSpace, corpus: Corpus) -> Any:

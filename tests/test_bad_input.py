@@ -1,0 +1,237 @@
+"""Bad input to both CLIs: exit 2, one message naming the file/field/flag, no traceback,
+and nothing left behind (no tune_lm_runs/, no mlflow.db, no cache, no model.pt).
+
+Every case is a real subprocess started in an empty folder, with the caches, the data
+folder and even $HOME pointed inside that folder, so anything written shows up. Each one
+fails during validation, before Ray or MLflow start.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+GOOD_SPACE = """\
+data: synthetic
+fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,
+        max_tokens_per_epoch: 1600}
+parameters:
+  lr: {loguniform: [1.0, 20.0]}
+"""
+GOOD_LINES = "the cat sat on the mat\nthe dog sat on the log\n" * 20
+GOOD_CORPUS = {"train.txt": GOOD_LINES, "valid.txt": GOOD_LINES, "test.txt": GOOD_LINES}
+MARKER = "pwned"  # a YAML tag that ran code would create this file
+
+
+def space_with(text: str) -> dict[str, str]:
+    return {"space.yaml": text}
+
+
+def corpus(**files: str | bytes | None) -> dict[str, str | bytes]:
+    """Files of a folder ``corpus/``: the good ones, with ``files`` replaced (None = absent)."""
+    merged = {**GOOD_CORPUS, **{f"{name}.txt": text for name, text in files.items()}}
+    return {f"corpus/{name}": text for name, text in merged.items() if text is not None}
+
+
+@dataclass
+class Case:
+    id: str
+    cli: str  # "search" or "train"
+    args: list[str]  # run in the case's folder; "{port}" is a port nothing listens on
+    expected: tuple[str, ...]  # all in stderr
+    files: dict[str, str | bytes] = field(default_factory=dict)  # written before the run
+    marks: tuple = ()
+
+
+def search(id, args, expected, files=None):
+    files = {"space.yaml": GOOD_SPACE, **(files or {})}
+    return Case(id, "search", ["--space", "space.yaml", *args], expected, files)
+
+
+def bad_space(id, text, expected):
+    return search(id, [], ("space.yaml", *expected), space_with(text))
+
+
+def train(id, args, expected, files=None):
+    return Case(id, "train", ["--smoke", *args], expected, files or {})
+
+
+CASES = [
+    # --- search: the space file ---
+    bad_space("yaml-syntax", "parameters: {lr: [1, 2\n", ["not valid YAML"]),
+    bad_space("yaml-tab-indent", "fixed:\n\temsize: 16\n", ["not valid YAML"]),
+    bad_space("yaml-list", "- lr\n- emsize\n", ["top level must be a mapping"]),
+    bad_space("yaml-scalar", "just words\n", ["top level must be a mapping"]),
+    bad_space(
+        "yaml-python-tag",
+        f'!!python/object/apply:os.system ["touch {MARKER}"]\n',
+        ["not valid YAML", "python/object/apply"],
+    ),
+    bad_space(
+        "yaml-python-tag-nested",
+        GOOD_SPACE + f"name: !!python/object/apply:os.system ['touch {MARKER}']\n",
+        ["not valid YAML"],
+    ),
+    bad_space("yaml-bad-date", "name: 2020-13-45\n", ["not valid YAML", "month"]),
+    bad_space("yaml-too-deep", "[" * 3000 + "]" * 3000, ["nested too deeply"]),
+    bad_space("misspelled-section", "shceduler: {type: fifo}\n", ["Did you mean 'scheduler'"]),
+    bad_space("misspelled-budget-key", "budget: {num_sample: 4}\n", ["Did you mean 'num_samples'"]),
+    bad_space("misspelled-fixed", "fixed: {nhidd: 16}\n", ["fixed.nhidd", "Did you mean 'nhid'"]),
+    bad_space("wrong-type-budget", "budget: {num_samples: many}\n", ["budget.num_samples"]),
+    bad_space("wrong-type-fixed", "fixed: {emsize: big}\n", ["emsize", "big"]),
+    bad_space("wrong-type-section", "parameters: [lr, emsize]\n", ["parameters"]),
+    bad_space("wrong-type-seed", "seed: [1, 2]\n", ["seed"]),
+    bad_space("empty-choices", "parameters: {model: {choice: []}}\n", ["parameters.model"]),
+    bad_space("inverted-range", "parameters: {lr: {uniform: [5, 1]}}\n", ["parameters.lr", "low"]),
+    bad_space("empty-range", "parameters: {nlayers: {int: [3, 3]}}\n", ["parameters.nlayers"]),
+    bad_space("log-range-zero", "parameters: {lr: {loguniform: [0, 1]}}\n", ["low > 0"]),
+    bad_space("log-range-negative", "parameters: {nhid: {logint: [-8, 64]}}\n", ["low > 0"]),
+    bad_space(
+        "tied-sizes", "fixed: {tied: true, emsize: 16, nhid: 32}\n", ["tied", "nhid == emsize"]
+    ),
+    bad_space("infinite-value", "fixed: {lr: .inf}\n", ["field 'lr'", "finite"]),
+    bad_space("no-objectives", "objectives: []\n", ["objectives"]),
+    bad_space("dropout-one", "fixed: {dropout: 1.0}\n", ["dropout"]),
+    bad_space("negative-bptt", "parameters: {bptt: {choice: [-5, 10]}}\n", ["bptt"]),
+    # --- search: the corpus ---
+    search("data-missing-folder", ["--data", "nowhere"], ("nowhere",)),
+    search("data-no-valid", ["--data", "corpus"], ("valid.txt",), corpus(valid=None)),
+    search("data-empty-train", ["--data", "corpus"], ("train.txt is empty",), corpus(train="")),
+    search(
+        "data-not-utf8",
+        ["--data", "corpus"],
+        ("valid.txt", "line 2", "UTF-8"),
+        corpus(valid=b"fine\n\xff\xfe broken\n"),
+    ),
+    # --- search: servers and the experiment ---
+    search(
+        "tracking-unreachable",
+        ["--tracking-uri", "http://127.0.0.1:{port}"],
+        ("--tracking-uri", "does not answer"),
+    ),
+    search("ray-address-unreachable", ["--address", "127.0.0.1:{port}"], ("--address",)),
+    search("ray-client-unreachable", ["--address", "ray://127.0.0.1:{port}"], ("--address",)),
+    search("ray-address-malformed", ["--address", "head-node"], ("--address", "head-node")),
+    search("resume-missing", ["--name", "never", "--resume"], ("--resume", "never")),
+    search(
+        "name-taken",
+        ["--storage", "runs", "--name", "taken"],
+        ("exists already", "--name"),
+        {"runs/taken/tuner.pkl": ""},
+    ),
+    # --- search: flags ---
+    Case(
+        "gpus-without-gpu",
+        "search",
+        ["--space", "space.yaml", "--gpus-per-trial", "1"],
+        ("--gpus-per-trial", "no CUDA GPU"),
+        {"space.yaml": GOOD_SPACE},
+        marks=(pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),),
+    ),
+    search("negative-cpus", ["--cpus-per-trial", "-1"], ("--cpus-per-trial",)),
+    search("zero-samples", ["--num-samples", "0"], ("--num-samples",)),
+    search("zero-epochs", ["--max-epochs", "0"], ("--max-epochs",)),
+    search("bad-time-budget", ["--time-budget", "ten minutes"], ("--time-budget", "ten minutes")),
+    search("blank-time-budget", ["--time-budget", " " * 2000 + "x"], ("--time-budget",)),
+    search("unknown-flag", ["--num-sample", "3"], ("unrecognized arguments: --num-sample",)),
+    search("bad-choice-flag", ["--log-checkpoints", "some"], ("--log-checkpoints",)),
+    search("missing-space", ["--space", "nope.yaml"], ("nope.yaml", "not found")),
+    # --- train ---
+    train("train-zero-epochs", ["--epochs", "0"], ("--epochs",)),
+    train("train-negative-lr", ["--lr", "-1"], ("--lr",)),
+    train("train-bad-decoder", ["--decoder", "foo"], ("--decoder", "invalid choice")),
+    train("train-infinite-lr", ["--lr", "inf"], ("--lr", "finite")),
+    train("train-negative-bptt", ["--bptt", "-5"], ("--bptt",)),
+    train("train-dropout-one", ["--dropout", "1"], ("--dropout",)),
+    train("train-tied-sizes", ["--emsize", "16", "--nhid", "8", "--tied"], ("nhid == emsize",)),
+    train("train-tied-adaptive", ["--tied", "--decoder", "adaptive"], ("decoder='full'",)),
+    train("train-bad-cutoffs", ["--adaptive-cutoffs", "50", "10"], ("adaptive_cutoffs",)),
+    train("train-not-an-int", ["--batch-size", "ten"], ("--batch-size", "invalid int")),
+    train("train-bad-device", ["--device", "gpu"], ("device",)),
+    train("train-unknown-flag", ["--learning-rate", "1"], ("--learning-rate",)),
+    train("train-data-missing-folder", ["--data", "nowhere"], ("nowhere",)),
+    train("train-data-no-valid", ["--data", "corpus"], ("valid.txt",), corpus(valid=None)),
+    train(
+        "train-data-empty-train", ["--data", "corpus"], ("train.txt is empty",), corpus(train="")
+    ),  # fmt: skip
+    train(
+        "train-data-not-utf8",
+        ["--data", "corpus"],
+        ("train.txt", "line 1", "UTF-8"),
+        corpus(train=b"caf\xe9 au lait\n"),
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def snapshot(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+def _env(folder: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}  # fmt: skip
+    # Everything a run could write to is inside the case's folder, and must stay absent.
+    env.update(
+        TUNE_LM_CACHE_DIR=str(folder / "cache"),
+        TUNE_LM_DATA_DIR=str(folder / "data_dir"),
+        HOME=str(folder / "home"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id, marks=case.marks)
+                                  for case in CASES])  # fmt: skip
+def test_bad_input_exits_2_naming_the_problem_and_leaves_nothing(tmp_path, case):
+    for name, content in case.files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    port = str(free_port())
+    args = [arg.replace("{port}", port) for arg in case.args]
+    before = snapshot(tmp_path)
+
+    done = subprocess.run(
+        [sys.executable, "-m", f"tune_lm.{case.cli}", *args],
+        capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path), timeout=60,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    for expected in case.expected:
+        assert expected in done.stderr, done.stderr
+    assert not (tmp_path / MARKER).exists()
+    assert snapshot(tmp_path) == before, done.stderr
+
+
+def test_cases_cover_both_clis():
+    assert len(CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)
+    assert {case.cli for case in CASES} == {"search", "train"}
+
+
+def test_a_listening_address_passes_the_check():
+    from tune_lm.tuner import check_address
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_address(f"127.0.0.1:{port}")
+        check_address(f"ray://localhost:{port}")
+    check_address("auto")  # left to ray.init, which fails fast when no cluster runs
