@@ -2,20 +2,26 @@
 killed mid-epoch (retried from its checkpoint, ending exactly like an unbroken run) and
 one that keeps raising (failed after its retries) — and the search goes on."""
 
+import contextlib
 import json
 import math
 import os
+import random
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tune_lm import metrics as M
 from tune_lm.data import load_corpus
 from tune_lm.fit import fit
+from tune_lm.searchers import STUDY_FILE, STUDY_NAME
 from tune_lm.space import load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,3 +98,106 @@ def test_diverging_killed_and_failing_trials(tmp_path):
     runs = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'trial'")
     statuses = {run.data.params["model"]: run.data.tags["tune_lm.status"] for run in runs}
     assert statuses == {"GRU": "diverged", "LSTM": "completed", "RNN_TANH": "failed"}
+
+
+KILL_SPACE = """
+name: {name}
+data: synthetic
+seed: 1
+searcher: {{type: optuna, sampler: tpe, n_startup_trials: 3}}
+scheduler: {{type: fifo}}
+budget: {{num_samples: 6, max_concurrent: 2}}
+resources: {{cpus_per_trial: 1}}
+fixed: {{epochs: 4, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10, dropout: 0.0,
+        max_tokens_per_epoch: 30000}}
+parameters:
+  lr: {{loguniform: [1.0, 20.0]}}
+"""
+
+
+def launch(tmp_path, name, *extra):
+    """The search as a terminal would run it: its own process group (Ctrl-C reaches the
+    whole group), output in a file."""
+    log = open(tmp_path / f"{name}.log", "a")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tune_lm.search", "--space", str(tmp_path / f"{name}.yaml"),
+         "--storage", str(tmp_path / "runs"), "--tracking-uri",
+         f"sqlite:///{tmp_path / 'mlflow.db'}", *extra],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def stop_group(process, sig):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    process.wait(timeout=120)
+    # Ray's own processes of a SIGKILLed driver: they hold this run's session only.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def agree_on_trials(tmp_path, name, expected):
+    """Ray's results, the Optuna study and MLflow hold the same ``expected`` trials, once."""
+    folder = tmp_path / "runs" / name
+    summary = json.loads((folder / "summary.json").read_text())["trials"]
+    ids = [row["trial_id"] for row in summary]
+    assert len(ids) == expected == len(set(ids)), ids
+    assert all(row["status"] == "completed" for row in summary), summary
+    study = optuna.load_study(study_name=STUDY_NAME, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / STUDY_FILE))))  # fmt: skip
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == expected, [t.state for t in study.trials]
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'trial'")
+    run_ids = sorted(run.data.tags["tune_lm.trial_id"] for run in runs)
+    assert run_ids == sorted(ids)
+    parents = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'search'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def wait_for_results(folder, timeout=300):
+    deadline = time.time() + timeout
+    while not list(folder.glob("*/result.json")):
+        assert time.time() < deadline, "no trial reported in time"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
+    (tmp_path / "sigint.yaml").write_text(KILL_SPACE.format(name="sigint"))
+    search = launch(tmp_path, "sigint")
+    wait_for_results(tmp_path / "runs" / "sigint")
+    time.sleep(2)
+    os.killpg(search.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    assert search.wait(timeout=180) == 130
+    output = (tmp_path / "sigint.log").read_text()
+    assert "interrupted (Ctrl-C)" in output and "--resume" in output, output[-3000:]
+    assert (tmp_path / "runs" / "sigint" / "summary.md").is_file()
+    stop_group(search, signal.SIGKILL)
+    resumed = launch(tmp_path, "sigint", "--resume")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "sigint.log").read_text()[-3000:]
+    agree_on_trials(tmp_path, "sigint", expected=6)
+
+
+@pytest.mark.slow
+def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+    """SIGKILL (no chance to clean up) at three random moments, each followed by
+    --resume; the last run finishes. Start-up, trials and the end are all fair game."""
+    (tmp_path / "kills.yaml").write_text(KILL_SPACE.format(name="kills"))
+    moments = random.Random(7).sample(range(4, 30), 3)
+    folder = tmp_path / "runs" / "kills"
+    completed = False
+    for seconds in moments:
+        search = launch(tmp_path, "kills", *(["--resume"] if folder.is_dir() else []))
+        time.sleep(seconds)
+        completed = search.poll() == 0
+        stop_group(search, signal.SIGKILL)
+        if completed:
+            break
+    if not completed:
+        final = launch(tmp_path, "kills", *(["--resume"] if folder.is_dir() else []))
+        assert final.wait(timeout=600) == 0, (tmp_path / "kills.log").read_text()[-3000:]
+    agree_on_trials(tmp_path, "kills", expected=6)

@@ -115,7 +115,8 @@ def start_parent_run(
 
 
 def finish_parent_run(
-    client: MlflowClient, run_id: str, best: Any, summary_files: list[Path], *, failed: bool
+    client: MlflowClient, run_id: str, best: Any, summary_files: list[Path], *, failed: bool,
+    interrupted: bool = False,
 ) -> None:
     """Summary tables as artifacts; the best trial's id, config and perplexities."""
     for path in summary_files:
@@ -132,5 +133,5 @@ def finish_parent_run(
         params = [p for p in params if p.key not in existing]  # params are write-once
         client.log_batch(run_id, metrics=metrics, params=params,
                          tags=[RunTag("tune_lm.best_trial_id", best.trial_id)])  # fmt: skip
-    status = RunStatus.FAILED if failed else RunStatus.FINISHED
+    status = RunStatus.KILLED if interrupted else RunStatus.FAILED if failed else RunStatus.FINISHED
     client.set_terminated(run_id, RunStatus.to_string(status))

@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tune_lm.trainable import test_perplexity
 
     # Everything that can be wrong is checked before anything is written or started.
-    ray_side.check_experiment(path, resume=args.resume)
+    restore = ray_side.check_experiment(path, resume=args.resume)
     ray_side.check_address(args.address)
     ray_side.check_gpus(space, args.address)
     limit_http_retries()
@@ -148,10 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     progress = ProgressPrinter(space, interval_s=args.progress_every)
     tuner = ray_side.build_tuner(
-        space, corpus, path, resume=args.resume, callbacks=[trial_logger, progress]
+        space, corpus, path, resume=restore, callbacks=[trial_logger, progress]
     )
     print(f"experiment: {path}\nMLflow: {tracking_uri} (experiment {name!r}, run {parent_id})")
-    results = tuner.fit()
+    results, interrupted = _fit_noting_interrupt(tuner)
     loggers = [c for c in ray_side.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
 
     rows = [
@@ -163,8 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             space,
         )  # fmt: skip
         for r in results
+        if r.config  # a trial Tune created but never started (e.g. after Ctrl-C) has none
     ]
-    by_id = dict(zip((row.trial_id for row in rows), results, strict=True))
+    by_id = dict(zip((row.trial_id for row in rows), (r for r in results if r.config),
+                     strict=True))  # fmt: skip
     finished = [row for row in rows if math.isfinite(row.best_val_ppl)]
     best = min(finished, key=lambda row: row.best_val_ppl) if finished else None
     best_model = None
@@ -173,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(space.objectives) > 1:  # several objectives: the non-dominated trials, not one
         pareto = [finished[i] for i in pareto_front([_point(r, space) for r in finished])]
         to_test = pareto
+    if interrupted:  # the user wants out: test scoring waits for the resumed search
+        to_test = []
     for row in to_test:
         found = ray_side.best_weights(by_id[row.trial_id], space)
         if found:
@@ -187,7 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     study = _local_folder(path) / STUDY_FILE
     if study.is_file():  # logged with the summary: the report can then be rebuilt from MLflow
         paths["study"] = study
-    _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers)
+    _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers,
+                      interrupted=interrupted)  # fmt: skip
+    resume_hint = (f"python -m tune_lm.search --space {args.space} --storage {args.storage} "
+                   f"--name {name} --resume")  # fmt: skip
+    if interrupted:
+        print(f"interrupted (Ctrl-C): {len(finished)} trial(s) with results, summary in "
+              f"{paths['md']}; running trials stopped at their last checkpoint. "
+              f"Continue with: {resume_hint}")  # fmt: skip
+        return 130
     if best is None:
         raise TuneLMError(
             f"every trial failed ({len(rows)}); see the errors above and the trial logs "
@@ -205,16 +218,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     unfinished = [row for row in rows if row.status.startswith("stopped at")
                   or row.status.startswith("stopped before")]  # fmt: skip
     if unfinished and not space.budget.time_budget:
-        print(
-            f"{len(unfinished)} trial(s) did not finish; continue with: python -m tune_lm.search "
-            f"--space {args.space} --storage {args.storage} --name {name} --resume"
-        )
+        print(f"{len(unfinished)} trial(s) did not finish; continue with: {resume_hint}")
     return 0
+
+
+def _fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
+    """``tuner.fit()``, and whether Ctrl-C (SIGINT) ended it. On the first SIGINT Tune
+    stops the trials gracefully (state saved) and puts back the handler it found
+    installed: finding ours back afterwards is how we know it happened."""
+
+    def noted(signum: int, frame: Any) -> None:  # only runs on a second Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, noted)
+    try:
+        results = tuner.fit()
+    finally:
+        interrupted = signal.getsignal(signal.SIGINT) is noted and not int(
+            os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return results, interrupted
 
 
 def _report_to_mlflow(
     client: MlflowClient, parent_id: str, name: str, best: TrialRow | None,
     best_model: tuple | None, paths: dict[str, Path], corpus: Any, loggers: list,
+    *, interrupted: bool = False,
 ) -> None:  # fmt: skip
     """Summary, best trial and registered best model into the parent run; then say
     what could not be logged (a tracking server that went away does not lose the search)."""
@@ -228,7 +258,11 @@ def _report_to_mlflow(
             uri = log_best_model(parent_id, name, best_model[0], corpus.vocab, best_model[1],
                                  metrics)  # fmt: skip
             print(f"best model: {uri} (registered as {registered_name(name)!r})")
-        finish_parent_run(client, parent_id, best, list(paths.values()), failed=best is None)
+        # Interrupted: the best so far is not the search's answer (params are write-once).
+        finish_parent_run(
+            client, parent_id, None if interrupted else best, list(paths.values()),
+            failed=best is None, interrupted=interrupted,
+        )  # fmt: skip
     except Exception as error:  # keep the search's own results; say what is missing
         failures.append(f"finish the search's run: {type(error).__name__}: {error}")
     if failures:

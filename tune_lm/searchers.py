@@ -81,10 +81,17 @@ class EpochAwareOptunaSearch(OptunaSearch):
         """After a driver restart, trials Optuna handed out after Ray's last snapshot of
         the search are unknown to Ray: mark them FAIL so the study has no ghosts."""
         super().restore(checkpoint_path)
+        self.fail_orphans()
+
+    def fail_orphans(self) -> None:
+        """Mark FAIL the study's RUNNING trials that this searcher does not know."""
+        study = getattr(self, "_ot_study", None)
+        if study is None:
+            return
         known = {trial.number for trial in self._ot_trials.values()}
-        for trial in self._ot_study.get_trials(deepcopy=False):
+        for trial in study.get_trials(deepcopy=False):
             if trial.state == optuna.trial.TrialState.RUNNING and trial.number not in known:
-                self._ot_study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 log.info("optuna trial %d was lost with the previous driver", trial.number)
 
 
@@ -125,6 +132,7 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None) -> Searcher |
         storage=storage,
         max_epochs=space.epochs,
     )
+    searcher.fail_orphans()  # a study left by a driver killed before Tune's first snapshot
     if space.budget.max_concurrent:
         return ConcurrencyLimiter(searcher, max_concurrent=space.budget.max_concurrent)
     return searcher

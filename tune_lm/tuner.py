@@ -99,9 +99,15 @@ def _trainable(space: SearchSpace, corpus: Corpus) -> Any:
     )
 
 
-def check_experiment(path: str, *, resume: bool) -> None:
-    """A new search needs a free name; --resume needs an experiment to resume."""
+def check_experiment(path: str, *, resume: bool) -> bool:
+    """A new search needs a free name; --resume needs an experiment to resume.
+
+    Returns whether Tune's state is to be restored: a search killed before Tune's first
+    snapshot (its folder exists, its state does not) is, on --resume, started again."""
     exists = tune.Tuner.can_restore(path)
+    if resume and not exists and "://" not in path and Path(path).is_dir():
+        log.warning("--resume: %s stopped before Tune saved any state; starting it again", path)
+        return False
     if resume and not exists:
         raise ConfigError(
             f"--resume: no experiment to resume at {path}. Check --name and --storage, "
@@ -112,6 +118,7 @@ def check_experiment(path: str, *, resume: bool) -> None:
             f"experiment {path} exists already. Continue it with --resume, or start "
             "another with --name NEW_NAME"
         )
+    return resume
 
 
 def build_tuner(
