@@ -267,7 +267,8 @@ def plot(analysis: dict[str, Any], path: Path) -> None:
             xs, ys = zip(*curve, strict=True)
             axes.step(xs, ys, where="post", color=color, alpha=0.25, linewidth=1)
         medians = [statistics.median(best_at(c, x) for c in curves) for x in steps]
-        label = method.replace("_", " + ").replace("random", "random search")
+        label = method.replace("_", " + ").replace("tpe", "TPE").replace("fifo", "FIFO")
+        label = label.replace("asha", "ASHA").replace("random", "random search")
         axes.step(steps, medians, where="post", color=color, linewidth=2.2, label=label)
     grid_bests = [
         r["grid_best_val_ppl"] for r in analysis["per_seed"].get("grid", {}).values() if r["curve"]
