@@ -201,3 +201,47 @@ def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         final = launch(tmp_path, "kills", *(["--resume"] if folder.is_dir() else []))
         assert final.wait(timeout=600) == 0, (tmp_path / "kills.log").read_text()[-3000:]
     agree_on_trials(tmp_path, "kills", expected=6)
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    """Tune's checkpoint objects on a real trial folder: the newest is truncated (a crash
+    mid-write on storage), so the trial resumes from the one before it."""
+    import torch
+    from ray import tune
+
+    from tune_lm.trainable import STATE_FILE, load_latest_readable
+
+    for index in range(3):
+        folder = tmp_path / f"checkpoint_{index:06d}"
+        folder.mkdir()
+        torch.save({"epoch": index, "weights": torch.ones(3) * index}, folder / STATE_FILE)
+    latest = tmp_path / "checkpoint_000002" / STATE_FILE
+    latest.write_bytes(latest.read_bytes()[:40])  # truncated
+    state = load_latest_readable(tune.Checkpoint.from_directory(str(latest.parent)))
+    assert state["epoch"] == 1
+    assert "cannot be read" in caplog.text and "instead of" in caplog.text
+    for folder in tmp_path.glob("checkpoint_*"):  # nothing readable: start from scratch
+        (folder / STATE_FILE).write_bytes(b"garbage")
+    assert load_latest_readable(tune.Checkpoint.from_directory(str(latest.parent))) is None
+
+
+def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypatch):
+    from tune_lm.errors import TuneLMError
+    from tune_lm.trainable import check_free_space
+
+    check_free_space(tmp_path, 10**6)  # the default reserve (200 MB) is there
+    monkeypatch.setenv("TUNE_LM_MIN_FREE_MB", str(10**12))  # more than any disk has
+    with pytest.raises(TuneLMError, match="low disk space.*--resume"):
+        check_free_space(tmp_path, 10**6)
+
+
+def test_credentials_leave_the_tracking_uri(monkeypatch):
+    from tune_lm.parent_run import move_credentials
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert move_credentials("http://me:p%40ss@127.0.0.1:5000/x") == "http://127.0.0.1:5000/x"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "me"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+    assert move_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert move_credentials("https://127.0.0.1:5000") == "https://127.0.0.1:5000"

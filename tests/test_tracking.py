@@ -61,14 +61,21 @@ def runs_of(client, name):
 
 @pytest.mark.slow
 def test_search_is_recorded_as_nested_runs_with_checkpoints_and_a_model(tmp_path, mlflow_server):
-    done = search(tmp_path, mlflow_server, "tracked", space_text=SPACE)
+    # Credentials in the URI (the server ignores them) must never be printed or logged.
+    with_credentials = mlflow_server.replace("http://", "http://tuner:s3cr3t-pw@")
+    done = search(tmp_path, with_credentials, "tracked", space_text=SPACE)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "s3cr3t" not in done.stdout + done.stderr
     assert "MLflow:" in done.stdout and "call(s) failed" not in done.stdout
     client = MlflowClient(mlflow_server)
     parents, children = runs_of(client, "tracked")
     assert len(parents) == 1 and len(children) == 6
     parent = parents[0]
     assert parent.info.run_name == "tracked" and parent.info.status == "FINISHED"
+    for run in [parent, *children]:
+        assert "s3cr3t" not in repr(run.data.params) + repr(run.data.tags)
+    written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+    assert not [p for p in written if b"s3cr3t" in p.read_bytes()], "credentials written to disk"
     assert parent.data.params["scheduler.type"] == "asha"
     assert parent.data.tags["data.fingerprint"] and parent.data.tags["ray.version"]
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id, "summary")}

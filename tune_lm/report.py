@@ -179,10 +179,10 @@ def _local_copy(args: argparse.Namespace) -> Path:
     if (out / SUMMARY_JSON).exists() and not out.samefile(Path.cwd()):
         log.info("refreshing the copy in %s", out)
     if args.mlflow is not None:
-        from tune_lm.parent_run import default_tracking_uri
+        from tune_lm.parent_run import default_tracking_uri, move_credentials
 
-        return report_sources.fetch_mlflow(args.mlflow, args.tracking_uri
-                                           or default_tracking_uri(), out)  # fmt: skip
+        uri = move_credentials(args.tracking_uri or default_tracking_uri())
+        return report_sources.fetch_mlflow(args.mlflow, uri, out)
     return report_sources.fetch_uri(args.experiment, out)
 
 

@@ -121,7 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tune_lm import tuner as ray_side
     from tune_lm.data import load_corpus
-    from tune_lm.parent_run import check_tracking_server, default_tracking_uri, start_parent_run
+    from tune_lm.parent_run import (
+        check_tracking_server,
+        default_tracking_uri,
+        move_credentials,
+        start_parent_run,
+    )
     from tune_lm.progress import ProgressPrinter
     from tune_lm.searchers import STUDY_FILE
     from tune_lm.tracking import MLflowTrialLogger, limit_http_retries
@@ -132,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ray_side.check_address(args.address)
     ray_side.check_gpus(space, args.address)
     limit_http_retries()
-    tracking_uri = args.tracking_uri or default_tracking_uri()
+    tracking_uri = move_credentials(args.tracking_uri or default_tracking_uri())
     check_tracking_server(tracking_uri)
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
     print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
