@@ -30,7 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 FIXED = {"epochs": 2, "model": "LSTM", "nlayers": 1, "emsize": 200, "nhid": 200,
          "dropout": 0.2, "batch_size": 20, "bptt": 35, "decoder": "adaptive",
-         "max_tokens_per_epoch": 100_000}  # fmt: skip
+         "max_tokens_per_epoch": 200_000}  # fmt: skip
 
 
 def space(trials: int, concurrency: int, data: str) -> dict:

@@ -40,13 +40,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from textbook import textbook_train  # benchmarks/ is on sys.path when run as a script
 
-from tune_lm.batching import batchify, get_window, window_starts
 from tune_lm.config import TrainConfig
 from tune_lm.data import Corpus, load_corpus
 from tune_lm.fit import bf16_is_fast, fit
-from tune_lm.model import RNNLanguageModel, detach_hidden
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name: (corpus, TrainConfig changes)
@@ -67,30 +65,8 @@ VARIANTS = {  # name: TrainConfig changes (None: the textbook loop)
 
 def textbook_tokens_per_s(config: TrainConfig, corpus: Corpus, max_tokens: int) -> float:
     """The example's training loop over ``max_tokens`` tokens; training tokens/s."""
-    torch.manual_seed(config.seed)
-    model = RNNLanguageModel.from_config(config, corpus.ntokens)
-    model.train()
-    train_data = batchify(corpus.train, config.batch_size)
-    hidden = model.init_hidden(config.batch_size)
-    criterion = torch.nn.NLLLoss()
-    tokens, total_loss = 0, 0.0
-    start = time.perf_counter()
-    for begin in window_starts(train_data.size(0), config.bptt):
-        inputs, targets = get_window(train_data, begin, config.bptt)
-        hidden = detach_hidden(hidden)
-        model.zero_grad()
-        features, hidden = model(inputs, hidden)
-        log_probs = F.log_softmax(model.decoder(features).view(-1, corpus.ntokens), dim=1)
-        loss = criterion(log_probs, targets.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        for parameter in model.parameters():
-            parameter.data.add_(parameter.grad, alpha=-config.lr)
-        total_loss += loss.item()
-        tokens += targets.numel()
-        if tokens >= max_tokens:
-            break
-    return tokens / (time.perf_counter() - start)
+    _, tokens, seconds = textbook_train(config, corpus, max_tokens)
+    return tokens / seconds
 
 
 def tune_lm_tokens_per_s(config: TrainConfig, corpus: Corpus, max_tokens: int) -> float:
@@ -141,12 +117,13 @@ def quality_and_memory(args: argparse.Namespace) -> list[dict]:
                        str(metrics)]  # fmt: skip
             started = time.perf_counter()
             child = subprocess.Popen(command, cwd=REPO)
-            _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
-            child.returncode = os.waitstatus_to_exitcode(status)
+            peak_kib = 0
+            while child.poll() is None:  # the high-water mark of the trainer's own memory
+                peak_kib = max(peak_kib, _high_water_kib(child.pid))
+                time.sleep(0.2)
             if child.returncode != 0:
                 raise SystemExit(f"{' '.join(command)} exited {child.returncode}")
             wall = time.perf_counter() - started
-            peak_kib = usage.ru_maxrss
             payload = json.loads(metrics.read_text())
         first = payload["history"][0]
         rows.append({
@@ -160,6 +137,19 @@ def quality_and_memory(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _high_water_kib(pid: int) -> int:
+    """VmHWM of a running process (its peak resident memory since exec), in KiB.
+    (Not ru_maxrss: a forked child inherits this big process's resident set until exec.)"""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--tokens", type=int, default=21_000, help="training tokens per run")
@@ -168,6 +158,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", choices=list(SETTINGS), help="a subset")
     parser.add_argument("--quality-tokens", type=int, default=300_000)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--json", default="benchmarks/results/throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -178,7 +169,9 @@ def main() -> None:
     machine = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                "torch": torch.__version__,
                "bf16_native": bf16_is_fast(torch.device("cpu"))}  # fmt: skip
-    rows = throughput(args)
+    rows = throughput(args) if not args.skip_throughput else (
+        json.loads(Path(args.json).read_text())["throughput"] if Path(args.json).is_file() else []
+    )  # skipped: keep the figures of the previous run in --json
     quality = [] if args.skip_quality else quality_and_memory(args)
 
     print("\n| setting | " + " | ".join(VARIANTS) + " |")

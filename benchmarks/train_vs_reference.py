@@ -16,40 +16,20 @@ import argparse
 import json
 import math
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from textbook import textbook_train  # benchmarks/ is on sys.path when run as a script
 
 from tune_lm.batching import batchify, get_window, window_starts
 from tune_lm.config import TrainConfig
 from tune_lm.data import load_corpus
 from tune_lm.fit import fit
-from tune_lm.model import RNNLanguageModel, detach_hidden
 
 
 def textbook_epoch(config: TrainConfig, corpus) -> dict[str, float]:
     """One epoch the textbook way; returns val ppl, seconds, tokens/s."""
-    torch.manual_seed(config.seed)
-    model = RNNLanguageModel.from_config(config, corpus.ntokens)
-    train_data = batchify(corpus.train, config.batch_size)
-    model.train()
-    hidden = model.init_hidden(config.batch_size)
-    tokens = 0
-    start = time.perf_counter()
-    for begin in window_starts(train_data.size(0), config.bptt):
-        inputs, targets = get_window(train_data, begin, config.bptt)
-        hidden = detach_hidden(hidden)
-        model.zero_grad()
-        features, hidden = model(inputs, hidden)
-        log_probs = F.log_softmax(model.decoder(features).view(-1, corpus.ntokens), dim=1)
-        loss = F.nll_loss(log_probs, targets.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        for parameter in model.parameters():
-            parameter.data.add_(parameter.grad, alpha=-config.lr)
-        tokens += targets.numel()
-    seconds = time.perf_counter() - start
+    model, tokens, seconds = textbook_train(config, corpus)
     # Evaluation as in the example: trimmed columns, first token of each column unscored.
     model.eval()
     valid = batchify(corpus.valid, config.eval_batch_size)
