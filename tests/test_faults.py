@@ -245,3 +245,24 @@ def test_credentials_leave_the_tracking_uri(monkeypatch):
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
     assert move_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
     assert move_credentials("https://127.0.0.1:5000") == "https://127.0.0.1:5000"
+
+
+def test_runs_of_trials_lost_with_a_killed_driver_are_deleted(tmp_path):
+    """A trial started after Ray's last snapshot has an MLflow run but no place in the
+    resumed experiment: that run goes, the others stay."""
+    from tune_lm.tracking import PARENT_TAG, TAG_KIND, TAG_TRIAL, delete_lost_trial_runs
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("lost")
+    parent = client.create_run(experiment, tags={TAG_KIND: "search"}).info.run_id
+    for trial in ("aaaa1111", "bbbb2222", "cccc3333"):
+        client.create_run(experiment, tags={TAG_KIND: "trial", TAG_TRIAL: trial,
+                                            PARENT_TAG: parent})  # fmt: skip
+    other_search = client.create_run(experiment, tags={TAG_KIND: "search"}).info.run_id
+    client.create_run(experiment, tags={TAG_KIND: "trial", TAG_TRIAL: "dddd4444",
+                                        PARENT_TAG: other_search})  # fmt: skip
+    known = ["train_trial_aaaa1111_1_lr=2.0_2026-11-25", "train_trial_cccc3333_3_lr=1.0_x"]
+    assert delete_lost_trial_runs(client, experiment, parent, known) == ["bbbb2222"]
+    left = client.search_runs([experiment], f"tags.`{TAG_KIND}` = 'trial'")
+    assert sorted(run.data.tags[TAG_TRIAL] for run in left) == ["aaaa1111", "cccc3333",
+                                                                "dddd4444"]  # fmt: skip

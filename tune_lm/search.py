@@ -197,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     study = _local_folder(path) / STUDY_FILE
     if study.is_file():  # logged with the summary: the report can then be rebuilt from MLflow
         paths["study"] = study
+    if not interrupted:  # every trial Ray knows has finished: the rest are ghosts
+        _delete_lost_runs(client, experiment_id, parent_id, [Path(r.path).name for r in results])
     _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers,
                       interrupted=interrupted)  # fmt: skip
     resume_hint = (f"python -m tune_lm.search --space {args.space} --storage {args.storage} "
@@ -225,6 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unfinished and not space.budget.time_budget:
         print(f"{len(unfinished)} trial(s) did not finish; continue with: {resume_hint}")
     return 0
+
+
+def _delete_lost_runs(client: MlflowClient, experiment_id: str, parent_id: str,
+                      trial_folders: list[str]) -> None:  # fmt: skip
+    from tune_lm.tracking import delete_lost_trial_runs
+
+    try:
+        lost = delete_lost_trial_runs(client, experiment_id, parent_id, trial_folders)
+    except Exception as error:  # the tracking server may be gone: the search stands
+        log.warning("MLflow: could not look for runs of lost trials: %s", error)
+        return
+    if lost:
+        print(f"MLflow: deleted {len(lost)} run(s) of trials lost with a killed driver "
+              f"(run again after --resume): {', '.join(lost)}")  # fmt: skip
 
 
 def _fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:

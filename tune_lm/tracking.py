@@ -204,6 +204,29 @@ class MLflowTrialLogger(Callback):
                        folder)  # fmt: skip
 
 
+def delete_lost_trial_runs(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_folders: list[str]
+) -> list[str]:
+    """Soft-delete the child runs of trials Ray no longer knows: trials started after
+    Ray's last snapshot before a driver kill, which ``--resume`` runs again under new
+    ids. Afterwards MLflow holds one run per trial of the experiment, like Ray and the
+    Optuna study (where such trials are FAIL). ``trial_folders``: the folder names of the
+    trials Ray knows (``train_trial_<id>_<n>_...``). Returns the trial ids removed."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TAG_KIND}` = 'trial'",
+        max_results=50_000,
+    )  # fmt: skip
+    def known(run: Any) -> bool:
+        return any(f"_{run.data.tags.get(TAG_TRIAL)}_" in name for name in trial_folders)
+
+    lost = [run for run in runs if not known(run)]
+    for run in lost:
+        client.set_tag(run.info.run_id, TAG_STATUS, "lost with a killed driver; run again")
+        client.delete_run(run.info.run_id)
+    return [str(run.data.tags.get(TAG_TRIAL)) for run in lost]
+
+
 def limit_http_retries() -> None:
     """MLflow retries an unreachable server for minutes by default; a search should not
     stall on its logging, so calls give up after a few seconds (what failed is reported)."""
