@@ -2,7 +2,6 @@
 killed mid-epoch (retried from its checkpoint, ending exactly like an unbroken run) and
 one that keeps raising (failed after its retries) — and the search goes on."""
 
-import contextlib
 import json
 import math
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
 from mlflow.tracking import MlflowClient
 
 from tune_lm import metrics as M
@@ -128,15 +128,6 @@ def launch(tmp_path, name, *extra):
     )  # fmt: skip
 
 
-def stop_group(process, sig):
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    process.wait(timeout=120)
-    # Ray's own processes of a SIGKILLed driver: they hold this run's session only.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
 def agree_on_trials(tmp_path, name, expected):
     """Ray's results, the Optuna study and MLflow hold the same ``expected`` trials, once."""
     folder = tmp_path / "runs" / name
@@ -176,7 +167,7 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
     output = (tmp_path / "sigint.log").read_text()
     assert "interrupted (Ctrl-C)" in output and "--resume" in output, output[-3000:]
     assert (tmp_path / "runs" / "sigint" / "summary.md").is_file()
-    stop_group(search, signal.SIGKILL)
+    stop_process(search, signal.SIGKILL)  # the driver and the Ray it started
     resumed = launch(tmp_path, "sigint", "--resume")
     assert resumed.wait(timeout=600) == 0, (tmp_path / "sigint.log").read_text()[-3000:]
     agree_on_trials(tmp_path, "sigint", expected=6)
@@ -194,7 +185,7 @@ def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         search = launch(tmp_path, "kills", *(["--resume"] if folder.is_dir() else []))
         time.sleep(seconds)
         completed = search.poll() == 0
-        stop_group(search, signal.SIGKILL)
+        stop_process(search, signal.SIGKILL)  # the driver and the Ray it started
         if completed:
             break
     if not completed:

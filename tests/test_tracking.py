@@ -51,6 +51,19 @@ SPACE = """
 """
 
 
+def wait_for_a_logged_val_ppl(client, name, driver, timeout_s=300):
+    """Until a trial of experiment ``name`` has logged val_ppl (the search still running)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the search ended before it could be interrupted"
+        experiment = client.get_experiment_by_name(name)
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if any(M.VAL_PPL in r.data.metrics for r in runs):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"no val_ppl logged for {name!r} within {timeout_s} s")
+
+
 def runs_of(client, name):
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -125,14 +138,7 @@ def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
     )  # fmt: skip
     client = MlflowClient(mlflow_server)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # kill once a trial has been logged mid-way
-            assert driver.poll() is None, "the search ended before it could be killed"
-            experiment = client.get_experiment_by_name("killed")
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if any(M.VAL_PPL in r.data.metrics for r in runs):
-                break
-            time.sleep(0.5)
+        wait_for_a_logged_val_ppl(client, "killed", driver)  # then kill it mid-way
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)
@@ -166,13 +172,7 @@ def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, private_ml
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         client = MlflowClient(uri)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            experiment = client.get_experiment_by_name("doomed")
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if any(M.VAL_PPL in r.data.metrics for r in runs):
-                break
-            time.sleep(0.3)
+        wait_for_a_logged_val_ppl(client, "doomed", driver)
     finally:
         stop_process(server, signal.SIGKILL)
     output, _ = driver.communicate(timeout=600)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import math
 import statistics
 from collections.abc import Sequence
@@ -27,7 +26,6 @@ from tune_lm.errors import TuneLMError
 from tune_lm.summary import SUMMARY_JSON, markdown_table
 
 REPORT_DIR = "report"
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -176,8 +174,6 @@ def _local_copy(args: argparse.Namespace) -> Path:
         return Path(args.experiment)
     name = args.mlflow or args.experiment.rstrip("/").rsplit("/", 1)[-1]
     out = Path(args.out or name)
-    if (out / SUMMARY_JSON).exists() and not out.samefile(Path.cwd()):
-        log.info("refreshing the copy in %s", out)
     if args.mlflow is not None:
         from tune_lm.parent_run import default_tracking_uri, move_credentials
 

@@ -160,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, interrupted = _fit_noting_interrupt(tuner)
     loggers = [c for c in ray_side.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
 
+    # A trial Tune created but never started (e.g. after Ctrl-C) has no config: no row.
+    started = [r for r in results if r.config]
     rows = [
         make_row(
             r.metrics.get("trial_id", r.path),
@@ -168,11 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             str(r.error) if r.error else None,
             space,
         )  # fmt: skip
-        for r in results
-        if r.config  # a trial Tune created but never started (e.g. after Ctrl-C) has none
+        for r in started
     ]
-    by_id = dict(zip((row.trial_id for row in rows), (r for r in results if r.config),
-                     strict=True))  # fmt: skip
+    by_id = dict(zip((row.trial_id for row in rows), started, strict=True))
     finished = [row for row in rows if math.isfinite(row.best_val_ppl)]
     best = min(finished, key=lambda row: row.best_val_ppl) if finished else None
     best_model = None
