@@ -16,18 +16,31 @@ from tune_lm.model import RNNLanguageModel, detach_hidden
 
 
 def textbook_train(
-    config: TrainConfig, corpus: Corpus, max_tokens: int | None = None
+    config: TrainConfig,
+    corpus: Corpus,
+    max_tokens: int | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    warmup_batches: int = 0,
 ) -> tuple[RNNLanguageModel, int, float]:
-    """Train one epoch (or ``max_tokens``); returns (model, tokens, training seconds)."""
+    """Train one epoch (or ``max_tokens``); returns (model, tokens, training seconds).
+
+    As in the example, the model and the batched data live on ``device``. The first
+    ``warmup_batches`` batches are neither timed nor counted; on a GPU the clock reads
+    after a device synchronisation at both ends."""
+    device = torch.device(device)
     torch.manual_seed(config.seed)
-    model = RNNLanguageModel.from_config(config, corpus.ntokens)
+    model = RNNLanguageModel.from_config(config, corpus.ntokens).to(device)
     model.train()
-    train_data = batchify(corpus.train, config.batch_size)
+    train_data = batchify(corpus.train, config.batch_size).to(device)
     hidden = model.init_hidden(config.batch_size)
     criterion = torch.nn.NLLLoss()
     tokens, total_loss = 0, 0.0
     start = time.perf_counter()
-    for begin in window_starts(train_data.size(0), config.bptt):
+    for batch, begin in enumerate(window_starts(train_data.size(0), config.bptt)):
+        if batch == warmup_batches and batch > 0:
+            _synchronize(device)
+            tokens, start = 0, time.perf_counter()
         inputs, targets = get_window(train_data, begin, config.bptt)
         hidden = detach_hidden(hidden)
         model.zero_grad()
@@ -42,4 +55,10 @@ def textbook_train(
         tokens += targets.numel()
         if max_tokens is not None and tokens >= max_tokens:
             break
+    _synchronize(device)
     return model, tokens, time.perf_counter() - start
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

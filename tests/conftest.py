@@ -33,6 +33,20 @@ TINY = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """GPU-marked tests are collected everywhere and skipped, with the reason, without CUDA."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_config() -> TrainConfig:
     return TrainConfig.from_dict(TINY)

@@ -83,15 +83,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def training_autocast(config: TrainConfig, device: torch.device) -> torch.autocast:
+def training_autocast(config: TrainConfig, device: torch.device) -> TrainingPrecision:
     """bf16 autocast for the training forward pass (``precision: bf16``), else a no-op.
 
     Weights, optimizer state and gradients stay fp32; evaluation is not autocast, so the
-    reported perplexities are fp32 scores of the trained weights."""
+    reported perplexities are fp32 scores of the trained weights. Reusable: enter it once
+    per batch."""
     enabled = config.precision == "bf16"
-    if enabled and not bf16_is_fast(device):
+    emulated = enabled and not bf16_is_fast(device)
+    if emulated:
         log.warning("precision=bf16 on %s without native bf16 support: expect it slower", device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return TrainingPrecision(device, enabled, keep_onednn=not (emulated and device.type == "cpu"))
+
+
+class TrainingPrecision:
+    """torch.autocast, plus oneDNN switched off while it is active on a CPU without native
+    bf16: oneDNN has no bf16 LSTM there (it fails to build the primitive), while torch's
+    own kernels run the recurrent layers in fp32 and the rest in emulated bf16."""
+
+    def __init__(self, device: torch.device, enabled: bool, keep_onednn: bool = True) -> None:
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+        self.keep_onednn = keep_onednn
+        self._onednn_was = True
+
+    def __enter__(self) -> TrainingPrecision:
+        if not self.keep_onednn:
+            self._onednn_was = torch.backends.mkldnn.enabled
+            torch.backends.mkldnn.enabled = False
+        self.autocast.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.autocast.__exit__(*exc_info)
+        if not self.keep_onednn:
+            torch.backends.mkldnn.enabled = self._onednn_was
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -130,16 +155,26 @@ def _rng_state() -> dict[str, Any]:
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
-def _set_rng_state(saved: dict[str, Any]) -> None:
-    torch.set_rng_state(saved["cpu"])
-    if saved.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda"])
+def _reseed(seed: int, evaluations: int) -> None:
+    """Seed every generator from (seed, evaluations done) at each evaluation boundary.
+
+    A run resumed from a boundary then draws exactly the random numbers an unbroken run
+    draws after it: restoring saved generator states would not do that on a GPU, where
+    cuDNN keeps its own dropout stream between layers that torch re-initialises only
+    after a manual seed."""
+    torch.manual_seed((seed * 1_000_003 + evaluations) % 2**63)
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over ``model``; on a GPU the fused (one-kernel) implementation."""
+    fused = next(model.parameters()).is_cuda or None  # None: torch's default (foreach)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
+        )
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
+    )
 
 
 def fit(
@@ -204,7 +239,7 @@ def fit(
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         hidden = _hidden_from_list(state.hidden, device)
-        _set_rng_state(state.rng)
+        _reseed(config.seed, len(state.history))
     for group in optimizer.param_groups:
         group["lr"] = state.lr
 
@@ -280,7 +315,8 @@ def fit(
             bar = None
         state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
         state.hidden = _hidden_to_list(detach_hidden(hidden) if hidden is not None else None)
-        state.rng = _rng_state()
+        _reseed(config.seed, len(state.history))
+        state.rng = _rng_state()  # kept for inspection; resuming re-seeds as above
         if on_epoch_end is not None:
             on_epoch_end(result[M.EPOCH], result, state)
         segment = _Segment()
