@@ -4,6 +4,7 @@ search survives losing the worker node."""
 import contextlib
 import os
 import shutil
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,8 +19,11 @@ from tune_lm import metrics as M
 from tune_lm.tracking import TAG_KIND
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
-# Ray 2.60 turns token authentication on; every process of the cluster must use it.
-RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+# Ray 2.60 turns token authentication on; every process of the cluster must use it, with
+# the same token. The test makes its own (a fresh machine has no ~/.ray/auth_token, and
+# `ray start` does not create one).
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # fmt: skip
 
 SPACE = """
     data: synthetic

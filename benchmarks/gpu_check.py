@@ -1,0 +1,467 @@
+"""The prepared GPU check: one command that, on a CUDA machine and within a wall-clock
+budget (default 400 s), measures what tune_lm's users run on GPUs and writes
+``gpu_check.json`` and ``gpu_check.md`` to ``--out`` after every section:
+
+1. ``environment``: GPU, driver, torch/CUDA/cuDNN versions;
+2. ``tests``: ``pytest -m gpu tests/test_gpu.py`` (placement, no per-batch host sync,
+   cuDNN, bf16 autocast, resume, evaluation) with each test's outcome;
+3. ``peak``: the GPU's own matrix-product peak (bf16, fp32, tf32);
+4. ``throughput``: training tokens/s, tune_lm against the textbook loop at identical
+   settings, fp32 / bf16 / adaptive softmax, PTB and WikiText-2 2x200 and PTB 2x650, LSTM
+   and GRU (warm-up excluded, CUDA-synchronised clocks), as a fraction of the peak too;
+5. ``epochs``: the classic study's setting on WikiText-2 (2-layer LSTM and GRU, emsize
+   200, bptt 35 and 50): seconds per full epoch;
+6. ``packing``: 1, 2, 4 and 8 trainings at once on the one GPU, one process each (as
+   Ray's fractional GPUs run trials): aggregate tokens/s and peak GPU memory.
+
+A section that the budget no longer covers is recorded as skipped; a section that fails
+is recorded with its error and the check goes on.
+
+    python benchmarks/gpu_check.py --dry-run         # here, on a CPU: toy sizes, all code paths
+    bash benchmarks/gpu_prepare.sh                   # the folder to carry, and the command
+
+``--dry-run`` checks that everything the check needs imports, that the GPU tests are
+collected and that the corpora are found, then runs every section at toy sizes on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCHMARKS = Path(__file__).resolve().parent
+REPO = BENCHMARKS.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+SECTIONS = ("environment", "tests", "peak", "throughput", "epochs", "packing")
+# The least time a section needs to be worth starting (real run), seconds.
+MIN_SECONDS = {"environment": 1, "tests": 60, "peak": 10, "throughput": 30, "epochs": 20,
+               "packing": 40}  # fmt: skip
+
+
+class Check:
+    """Runs the sections within the budget and rewrites the JSON and Markdown after each."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.deadline = time.monotonic() + args.budget_s
+        self.results: dict[str, Any] = {
+            "dry_run": args.dry_run, "budget_s": args.budget_s,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv),
+            "sections": {},
+        }  # fmt: skip
+        self.device: Any = None  # torch.device, set by main()
+        self.toy: dict[str, Any] = {}  # TrainConfig changes of a dry run
+        self.corpus: Callable[[str], Any] = lambda name: None  # corpus by name, loaded once
+        self.peak: dict[str, float] = {}
+
+    def left_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self, name: str, section: Callable[[Check], Any]) -> None:
+        entry: dict[str, Any] = {}
+        if not self.args.dry_run and self.left_s() < MIN_SECONDS[name]:
+            entry = {"status": "skipped", "why": f"{self.left_s():.0f} s of budget left"}
+        else:
+            print(f"== {name} ({self.left_s():.0f} s of budget left)", flush=True)
+            started = time.monotonic()
+            try:
+                entry = {"status": "ok", "data": section(self)}
+            except Exception as error:  # recorded, and the next section still runs
+                entry = {"status": "error", "why": f"{type(error).__name__}: {error}"}
+                print(f"   {name} failed: {entry['why']}", flush=True)
+            entry["seconds"] = round(time.monotonic() - started, 1)
+        self.results["sections"][name] = entry
+        self.write()
+
+    def write(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=2) + "\n")
+        (self.out / "gpu_check.md").write_text(render_markdown(self.results))
+
+
+# --- the sections --------------------------------------------------------------------
+
+
+def environment(check: Check) -> dict[str, Any]:
+    import torch
+
+    import tune_lm.fit  # noqa: F401  (the LM layer imports without Ray or MLflow)
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "cpus": os.cpu_count(),
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(check.device),
+    }  # fmt: skip
+    if check.device.type == "cuda":
+        props = torch.cuda.get_device_properties(check.device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    multiprocessors=props.multi_processor_count,
+                    capability=f"{props.major}.{props.minor}")  # fmt: skip
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm",
+                              "--format=csv,noheader"], capture_output=True, text=True)  # fmt: skip
+        info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
+    import_check = {}
+    for module in ("pydantic", "yaml", "tqdm", "pytest", "textbook", "gpu_measure"):
+        __import__(module)
+        import_check[module] = "ok"
+    info["imports"] = import_check
+    for banned in ("ray", "mlflow", "optuna"):
+        info[f"{banned}_imported"] = banned in sys.modules
+    return info
+
+
+def gpu_tests(check: Check) -> dict[str, Any]:
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q",
+               "-p", "no:cacheprovider"]  # fmt: skip
+    if check.args.dry_run:
+        done = subprocess.run([*command, "--collect-only"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        collected = [line for line in done.stdout.splitlines() if "::" in line]
+        if done.returncode != 0 or not collected:
+            raise RuntimeError(f"pytest collected nothing (exit {done.returncode}): "
+                               f"{done.stdout[-500:]}{done.stderr[-500:]}")  # fmt: skip
+        return {"collected": len(collected), "tests": collected}
+    with tempfile.TemporaryDirectory() as scratch:
+        junit = Path(scratch) / "junit.xml"
+        timeout = max(30.0, min(240.0, check.left_s() - 200))
+        try:
+            done = subprocess.run([*command, f"--junitxml={junit}", "--timeout=120"], cwd=REPO,
+                                  capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"exit": "timeout", "timeout_s": timeout}
+        (check.out / "gpu_tests.log").write_text(done.stdout + done.stderr)
+        cases = parse_junit(junit) if junit.exists() else []
+    outcomes = [case["outcome"] for case in cases]
+    return {"exit": done.returncode, "passed": outcomes.count("passed"),
+            "failed": outcomes.count("failed"), "skipped": outcomes.count("skipped"),
+            "cases": cases}  # fmt: skip
+
+
+def parse_junit(path: Path) -> list[dict[str, Any]]:
+    cases = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome, message = "failed", (child.get("message") or "")[:300]
+            elif child.tag == "skipped":
+                outcome, message = "skipped", (child.get("message") or "")[:300]
+        cases.append({"test": case.get("name"), "outcome": outcome,
+                      "seconds": float(case.get("time") or 0), "message": message})  # fmt: skip
+    return cases
+
+
+def peak_section(check: Check) -> dict[str, Any]:
+    from gpu_measure import peak
+
+    size, repeats = (256, 2) if check.args.dry_run else (8192, 10)
+    check.peak = peak(check.device, size, repeats)
+    return check.peak
+
+
+def throughput(check: Check) -> dict[str, Any]:
+    from gpu_measure import SETTINGS, VARIANTS, measure_variant, short_eval
+    from gpu_measure import train_flops_per_token as flops
+
+    from tune_lm.config import TrainConfig
+
+    rows, partial = [], False
+    warmup, measure = check.args.warmup_batches, check.args.measure_batches
+    for setting, (data, changes) in SETTINGS.items():
+        corpus = short_eval(check.corpus(data))
+        config = TrainConfig(data=data, device=str(check.device), **{**changes, **check.toy})
+        speeds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for round_index in range(check.args.rounds):
+            order = list(VARIANTS) if round_index % 2 == 0 else list(VARIANTS)[::-1]
+            for name in order:
+                if check.left_s() < 5 and not check.args.dry_run:
+                    partial = True
+                    break
+                speed = measure_variant(name, config, corpus, check.device, warmup, measure)
+                speeds[name].append(speed)
+                print(f"   {setting:15s} round {round_index + 1} {name:14s} {speed:9.0f} tok/s",
+                      flush=True)  # fmt: skip
+        if not speeds["textbook fp32"]:
+            break
+        base = statistics.median(speeds["textbook fp32"])
+        for name, values in speeds.items():
+            if not values:
+                continue
+            median = statistics.median(values)
+            variant = config.replace(**(VARIANTS[name] or {}))
+            per_token = flops(variant, corpus.ntokens)
+            peak_key = "bf16_tflops" if variant.precision == "bf16" else "fp32_tflops"
+            peak_tflops = check.peak.get(peak_key)
+            achieved = per_token * median / 1e12 if per_token else None
+            rows.append({
+                "setting": setting, "variant": name, "tokens_per_s": median, "runs": values,
+                "vs_textbook": median / base, "achieved_tflops": achieved,
+                "fraction_of_peak": achieved / peak_tflops if achieved and peak_tflops else None,
+            })  # fmt: skip
+        check.results["sections"]["throughput"] = {"status": "running", "data": {"rows": rows}}
+        check.write()
+    return {"rows": rows, "partial": partial, "warmup_batches": warmup,
+            "measured_batches": measure, "rounds": check.args.rounds}  # fmt: skip
+
+
+def epochs(check: Check) -> dict[str, Any]:
+    from gpu_measure import full_epoch
+
+    from tune_lm.config import TrainConfig
+
+    data = "synthetic" if check.args.dry_run else "wikitext-2"
+    corpus = check.corpus(data)
+    rows = []
+    for model in ("LSTM", "GRU"):
+        for bptt in (35, 50):
+            if check.left_s() < 25 and not check.args.dry_run:
+                return {"rows": rows, "partial": True}
+            config = TrainConfig(data=data, model=model, bptt=bptt, device=str(check.device),
+                                 **check.toy)  # fmt: skip
+            row = {"model": model, "bptt": bptt, **full_epoch(config, corpus)}
+            rows.append(row)
+            print(f"   WT2 {model} bptt {bptt}: {row['train_s']:.1f} s/epoch, "
+                  f"val ppl {row['val_ppl']:.1f}", flush=True)  # fmt: skip
+    return {"rows": rows, "partial": False, "corpus": data}
+
+
+def packing(check: Check) -> dict[str, Any]:
+    from tune_lm.config import TrainConfig
+
+    data = "synthetic" if check.args.dry_run else "ptb"
+    check.corpus(data)  # tokenised once here; the workers read the cache
+    config = TrainConfig(data=data, model="LSTM", device=str(check.device), threads=2,
+                         **check.toy)  # fmt: skip
+    rows = []
+    for count in check.args.packing:
+        if check.left_s() < check.args.packing_seconds + 30 and not check.args.dry_run:
+            return {"rows": rows, "partial": True}
+        rows.append(pack(check, config, count))
+        row = rows[-1]
+        print(f"   {count} at once: {row['aggregate_tokens_per_s']:.0f} tok/s in all, "
+              f"{row['gpu_memory_used_mib']} MiB GPU memory in use", flush=True)  # fmt: skip
+    return {"rows": rows, "partial": False, "setting": "PTB LSTM 2x200 fp32",
+            "seconds": check.args.packing_seconds}  # fmt: skip
+
+
+def pack(check: Check, config: Any, count: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        go_file = scratch / "go"
+        workers = []
+        baseline = _gpu_used_mib(check.device)
+        for index in range(count):
+            spec = {"config": config.to_dict(), "ready_file": str(scratch / f"ready{index}"),
+                    "go_file": str(go_file), "seconds": check.args.packing_seconds,
+                    "segment_batches": check.args.segment_batches,
+                    "result_file": str(scratch / f"result{index}.json")}  # fmt: skip
+            workers.append(subprocess.Popen(
+                [sys.executable, str(Path(__file__)), "--packing-worker", json.dumps(spec)],
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            ))  # fmt: skip
+        try:
+            _wait_for(lambda: all((scratch / f"ready{i}").exists() for i in range(count)),
+                      workers, timeout_s=120)  # fmt: skip
+            go_file.write_text(str(time.time() + 0.2))
+            used = []
+            while any(worker.poll() is None for worker in workers):
+                used.append(_gpu_used_mib(check.device))
+                time.sleep(0.25)
+            for worker in workers:
+                if worker.wait() != 0:
+                    raise RuntimeError(f"a packing worker exited {worker.returncode}: "
+                                       f"{worker.stderr.read()[-800:]}")  # fmt: skip
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+        results = [json.loads((scratch / f"result{i}.json").read_text()) for i in range(count)]
+    used_mib = max(used, default=baseline) - baseline if check.device.type == "cuda" else None
+    return {
+        "trials": count,
+        "aggregate_tokens_per_s": sum(r["tokens_per_s"] for r in results),
+        "per_trial_tokens_per_s": [r["tokens_per_s"] for r in results],
+        "peak_allocated_mib": [r.get("peak_allocated_mib") for r in results],
+        "peak_reserved_mib": [r.get("peak_reserved_mib") for r in results],
+        "gpu_memory_used_mib": round(used_mib) if used_mib is not None else None,
+    }
+
+
+def _gpu_used_mib(device: Any) -> float:
+    import torch
+
+    if device.type != "cuda":
+        return 0.0
+    free, total = torch.cuda.mem_get_info(device)
+    return (total - free) / 2**20
+
+
+def _wait_for(ready: Callable[[], bool], workers: list, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        failed = [w for w in workers if w.poll() is not None and w.returncode != 0]
+        if failed:
+            raise RuntimeError(f"a packing worker failed at start: {failed[0].stderr.read()[-800:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"packing workers not ready after {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    sections = results["sections"]
+    lines = [f"# GPU check ({'dry run, CPU' if results['dry_run'] else 'GPU'}), "
+             f"{results['started']}", ""]  # fmt: skip
+    env = sections.get("environment", {}).get("data") or {}
+    if env:
+        lines += [f"Device: {env.get('gpu', env.get('device'))}; torch {env.get('torch')}, "
+                  f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
+                  f"driver/max SM clock {env.get('nvidia_smi', '-')}.", ""]  # fmt: skip
+    for name in SECTIONS:
+        entry = sections.get(name)
+        if entry is None:
+            continue
+        if entry["status"] not in ("ok", "running"):
+            lines += [f"**{name}**: {entry['status']} ({entry.get('why', '')})", ""]
+            continue
+        data = entry.get("data") or {}
+        if name == "tests":
+            if "collected" in data:
+                lines += [f"**tests**: {data['collected']} GPU tests collected (dry run).", ""]
+            else:
+                lines += [f"**tests** (`pytest -m gpu`): {data.get('passed')} passed, "
+                          f"{data.get('failed')} failed, {data.get('skipped')} skipped.", ""]
+                lines += [f"- {c['outcome']}: {c['test']} {c['message']}".rstrip()
+                          for c in data.get("cases", []) if c["outcome"] != "passed"]
+        elif name == "peak":
+            lines += [f"**peak** ({data['size']}^3 matrix product): bf16 "
+                      f"{data['bf16_tflops']:.1f}, fp32 {data['fp32_tflops']:.1f}, tf32 "
+                      f"{data['tf32_tflops']:.1f} TFLOP/s.", ""]  # fmt: skip
+        elif name == "throughput":
+            lines += ["**throughput** (training tokens/s, median of rounds; x textbook; "
+                      "fraction of the matching peak)", "",
+                      "| setting | variant | tokens/s | x textbook | of peak |",
+                      "|---|---|---:|---:|---:|"]  # fmt: skip
+            for row in data.get("rows", []):
+                fraction = row.get("fraction_of_peak")
+                lines.append(f"| {row['setting']} | {row['variant']} | "
+                             f"{row['tokens_per_s']:,.0f} | {row['vs_textbook']:.2f} | "
+                             f"{f'{fraction:.1%}' if fraction else '-'} |")  # fmt: skip
+            lines.append("")
+        elif name == "epochs":
+            lines += ["**epochs** (WikiText-2, 2 layers, emsize 200, one full epoch)", "",
+                      "| model | bptt | train s/epoch | with validation s | tokens/s | val ppl |",
+                      "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+            lines += [f"| {r['model']} | {r['bptt']} | {r['train_s']:.1f} | "
+                      f"{r['epoch_with_validation_s']:.1f} | {r['tokens_per_s']:,.0f} | "
+                      f"{r['val_ppl']:.1f} |" for r in data.get("rows", [])]  # fmt: skip
+            lines.append("")
+        elif name == "packing":
+            lines += ["**packing** (trainings at once on one GPU, one process each)", "",
+                      "| trials | aggregate tokens/s | per trial | GPU memory in use MiB | "
+                      "peak reserved per trial MiB |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+            for row in data.get("rows", []):
+                reserved = [r for r in row["peak_reserved_mib"] if r is not None]
+                used = row["gpu_memory_used_mib"]
+                lines.append(f"| {row['trials']} | {row['aggregate_tokens_per_s']:,.0f} | "
+                             f"{statistics.median(row['per_trial_tokens_per_s']):,.0f} | "
+                             f"{'-' if used is None else used} | "
+                             f"{f'{max(reserved):,.0f}' if reserved else '-'} |")  # fmt: skip
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+# --- the command ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_check"),
+                        help="folder for gpu_check.json and gpu_check.md")  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, every path")
+    parser.add_argument("--budget-s", type=float, default=400.0, help="wall-clock budget")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (alternated)")
+    parser.add_argument("--warmup-batches", type=int, default=50)
+    parser.add_argument("--measure-batches", type=int, default=300)
+    parser.add_argument("--packing", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--packing-seconds", type=float, default=12.0)
+    parser.add_argument("--segment-batches", type=int, default=25,
+                        help="packing: batches between the workers' clock readings")  # fmt: skip
+    parser.add_argument("--packing-worker", metavar="SPEC", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(BENCHMARKS))
+    if args.packing_worker:
+        from gpu_measure import packing_worker
+
+        packing_worker(json.loads(args.packing_worker))
+        return 0
+    if "TUNE_LM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
+        os.environ["TUNE_LM_DATA_DIR"] = str(SHARED_DATA)
+
+    import torch
+
+    check = Check(args)
+    if args.dry_run:
+        check.device = torch.device("cpu")
+        args.warmup_batches, args.measure_batches, args.rounds = 2, 4, 1
+        args.packing, args.packing_seconds, args.segment_batches = [1, 2], 1.0, 2
+        # toy models and a capped epoch: every path runs, in seconds, on a CPU
+        check.toy = {"emsize": 16, "nhid": 16, "max_tokens_per_epoch": 4000}
+    else:
+        if not torch.cuda.is_available():
+            print("no CUDA GPU is visible: run this on a GPU machine, or use --dry-run here",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        check.device = torch.device("cuda")
+        check.toy = {}
+    corpora: dict[str, Any] = {}
+
+    def corpus(name: str) -> Any:
+        from tune_lm.data import load_corpus
+
+        if args.dry_run and name != "synthetic":
+            name = "synthetic"
+        if name not in corpora:
+            corpora[name] = load_corpus(name)
+        return corpora[name]
+
+    check.corpus = corpus
+    if args.dry_run:
+        check.results["data_found"] = _data_found()
+        print(f"dry run: corpora {check.results['data_found']}; would run sections "
+              f"{', '.join(args.sections)} within {args.budget_s:.0f} s on a GPU", flush=True)
+    functions = {"environment": environment, "tests": gpu_tests, "peak": peak_section,
+                 "throughput": throughput, "epochs": epochs, "packing": packing}  # fmt: skip
+    for name in SECTIONS:
+        if name in args.sections:
+            check.run(name, functions[name])
+    failed = [n for n, e in check.results["sections"].items() if e["status"] == "error"]
+    print(f"wrote {check.out / 'gpu_check.json'} and gpu_check.md; "
+          f"{'failed: ' + ', '.join(failed) if failed else 'no section failed'}", flush=True)
+    return 1 if failed else 0
+
+
+def _data_found() -> dict[str, bool]:
+    """Whether PTB and WikiText-2 are in TUNE_LM_DATA_DIR (the GPU machine has no network)."""
+    data_dir = Path(os.environ.get("TUNE_LM_DATA_DIR") or "/nonexistent")
+    return {name: (data_dir / name / "train.txt").is_file() for name in ("ptb", "wikitext-2")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
