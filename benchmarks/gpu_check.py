@@ -126,14 +126,14 @@ def environment(check: Check) -> dict[str, Any]:
 def gpu_tests(check: Check) -> dict[str, Any]:
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q",
                "-p", "no:cacheprovider"]  # fmt: skip
-    if check.args.dry_run:
+    collected: list[str] = []
+    if check.args.dry_run:  # then run them too: without CUDA each must be skipped
         done = subprocess.run([*command, "--collect-only"], cwd=REPO, capture_output=True,
                               text=True, timeout=300)  # fmt: skip
         collected = [line for line in done.stdout.splitlines() if "::" in line]
         if done.returncode != 0 or not collected:
             raise RuntimeError(f"pytest collected nothing (exit {done.returncode}): "
                                f"{done.stdout[-500:]}{done.stderr[-500:]}")  # fmt: skip
-        return {"collected": len(collected), "tests": collected}
     with tempfile.TemporaryDirectory() as scratch:
         junit = Path(scratch) / "junit.xml"
         timeout = max(30.0, min(240.0, check.left_s() - 200))
@@ -145,9 +145,14 @@ def gpu_tests(check: Check) -> dict[str, Any]:
         (check.out / "gpu_tests.log").write_text(done.stdout + done.stderr)
         cases = parse_junit(junit) if junit.exists() else []
     outcomes = [case["outcome"] for case in cases]
-    return {"exit": done.returncode, "passed": outcomes.count("passed"),
-            "failed": outcomes.count("failed"), "skipped": outcomes.count("skipped"),
-            "cases": cases}  # fmt: skip
+    result = {"exit": done.returncode, "passed": outcomes.count("passed"),
+              "failed": outcomes.count("failed"), "skipped": outcomes.count("skipped"),
+              "cases": cases}  # fmt: skip
+    if check.args.dry_run:
+        result["collected"] = len(collected)
+        if len(cases) != len(collected) or result["skipped"] != len(cases):
+            raise RuntimeError(f"on a CPU every GPU test must be skipped: {result}")
+    return result
 
 
 def parse_junit(path: Path) -> list[dict[str, Any]]:
@@ -314,7 +319,8 @@ def _wait_for(ready: Callable[[], bool], workers: list, timeout_s: float) -> Non
     while not ready():
         failed = [w for w in workers if w.poll() is not None and w.returncode != 0]
         if failed:
-            raise RuntimeError(f"a packing worker failed at start: {failed[0].stderr.read()[-800:]}")
+            stderr = failed[0].stderr.read()[-800:]
+            raise RuntimeError(f"a packing worker failed at start: {stderr}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"packing workers not ready after {timeout_s:.0f} s")
         time.sleep(0.05)
@@ -341,13 +347,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             continue
         data = entry.get("data") or {}
         if name == "tests":
-            if "collected" in data:
-                lines += [f"**tests**: {data['collected']} GPU tests collected (dry run).", ""]
-            else:
-                lines += [f"**tests** (`pytest -m gpu`): {data.get('passed')} passed, "
-                          f"{data.get('failed')} failed, {data.get('skipped')} skipped.", ""]
-                lines += [f"- {c['outcome']}: {c['test']} {c['message']}".rstrip()
-                          for c in data.get("cases", []) if c["outcome"] != "passed"]
+            lines += [f"**tests** (`pytest -m gpu`): {data.get('passed')} passed, "
+                      f"{data.get('failed')} failed, {data.get('skipped')} skipped.", ""]
+            lines += [f"- {c['outcome']}: {c['test']} {c['message']}".rstrip()
+                      for c in data.get("cases", []) if c["outcome"] != "passed"]
         elif name == "peak":
             lines += [f"**peak** ({data['size']}^3 matrix product): bf16 "
                       f"{data['bf16_tflops']:.1f}, fp32 {data['fp32_tflops']:.1f}, tf32 "

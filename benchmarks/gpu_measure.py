@@ -7,6 +7,7 @@ machine without Ray or MLflow. On a CPU the same code runs at toy sizes (``--dry
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -177,10 +178,8 @@ def packing_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    try:
+    with contextlib.suppress(_MeasureDone):  # the callback ends the run
         fit(run, corpus=corpus, evaluate_test=False, on_epoch_end=on_evaluation)
-    except _MeasureDone:
-        pass
     seconds = clock.get("end", time.time()) - clock.get("start", time.time())
     result = {"tokens": clock["tokens"], "seconds": seconds,
               "tokens_per_s": clock["tokens"] / seconds if seconds > 0 else math.nan}  # fmt: skip

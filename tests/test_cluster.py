@@ -3,8 +3,8 @@ search survives losing the worker node."""
 
 import contextlib
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import subprocess
 import sys

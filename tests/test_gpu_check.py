@@ -1,0 +1,49 @@
+"""The prepared GPU check runs end to end on a CPU (``--dry-run``): every section's code
+path at toy sizes, the GPU tests collected, nothing of Ray, MLflow or Optuna imported."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+from tune_lm.config import TrainConfig
+
+
+def test_gpu_check_dry_run_runs_every_section(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "gpu_check.json").read_text())
+    sections = results["sections"]
+    assert list(sections) == ["environment", "tests", "peak", "throughput", "epochs", "packing"]
+    assert {name: entry["status"] for name, entry in sections.items()} == dict.fromkeys(
+        sections, "ok"
+    )
+    env = sections["environment"]["data"]
+    assert not (env["ray_imported"] or env["mlflow_imported"] or env["optuna_imported"])
+    assert sections["tests"]["data"]["collected"] >= 10
+    rows = sections["throughput"]["data"]["rows"]
+    assert len(rows) == 6 * 5 and all(row["tokens_per_s"] > 0 for row in rows)
+    assert {row["variant"] for row in rows if row["vs_textbook"] == 1.0} == {"textbook fp32"}
+    assert len(sections["epochs"]["data"]["rows"]) == 4
+    packing = sections["packing"]["data"]["rows"]
+    assert [row["trials"] for row in packing] == [1, 2]
+    assert all(row["aggregate_tokens_per_s"] > 0 for row in packing)
+    markdown = (out / "gpu_check.md").read_text()
+    assert "| setting | variant | tokens/s | x textbook | of peak |" in markdown
+    assert "| trials | aggregate tokens/s |" in markdown
+
+
+def test_flops_per_token_counts_each_matrix_product():
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from gpu_measure import train_flops_per_token
+
+    config = TrainConfig(model="LSTM", emsize=200, nhid=200, nlayers=2)
+    recurrent = 2 * 4 * 200 * (200 + 200) * 2  # two layers, four gates, input + recurrent
+    decoder = 2 * 200 * 10000
+    assert train_flops_per_token(config, 10000) == 3 * (recurrent + decoder)
+    assert train_flops_per_token(config.replace(decoder="adaptive"), 10000) is None
