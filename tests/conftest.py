@@ -61,8 +61,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_cache(monkeypatch, tmp_path_factory):
-    """Keep every test (and the processes it starts) off the user's ~/.cache/tune_lm."""
+    """Keep every test (and the processes it starts) off the user's ~/.cache/tune_lm, and
+    off any Ray cluster the environment names: a test joins only the clusters it starts."""
     monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
 def free_port():

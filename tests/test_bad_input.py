@@ -9,9 +9,11 @@ fails during validation, before Ray or MLflow start.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,14 +172,29 @@ CASES = [
 ]
 
 
+CASES += [  # issue 13: budgets Ray would misread, resources no node has
+    search("time-budget-zero", ["--time-budget", "0s"], ("--time-budget", "more than 0")),
+    search("time-budget-ambiguous", ["--time-budget", "2h30"], ("--time-budget", "ambiguous")),
+    bad_space("space-time-budget-zero", "budget: {time_budget: 0m}\n", ["more than 0"]),
+    search("cpus-beyond-any-node", ["--cpus-per-trial", "512"], ("--cpus-per-trial", "512")),
+    Case("resume-without-space-or-name", "search", ["--resume"], ("--resume needs --name",)),
+    Case("no-space", "search", ["--num-samples", "2"], ("--space is required",)),
+]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+# Ray's own per-user token (token authentication is on): made once per user by the first
+# local Ray, like a config file; a case that had to start Ray may leave it in $HOME.
+RAY_USER_FILES = {"home", "home/.ray", "home/.ray/auth_token"}
+
+
 def snapshot(folder: Path) -> set[str]:
-    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")} - RAY_USER_FILES
 
 
 def _env(folder: Path) -> dict[str, str]:
@@ -234,4 +251,35 @@ def test_a_listening_address_passes_the_check():
         port = server.getsockname()[1]
         check_address(f"127.0.0.1:{port}")
         check_address(f"ray://localhost:{port}")
-    check_address("auto")  # left to ray.init, which fails fast when no cluster runs
+
+
+@pytest.mark.parametrize("address", ["auto", None])
+def test_a_dead_cluster_left_behind_never_hangs_a_search(tmp_path, address):
+    """`ray start` records its cluster in Ray's temp folder, and the record outlives the
+    cluster. A search without --address must start its own Ray (here: the trial asks for
+    more CPUs than the new local Ray has, which it then reports); --address auto must
+    fail within seconds. Neither may hang on the dead address."""
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    (tmp_path / "space.yaml").write_text(GOOD_SPACE)
+    args = ["--space", "space.yaml", "--cpus-per-trial", "512"]
+    if address:
+        args += ["--address", address]
+    env = {**_env(tmp_path), "RAY_TMPDIR": str(ray_tmp)}
+    before = snapshot(tmp_path)
+    try:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "tune_lm.search", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=90)  # fmt: skip
+        seconds = time.monotonic() - started
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], capture_output=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    expected = "--address auto" if address else "--cpus-per-trial"
+    assert expected in done.stderr, done.stderr[-3000:]
+    assert seconds < 60, seconds
+    assert snapshot(tmp_path) == before

@@ -20,6 +20,15 @@ from tune_lm import metrics as M
 from tune_lm.cli import run_main
 from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError, TuneLMError
+from tune_lm.experiment import (
+    SPACE_FILE,
+    Pinned,
+    SearchSettings,
+    clean_tracking_uri,
+    read_pinned,
+    resume_conflicts,
+    write_pinned,
+)
 from tune_lm.report import pareto_front
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
 from tune_lm.summary import TrialRow, make_row, top_table, write_summary
@@ -38,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     add = parser.add_argument
-    add("--space", required=True, help="search-space YAML: a path, or a shipped name (cells.yaml)")
+    add("--space", help="search-space YAML: a path, or a shipped name (cells.yaml); "
+        "not needed with --resume (the experiment keeps its own copy)")
     add("--data", help="corpus: wikitext-2, ptb, synthetic, or a folder (overrides the space)")
     add("--num-samples", type=int, help="number of trials (a grid: repeats of the grid)")
     add("--max-epochs", type=int, help="epochs per trial, ASHA's max_t")
@@ -56,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--name", help="experiment name (default: the space's name)")
     add("--resume", action="store_true", help="continue the experiment --name after a stop")
     add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-    add("--log-checkpoints", choices=["best", "all", "none"], default="best",
+    add("--log-checkpoints", choices=["best", "all", "none"],
         help="checkpoints logged to each trial's MLflow run (default: best)")  # fmt: skip
-    add("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    add("--progress-every", type=float, metavar="SECONDS",
         help="print a progress line this often, and when a trial ends (default: 30)")  # fmt: skip
     add("--smoke", action="store_true", help="a tiny run on the synthetic corpus")
     return parser
@@ -82,7 +92,7 @@ def _validate_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     if args.max_failures is not None and args.max_failures < 0:
         raise ConfigError(f"--max-failures must be 0 or more, got {args.max_failures}")
-    if args.progress_every <= 0:
+    if args.progress_every is not None and not 0 < args.progress_every < math.inf:
         raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
     for flag in ("cpus_per_trial", "gpus_per_trial"):
         value = getattr(args, flag)
@@ -101,19 +111,99 @@ def experiment_path(storage: str, name: str) -> str:
     return str(Path(storage).expanduser().resolve() / name)
 
 
+def _space_from_args(args: argparse.Namespace) -> SearchSpace:
+    space = load_space(args.space).with_overrides(**_overrides(args))
+    return smoke_space(space) if args.smoke else space
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(data=args.data, num_samples=args.num_samples, max_epochs=args.max_epochs,
+                cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                max_concurrent=args.max_concurrent, time_budget=args.time_budget,
+                seed=args.seed, max_failures=args.max_failures)  # fmt: skip
+
+
+def _resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace, Pinned | None]:
+    """(name, path, space, what the experiment pinned): on --resume the space and the
+    settings the experiment started with, and a refusal of any flag that disagrees."""
+    if not args.resume:
+        if not args.space:
+            raise ConfigError("--space is required (a YAML file or a shipped name, e.g. "
+                              "quick.yaml); only --resume can do without it")  # fmt: skip
+        space = _space_from_args(args)
+        name = args.name or space.name or "search"
+        return name, experiment_path(args.storage, name), _absolute_data(space), None
+    name = args.name or (load_space(args.space).name if args.space else None)
+    if not name:
+        raise ConfigError("--resume needs --name (the experiment's name), or the --space "
+                          "it was started with")  # fmt: skip
+    path = experiment_path(args.storage, name)
+    pinned = read_pinned(path)
+    if pinned is None:  # stopped before it pinned anything: start-up is repeated
+        if not args.space:
+            raise ConfigError(
+                f"--resume: no experiment with a saved space at {path}. Check --name and "
+                "--storage; if it was stopped during start-up, give its --space too"
+            )
+        return name, path, _absolute_data(_space_from_args(args)), None
+    _refuse_changes(args, pinned)
+    return name, path, pinned.space, pinned
+
+
+def _refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
+    """--resume continues an experiment as it started: a flag given anew that disagrees
+    would be applied by half of it (Ray restores its own copy), so it is refused."""
+    space, conflicts = pinned.space, []
+    for key, value in _overrides(args).items():
+        if value is None:
+            continue
+        if key == "data" and Path(value).expanduser().is_dir():
+            value = str(Path(value).expanduser().resolve())
+        try:
+            same = space.with_overrides(**{key: value}) == space
+        except TuneLMError:
+            same = False
+        if not same:
+            conflicts.append(f"--{key.replace('_', '-')} {value}")
+    if args.smoke and smoke_space(space) != space:
+        conflicts.append("--smoke")
+    if args.space:
+        try:
+            same_space = _absolute_data(_space_from_args(args)) == space
+        except TuneLMError:
+            same_space = False
+        if not same_space:
+            conflicts.append(f"--space {args.space} (it differs from the experiment's own "
+                             f"copy, {SPACE_FILE})")  # fmt: skip
+    settings = pinned.settings
+    if settings is not None:
+        uri = clean_tracking_uri(args.tracking_uri) if args.tracking_uri else None
+        conflicts += resume_conflicts({
+            "--tracking-uri": (uri, settings.tracking_uri),
+            "--log-checkpoints": (args.log_checkpoints, settings.log_checkpoints),
+            "--progress-every": (args.progress_every, settings.progress_every),
+        })  # fmt: skip
+    if conflicts:
+        raise ConfigError(
+            "--resume continues the experiment exactly as it started (same space, corpus "
+            f"and MLflow store), but these flags disagree with it: {'; '.join(conflicts)}. "
+            "Leave them out (the experiment keeps its own copy of each), or start a new "
+            "search with --name NEW_NAME"
+        )
+
+
+def _absolute_data(space: SearchSpace) -> SearchSpace:
+    """A corpus given as a folder, made absolute: a resume from elsewhere finds it."""
+    if space.data and Path(space.data).expanduser().is_dir():
+        return space.with_overrides(data=str(Path(space.data).expanduser().resolve()))
+    return space
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _validate_flags(args)
-    space = load_space(args.space).with_overrides(
-        data=args.data, num_samples=args.num_samples, max_epochs=args.max_epochs,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, time_budget=args.time_budget, seed=args.seed,
-        max_failures=args.max_failures,
-    )  # fmt: skip
-    if args.smoke:
-        space = smoke_space(space)
-    name = args.name or space.name or "search"
-    path = experiment_path(args.storage, name)
+    name, path, space, pinned = _resolve_experiment(args)
+    settings = pinned.settings if pinned else None
     # Bad flags and spaces have failed by now, in a fraction of a second: Ray, MLflow and
     # torch take seconds to import (importing them starts nothing).
     import mlflow
@@ -127,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         move_credentials,
         start_parent_run,
     )
-    from tune_lm.progress import ProgressPrinter
-    from tune_lm.searchers import STUDY_FILE
-    from tune_lm.tracking import MLflowTrialLogger, limit_http_retries
-    from tune_lm.trainable import test_perplexity
+    from tune_lm.tracking import limit_http_retries
 
     # Everything that can be wrong is checked before anything is written or started.
     restore = ray_side.check_experiment(path, resume=args.resume)
@@ -138,21 +225,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     ray_side.check_gpus(space, args.address)
     limit_http_retries()
     tracking_uri = move_credentials(args.tracking_uri or default_tracking_uri())
+    if settings is not None:
+        tracking_uri = settings.tracking_uri
+    tracking_uri = clean_tracking_uri(tracking_uri)
     check_tracking_server(tracking_uri)
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
     print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
+    if settings is not None and corpus.fingerprint != settings.fingerprint:
+        raise ConfigError(
+            f"--resume: the corpus {settings.data!r} is not the one this experiment started "
+            f"with (its files changed: fingerprint {corpus.fingerprint[:12]} now, "
+            f"{settings.fingerprint[:12]} then). A resumed search must train on the corpus "
+            "it started with: restore those files, or start a new search with --name"
+        )
+    log_checkpoints = settings.log_checkpoints if settings else args.log_checkpoints or "best"
+    progress_every = settings.progress_every if settings else args.progress_every or 30.0
     ray_side.connect_ray(args.address)  # before the first write: "auto" may find no cluster
-    space = _pin_space(space, path, resume=args.resume)
+    ray_side.check_trial_fits(space)
+    if pinned is None or settings is None:
+        write_pinned(path, space, SearchSettings(
+            data=space.data or corpus.name, corpus_name=corpus.name,
+            fingerprint=corpus.fingerprint, ntokens=corpus.ntokens, tracking_uri=tracking_uri,
+            log_checkpoints=log_checkpoints, progress_every=progress_every))  # fmt: skip
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment_id, parent_id = start_parent_run(
-        client, name, path, space, corpus, resolve_space_path(args.space), resume=args.resume
+        client, name, path, space, corpus, resolve_space_path(args.space) if args.space else None,
+        resume=args.resume,
     )
+    try:
+        return _search_and_report(
+            args, name, path, space, corpus, restore=restore, client=client,
+            experiment_id=experiment_id, parent_id=parent_id, tracking_uri=tracking_uri,
+            log_checkpoints=log_checkpoints, progress_every=progress_every,
+        )  # fmt: skip
+    except BaseException as error:  # never leave the search's run RUNNING
+        _end_parent_run(client, parent_id, killed=isinstance(error, KeyboardInterrupt))
+        raise
+
+
+def _end_parent_run(client: MlflowClient, parent_id: str, *, killed: bool) -> None:
+    try:
+        if client.get_run(parent_id).info.status == "RUNNING":
+            client.set_terminated(parent_id, "KILLED" if killed else "FAILED")
+    except Exception as error:  # the tracking server may be the thing that failed
+        log.warning("MLflow: could not end the search's run %s: %s", parent_id, error)
+
+
+def _search_and_report(
+    args: argparse.Namespace, name: str, path: str, space: SearchSpace, corpus: Any, *,
+    restore: bool, client: MlflowClient, experiment_id: str, parent_id: str,
+    tracking_uri: str, log_checkpoints: str, progress_every: float,
+) -> int:  # fmt: skip
+    """Run (or resume) the trials, score on test, write the summary and the report, and
+    finish the search's MLflow run."""
+    from tune_lm import tuner as ray_side
+    from tune_lm.progress import ProgressPrinter
+    from tune_lm.searchers import STUDY_FILE
+    from tune_lm.tracking import MLflowTrialLogger
+    from tune_lm.trainable import test_perplexity
+
     trial_logger = MLflowTrialLogger(
-        tracking_uri, experiment_id, parent_id, space, corpus.vocab, args.log_checkpoints
+        tracking_uri, experiment_id, parent_id, space, corpus.vocab, log_checkpoints
     )
-    progress = ProgressPrinter(space, interval_s=args.progress_every)
+    progress = ProgressPrinter(space, interval_s=progress_every)
     tuner = ray_side.build_tuner(
         space, corpus, path, resume=restore, callbacks=[trial_logger, progress]
     )
@@ -200,14 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not interrupted:  # every trial Ray knows has finished: the rest are ghosts
         _delete_lost_runs(client, experiment_id, parent_id, [Path(r.path).name for r in results])
     _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers,
-                      interrupted=interrupted)  # fmt: skip
-    resume_hint = (f"python -m tune_lm.search --space {args.space} --storage {args.storage} "
-                   f"--name {name} --resume")  # fmt: skip
+                      interrupted=bool(interrupted))  # fmt: skip
+    resume_hint = _resume_command(args, path)
     if interrupted:
-        print(f"interrupted (Ctrl-C): {len(finished)} trial(s) with results, summary in "
-              f"{paths['md']}; running trials stopped at their last checkpoint. "
+        print(f"interrupted ({interrupted}): {len(finished)} trial(s) with results, summary "
+              f"in {paths['md']}; running trials stopped at their last checkpoint. "
               f"Continue with: {resume_hint}")  # fmt: skip
-        return 130
+        return 143 if interrupted == "SIGTERM" else 130
     if best is None:
         raise TuneLMError(
             f"every trial failed ({len(rows)}); see the errors above and the trial logs "
@@ -229,6 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _resume_command(args: argparse.Namespace, path: str) -> str:
+    """The whole command that continues this experiment (the experiment pins the space,
+    the corpus and the MLflow store; a cluster address is not pinned, so it is repeated)."""
+    storage, name = path.rsplit("/", 1)
+    command = f"python -m tune_lm.search --resume --storage {storage} --name {name}"
+    return command + (f" --address {args.address}" if args.address else "")
+
+
 def _delete_lost_runs(client: MlflowClient, experiment_id: str, parent_id: str,
                       trial_folders: list[str]) -> None:  # fmt: skip
     from tune_lm.tracking import delete_lost_trial_runs
@@ -243,15 +387,23 @@ def _delete_lost_runs(client: MlflowClient, experiment_id: str, parent_id: str,
               f"(run again after --resume): {', '.join(lost)}")  # fmt: skip
 
 
-def _fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
-    """``tuner.fit()``, and whether Ctrl-C (SIGINT) ended it. On the first SIGINT Tune
-    stops the trials gracefully (state saved) and puts back the handler it found
-    installed: finding ours back afterwards is how we know it happened."""
+def _fit_noting_interrupt(tuner: Any) -> tuple[Any, str | None]:
+    """``tuner.fit()``, and what interrupted it: "Ctrl-C", "SIGTERM" or None.
+
+    On the first SIGINT Tune stops the trials gracefully (state saved) and puts back the
+    handler it found installed: finding ours back afterwards is how we know it happened.
+    SIGTERM (``kill``, ``timeout``, Kubernetes) is turned into that same graceful stop."""
+    received: list[str] = []
 
     def noted(signum: int, frame: Any) -> None:  # only runs on a second Ctrl-C
         raise KeyboardInterrupt
 
+    def terminate(signum: int, frame: Any) -> None:
+        received.append("SIGTERM")
+        signal.raise_signal(signal.SIGINT)  # Tune's own graceful stop
+
     signal.signal(signal.SIGINT, noted)
+    previous_term = signal.signal(signal.SIGTERM, terminate)
     try:
         results = tuner.fit()
     finally:
@@ -259,7 +411,10 @@ def _fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
             os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")
         )
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    return results, interrupted
+        signal.signal(signal.SIGTERM, previous_term)
+    if not (interrupted or received):
+        return results, None
+    return results, received[0] if received else "Ctrl-C"
 
 
 def _report_to_mlflow(
@@ -306,25 +461,6 @@ def _write_report(folder: Path) -> dict[str, Path]:
     except Exception as error:
         log.warning("the report could not be written: %s", error)
         return {}
-
-
-SPACE_FILE = "space.json"  # the validated space, as the experiment started with it
-
-
-def _pin_space(space: SearchSpace, path: str, *, resume: bool) -> SearchSpace:
-    """A resumed search runs with the space it started with, whatever --space says now."""
-    if "://" in path:
-        return space
-    saved = Path(path) / SPACE_FILE
-    if resume and saved.is_file():
-        original = SearchSpace.model_validate_json(saved.read_text())
-        if original != space:
-            log.warning("--resume: using the space the experiment started with (%s)", saved)
-        return original
-    if not resume and not saved.exists():
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_text(space.model_dump_json(indent=2) + "\n")
-    return space
 
 
 def _history(result: Any) -> list[dict[str, float]]:

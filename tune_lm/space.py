@@ -142,17 +142,38 @@ class SearchSpace(_Strict):
 
 
 def parse_duration(text: str | float | int) -> float:
-    """'90s', '30m', '2h', '1h30m' or a number of seconds -> seconds."""
+    """'90s', '30m', '2h', '1h30m', '1h 30m 10s' or a bare number of seconds -> seconds (> 0).
+
+    After an h or m part every number needs its unit: '2h30' could mean 2 h 30 min or
+    2 h 30 s, so it is refused rather than guessed. Zero is refused too: Ray reads a zero
+    budget as no budget at all; leave the budget out for that."""
     if isinstance(text, int | float):
-        return float(text)
-    number = r"(\d+(?:\.\d+)?)"
-    # Spaces only after a unit letter: runs of optional \s* side by side backtrack for
-    # minutes on a long run of spaces.
-    match = re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?(?:{number}s?)?", text.strip())
-    if not match or not any(match.groups()):
-        raise ValueError(f"time budget {text!r} is not a duration like 90s, 30m, 2h or 1h30m")
-    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+        seconds = float(text)
+    else:
+        number = r"(\d+(?:\.\d+)?)"
+        stripped = text.strip()
+        # Spaces only after a unit letter: runs of optional \s* side by side backtrack for
+        # minutes on a long run of spaces.
+        match = re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?(?:{number}s)?", stripped)
+        bare = re.fullmatch(number, stripped)
+        if bare:
+            seconds = float(bare.group(1))
+        elif match and any(match.groups()):
+            hours, minutes, secs = (float(part) if part else 0.0 for part in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+        elif re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?{number}", stripped):
+            raise ValueError(
+                f"time budget {text!r} is ambiguous: give every number its unit "
+                "(e.g. 2h30m or 2h30s)"
+            )
+        else:
+            raise ValueError(f"time budget {text!r} is not a duration like 90s, 30m, 2h or 1h30m")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(
+            f"time budget {text!r} must be more than 0 seconds (Ray would read 0 as no limit); "
+            "leave the budget out to run without one"
+        )
+    return seconds
 
 
 def resolve_space_path(name_or_path: str) -> Path:

@@ -15,6 +15,7 @@ from ray import tune
 from tune_lm import metrics as M
 from tune_lm.data import Corpus
 from tune_lm.errors import ConfigError
+from tune_lm.private_api import find_cluster_address
 from tune_lm.searchers import make_scheduler, make_searcher
 from tune_lm.space import SearchSpace, parse_duration, to_tune_space
 from tune_lm.trainable import load_state, test_perplexity, train_trial
@@ -32,8 +33,8 @@ def connect_ray(address: str | None) -> None:
     try:
         if address:
             ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(dashboard_host="127.0.0.1", include_dashboard=False)
+        else:  # "local": a new Ray of our own, never a cluster a past `ray start` left
+            ray.init(address="local", dashboard_host="127.0.0.1", include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(
             f"--address {address!r}: cannot connect to a Ray cluster there ({error}). "
@@ -48,7 +49,18 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
     ``ray.init`` retries an address where nothing listens for ever, so this fails first.
     ``auto`` (find a running cluster) and other schemes are left to :func:`connect_ray`.
     """
-    if not address or address in ("auto", "local"):
+    if not address or address == "local":
+        return
+    if address == "auto":  # resolved here, so a dead cluster fails now instead of hanging
+        try:
+            resolved = find_cluster_address()
+        except (ConnectionError, ValueError) as error:
+            raise ConfigError(
+                f"--address auto: no Ray cluster to join on this machine ({error}). Start "
+                "one (ray start --head), give its address, or leave --address out for a "
+                "local Ray"
+            ) from None
+        check_address(resolved, timeout_s)
         return
     scheme, _, host_port = address.rpartition("://")
     if scheme not in ("", "ray"):
@@ -89,6 +101,25 @@ def check_gpus(space: SearchSpace, address: str | None) -> None:
             "CUDA GPU on this machine, so the local Ray could never start a trial. Set it "
             "to 0, or join a cluster with GPUs (--address)"
         )
+
+
+def check_trial_fits(space: SearchSpace) -> None:
+    """A trial must fit on one node of the Ray just started or joined, else it would stay
+    PENDING for ever. (An autoscaling cluster's future nodes are not seen: start it with
+    a node of the trial's size.)"""
+    wanted = {"CPU": space.resources.cpus_per_trial, "GPU": space.resources.gpus_per_trial}
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if any(all(node.get(k, 0.0) >= v for k, v in wanted.items() if v) for node in nodes):
+        return
+    largest = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in wanted}
+    flags = {"CPU": "--cpus-per-trial (resources.cpus_per_trial)",
+             "GPU": "--gpus-per-trial (resources.gpus_per_trial)"}  # fmt: skip
+    short = [f"{flags[k]} is {v:g} but the largest node has {largest[k]:g} {k}s"
+             for k, v in wanted.items() if v and largest[k] < v]  # fmt: skip
+    raise ConfigError(
+        f"no Ray node can run a trial, so none would ever start: {'; '.join(short) or wanted}. "
+        "Ask for less per trial, or join a cluster with larger nodes (--address)"
+    )
 
 
 def _trainable(space: SearchSpace, corpus: Corpus) -> Any:

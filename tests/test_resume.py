@@ -1,0 +1,107 @@
+"""A stopped search resumes exactly as it started: the printed command is complete, the
+corpus is the one it started with (a changed one is refused), and flags given anew that
+disagree with the experiment are refused, never half applied. SIGTERM stops a search as
+Ctrl-C does."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
+from mlflow.tracking import MlflowClient
+
+from tune_lm.data import load_corpus, write_corpus_folder
+from tune_lm.synthetic import make_synthetic_corpus
+
+SPACE = """
+name: resumed
+searcher: {type: optuna, sampler: random}
+scheduler: {type: fifo}
+budget: {num_samples: 4, max_concurrent: 2}
+resources: {cpus_per_trial: 1}
+fixed: {epochs: 3, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10, dropout: 0.0,
+        max_tokens_per_epoch: 30000}
+parameters:
+  lr: {loguniform: [1.0, 20.0]}
+"""
+
+
+def run(args, cwd, timeout=300):
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigterm_then_the_printed_resume_command_keeps_corpus_and_settings(tmp_path):
+    corpus_a, corpus_b = tmp_path / "corpus_a", tmp_path / "corpus_b"
+    # Same vocabulary size: a resume on the wrong one would run without any error.
+    write_corpus_folder(make_synthetic_corpus(train_tokens=40000, seed=1), corpus_a)
+    write_corpus_folder(make_synthetic_corpus(train_tokens=40000, seed=2), corpus_b)
+    (tmp_path / "space.yaml").write_text(textwrap.dedent(SPACE))
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = open(tmp_path / "search.log", "w")  # noqa: SIM115 (closed with the process)
+    search = subprocess.Popen(
+        [sys.executable, "-m", "tune_lm.search", "--space", "space.yaml", "--data", "corpus_a",
+         "--storage", "runs", "--tracking-uri", tracking],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    folder = tmp_path / "runs" / "resumed"
+    deadline = time.time() + 300
+    while not list(folder.glob("*/result.json")):
+        assert time.time() < deadline and search.poll() is None, (
+            tmp_path / "search.log").read_text()[-3000:]
+        time.sleep(0.5)
+    time.sleep(1)
+    search.send_signal(signal.SIGTERM)  # what kill, timeout and Kubernetes send
+    assert search.wait(timeout=180) == 143, (tmp_path / "search.log").read_text()[-3000:]
+    stop_process(search, signal.SIGKILL)  # the Ray it started
+    output = (tmp_path / "search.log").read_text()
+    assert "interrupted (SIGTERM)" in output, output[-3000:]
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("resumed")
+    parents = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'search'")
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+    resume_line = output.split("Continue with: ", 1)[1].splitlines()[0]
+    command = shlex.split(resume_line)
+    assert command[:3] == ["python", "-m", "tune_lm.search"] and "--resume" in command
+    command[0] = sys.executable
+    other_folder = tmp_path / "elsewhere"  # run from another folder: nothing relative
+    other_folder.mkdir()
+
+    refused = {
+        "--data": run([*command, "--data", str(corpus_b)], other_folder),
+        "--tracking-uri": run([*command, "--tracking-uri", f"sqlite:///{tmp_path / 'b.db'}"],
+                              other_folder),  # fmt: skip
+        "--log-checkpoints": run([*command, "--log-checkpoints", "all"], other_folder),
+        "--num-samples": run([*command, "--num-samples", "9"], other_folder),
+    }
+    for flag, done in refused.items():
+        assert done.returncode == 2, (flag, done.stderr[-2000:])
+        assert flag in done.stderr and "Traceback" not in done.stderr, done.stderr
+    train_file = corpus_a / "train.txt"
+    original = train_file.read_bytes()
+    train_file.write_bytes(original + b"w1 w2\n")  # the same corpus folder, other contents
+    changed = run(command, other_folder)
+    assert changed.returncode == 2 and "corpus" in changed.stderr, changed.stderr[-2000:]
+    train_file.write_bytes(original)
+    assert not (other_folder / "mlflow.db").exists()
+
+    resumed = run(command, other_folder, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())["trials"]
+    assert len(summary) == 4 and all(row["status"] == "completed" for row in summary)
+    pinned = json.loads((folder / "search.json").read_text())
+    assert pinned["data"] == str(corpus_a)
+    assert pinned["fingerprint"] == load_corpus(str(corpus_a)).fingerprint
+    assert json.loads((folder / "space.json").read_text())["data"] == str(corpus_a)
+    parent = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'search'")
+    assert [p.info.status for p in parent] == ["FINISHED"]
+    assert not list(other_folder.iterdir())  # the resume wrote nothing where it ran

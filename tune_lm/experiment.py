@@ -1,0 +1,137 @@
+"""What an experiment folder holds besides Ray's own state: the space it started with
+(``space.json``) and the settings a resume must keep (``search.json``: the corpus and its
+fingerprint, the tracking URI, which checkpoints are logged, the progress interval).
+
+A resumed search reads both before it loads anything, so it trains on the corpus it
+started with and reports to the same MLflow store; a flag given anew on ``--resume``
+that disagrees is refused, never half applied. Both files are written atomically, in a
+local folder or (through pyarrow's filesystems, as Ray writes) remote storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.parse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tune_lm.errors import ConfigError
+from tune_lm.space import SearchSpace
+
+SPACE_FILE = "space.json"  # the validated space, as the experiment started with it
+SETTINGS_FILE = "search.json"
+SETTINGS_FORMAT = "tune_lm.search/1"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What a ``--resume`` must keep, as the search started with it."""
+
+    data: str  # the corpus as named (a folder is made absolute)
+    corpus_name: str
+    fingerprint: str  # sha256 of the corpus contents
+    ntokens: int
+    tracking_uri: str  # without credentials
+    log_checkpoints: str
+    progress_every: float
+
+
+@dataclass(frozen=True)
+class Pinned:
+    space: SearchSpace
+    settings: SearchSettings | None  # None: an experiment from before search.json existed
+
+
+def read_pinned(path: str) -> Pinned | None:
+    """The experiment's pinned space and settings, or None when it has none yet (a search
+    killed before it wrote them)."""
+    space_text = _read(path, SPACE_FILE)
+    if space_text is None:
+        return None
+    try:
+        space = SearchSpace.model_validate_json(space_text)
+        settings_text = _read(path, SETTINGS_FILE)
+        settings = None
+        if settings_text is not None:
+            raw = json.loads(settings_text)
+            if raw.pop("format", None) != SETTINGS_FORMAT:
+                raise ValueError(f"not a {SETTINGS_FORMAT} file")
+            settings = SearchSettings(**raw)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"--resume: the experiment's {SPACE_FILE}/{SETTINGS_FILE} in {path} cannot be "
+            f"read ({str(error).splitlines()[0]}); it was damaged outside tune_lm. Start the "
+            "search again under another --name"
+        ) from None
+    return Pinned(space, settings)
+
+
+def write_pinned(path: str, space: SearchSpace, settings: SearchSettings) -> None:
+    """Pin a new experiment's space and settings (each file written whole or not at all)."""
+    _write(path, SPACE_FILE, space.model_dump_json(indent=2) + "\n")
+    payload = {"format": SETTINGS_FORMAT, **asdict(settings)}
+    _write(path, SETTINGS_FILE, json.dumps(payload, indent=2) + "\n")
+
+
+def _read(path: str, name: str) -> str | None:
+    if "://" not in path:
+        file = Path(path) / name
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(path)
+    target = f"{root.rstrip('/')}/{name}"
+    if filesystem.get_file_info(target).type != pyarrow.fs.FileType.File:
+        return None
+    with filesystem.open_input_stream(target) as stream:
+        return stream.read().decode("utf-8")
+
+
+def _write(path: str, name: str, text: str) -> None:
+    if "://" in path:  # an object store writes an object whole
+        import pyarrow.fs
+
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(path)
+        filesystem.create_dir(root, recursive=True)
+        with filesystem.open_output_stream(f"{root.rstrip('/')}/{name}") as stream:
+            stream.write(text.encode("utf-8"))
+        return
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temp_name, 0o666 & ~_umask())
+        os.replace(temp_name, folder / name)  # readers see the old file or the new one
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def clean_tracking_uri(uri: str) -> str:
+    """The URI without ``user:password@`` (never stored), and with a relative SQLite path
+    made absolute, so a resume from another folder reaches the same store."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def resume_conflicts(given: dict[str, tuple[Any, Any]]) -> list[str]:
+    """Of ``{flag: (value given on --resume or None, value the experiment started with)}``,
+    the flags given with another value, each as ``--flag V (started with W)``."""
+    return [f"{flag} {value} (the experiment started with {was})"
+            for flag, (value, was) in given.items()
+            if value is not None and value != was]  # fmt: skip
