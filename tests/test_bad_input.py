@@ -179,6 +179,14 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     search("cpus-beyond-any-node", ["--cpus-per-trial", "512"], ("--cpus-per-trial", "512")),
     Case("resume-without-space-or-name", "search", ["--resume"], ("--resume needs --name",)),
     Case("no-space", "search", ["--num-samples", "2"], ("--space is required",)),
+    # outputs that would only fail after training: checked before it starts
+    train("train-save-is-a-folder", ["--save", "."], ("--save", "is a folder")),
+    train("train-save-under-a-file", ["--save", "notes.txt/model.pt"], ("--save", "not a folder"),
+          {"notes.txt": "x"}),  # fmt: skip
+    train("train-save-unwritable", ["--save", "/proc/model.pt"], ("--save", "cannot write")),
+    train("train-metrics-is-a-folder", ["--metrics-json", "."], ("--metrics-json", "is a folder")),
+    train("train-metrics-under-a-file", ["--metrics-json", "notes.txt/m.json"],
+          ("--metrics-json", "not a folder"), {"notes.txt": "x"}),  # fmt: skip
 ]
 
 

@@ -144,3 +144,39 @@ def test_bad_data_exits_2_with_the_file_named(tmp_path, case, expected):
     done = run_train("--smoke", "--data", str(folder), "--save", "", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_keeps_the_best_weights_and_the_metrics(tmp_path):
+    """Ctrl-C (or SIGTERM) mid-training: the best weights so far and the metrics are
+    saved, a summary without a test score is printed, exit 130."""
+    import os
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tune_lm.train", "--smoke", "--epochs", "500", "--save",
+         "best.pt", "--metrics-json", "metrics.json"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    lines = []
+    deadline = time.time() + 120
+    while sum(line.startswith("| epoch") for line in lines) < 2:
+        assert time.time() < deadline and process.poll() is None, lines
+        lines.append(process.stdout.readline())
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert "interrupted at epoch" in out and "no test score" in out, out
+    assert "Traceback" not in err, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and "test_ppl" not in metrics["final"]
+    assert len(metrics["history"]) >= 2
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for written in ("best.pt", "metrics.json"):  # an ordinary file's mode, not mkstemp's 0600
+        assert (tmp_path / written).stat().st_mode & 0o777 == 0o666 & ~umask, written
+    model, config, vocab = load_model(tmp_path / "best.pt")
+    assert config.epochs == 500 and len(vocab) == model.ntokens
+    best = min(entry["val_ppl"] for entry in metrics["history"])
+    assert metrics["final"]["best_val_ppl"] == pytest.approx(best)

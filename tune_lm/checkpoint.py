@@ -8,13 +8,12 @@ strings, numbers, lists and dicts.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tune_lm.atomic import atomic_file
 from tune_lm.config import TrainConfig
 from tune_lm.errors import TuneLMError
 from tune_lm.model import RNNLanguageModel
@@ -23,19 +22,9 @@ MODEL_FORMAT = "tune_lm.model/1"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write ``obj`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp_file:
-            torch.save(obj, tmp_file)
-            tmp_file.flush()
-            os.fsync(tmp_file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """``torch.save`` written whole or not at all (see :func:`tune_lm.atomic.atomic_file`)."""
+    with atomic_file(path) as out:
+        torch.save(obj, out)
 
 
 def save_model(

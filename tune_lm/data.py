@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from tune_lm.atomic import atomic_file
 from tune_lm.download import CORPUS_SHA256, CORPUS_SOURCES, SPLITS, download_corpus
 from tune_lm.errors import DataError
 
@@ -177,15 +177,8 @@ def _save_cached(path: Path, vocab, ids, unk_counts) -> None:
     payload = {"format": CACHE_FORMAT, "vocab": list(vocab), "unk_counts": dict(unk_counts)}
     payload.update({split: ids[split].to(torch.int32) for split in SPLITS})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".corpus-", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                torch.save(payload, out)
-            os.replace(temp_name, path)  # atomic: readers never see half a file
-        except BaseException:
-            os.unlink(temp_name)
-            raise
+        with atomic_file(path) as out:  # readers never see half a file
+            torch.save(payload, out)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
         logger.warning("cannot write tokenised-corpus cache %s (%s); not caching", path, err)
 

@@ -11,13 +11,12 @@ local folder or (through pyarrow's filesystems, as Ray writes) remote storage.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tune_lm.atomic import atomic_file
 from tune_lm.errors import ConfigError
 from tune_lm.space import SearchSpace
 
@@ -99,23 +98,8 @@ def _write(path: str, name: str, text: str) -> None:
         with filesystem.open_output_stream(f"{root.rstrip('/')}/{name}") as stream:
             stream.write(text.encode("utf-8"))
         return
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp_name, 0o666 & ~_umask())
-        os.replace(temp_name, folder / name)  # readers see the old file or the new one
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_file(Path(path) / name, "w") as out:
+        out.write(text)
 
 
 def clean_tracking_uri(uri: str) -> str:

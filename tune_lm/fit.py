@@ -69,6 +69,7 @@ class FitResult:
     history: list[dict[str, float]]  # one dict of EVALUATION_METRICS per evaluation
     best_model_state: dict[str, torch.Tensor]
     vocab: tuple[str, ...]
+    interrupted: bool = False  # stopped by Ctrl-C (stop_on_interrupt): no test score
 
 
 # on_epoch_end(epoch, metrics, state) is called after every evaluation.
@@ -185,6 +186,7 @@ def fit(
     corpus: Corpus | None = None,
     evaluate_test: bool = True,
     progress: bool = False,
+    stop_on_interrupt: bool = False,
 ) -> FitResult:
     """Train ``config`` to its epoch limit and return the final metrics.
 
@@ -192,7 +194,8 @@ def fit(
     the lr is divided by ``lr_decay`` whenever validation loss does not improve.
     ``state`` resumes a run saved from a callback; ``corpus`` skips loading
     ``config.data``. With ``evaluate_test`` the test split is scored once, on the
-    weights with the best validation loss.
+    weights with the best validation loss. With ``stop_on_interrupt`` a Ctrl-C ends
+    training and returns what the evaluations so far found (``interrupted``, no test).
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -244,6 +247,39 @@ def fit(
         group["lr"] = state.lr
 
     model.train()
+    try:
+        _train(config, model, optimizer, train_data, starts, windows_per_epoch, valid, state,
+               hidden, on_epoch_end, progress)  # fmt: skip
+        interrupted = False
+    except KeyboardInterrupt:
+        if not stop_on_interrupt:
+            raise
+        log.warning("interrupted: training stops here; the best weights so far are kept")
+        interrupted = True
+
+    best_state = state.best_model if state.best_model is not None else model.state_dict()
+    final = {
+        M.BEST_VAL_LOSS: state.best_val_loss,
+        M.BEST_VAL_PPL: M.perplexity(state.best_val_loss),
+        M.TRAIN_TIME_S: state.train_time_s,
+        "epochs_run": state.history[-1][M.EPOCH] if state.history else 0.0,
+    }
+    if evaluate_test and not interrupted:
+        model.load_state_dict(best_state)
+        test = EvalSplit(corpus.test, config.eval_batch_size, eos_id, device)
+        final[M.TEST_LOSS] = evaluate_loss(model, test, config.bptt)
+        final[M.TEST_PPL] = M.perplexity(final[M.TEST_LOSS])
+    return FitResult(final, list(state.history), best_state, corpus.vocab, interrupted)
+
+
+def _train(
+    config: TrainConfig, model: RNNLanguageModel, optimizer: torch.optim.Optimizer,
+    train_data: torch.Tensor, starts: list[int], windows_per_epoch: int, valid: EvalSplit,
+    state: TrainState, hidden: Hidden | None, on_epoch_end: EpochCallback | None,
+    progress: bool,
+) -> None:  # fmt: skip
+    """The truncated-BPTT loop: trains ``model`` in place and advances ``state``."""
+    device = train_data.device
     autocast = training_autocast(config, device)
     segment = _Segment()
     bar = None
@@ -322,20 +358,6 @@ def fit(
         segment = _Segment()
     if bar is not None:
         bar.close()
-
-    best_state = state.best_model if state.best_model is not None else model.state_dict()
-    final = {
-        M.BEST_VAL_LOSS: state.best_val_loss,
-        M.BEST_VAL_PPL: M.perplexity(state.best_val_loss),
-        M.TRAIN_TIME_S: state.train_time_s,
-        "epochs_run": state.history[-1][M.EPOCH] if state.history else 0.0,
-    }
-    if evaluate_test:
-        model.load_state_dict(best_state)
-        test = EvalSplit(corpus.test, config.eval_batch_size, eos_id, device)
-        final[M.TEST_LOSS] = evaluate_loss(model, test, config.bptt)
-        final[M.TEST_PPL] = M.perplexity(final[M.TEST_LOSS])
-    return FitResult(final, list(state.history), best_state, corpus.vocab)
 
 
 class _Segment:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 from tune_lm import metrics as M
 from tune_lm.cli import add_config_flags, config_from_args, run_main
 from tune_lm.config import TrainConfig
+from tune_lm.errors import ConfigError
 
 if TYPE_CHECKING:
     from tune_lm.fit import FitResult, TrainState
@@ -79,11 +83,44 @@ def _write_outputs(args: argparse.Namespace, config: TrainConfig, result: FitRes
         save_model(args.save, model, config, result.vocab, result.metrics, result.best_model_state)
         print(f"saved the best weights to {args.save}")
     if args.metrics_json:
+        from tune_lm.atomic import atomic_file
+
         path = Path(args.metrics_json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"config": config.to_dict(), "final": result.metrics, "history": result.history}
-        path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+        payload = {"config": config.to_dict(), "final": result.metrics, "history": result.history,
+                   "interrupted": result.interrupted}  # fmt: skip
+        with atomic_file(path, "w") as out:
+            out.write(json.dumps(payload, indent=2, allow_nan=True) + "\n")
         print(f"wrote metrics to {path}")
+
+
+def check_output_path(flag: str, value: str | None) -> None:
+    """An output file must be writable *before* training: a model trained for hours is
+    not to be lost at the end to a typo. Nothing is created here (a probe file in the
+    target folder is removed at once)."""
+    if not value:
+        return
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} {value} is a folder; give a file path, e.g. "
+                          f"{path / ('model.pt' if flag == '--save' else 'metrics.json')}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {value}: {folder} is a file, not a folder; give a path in "
+                          "a folder you can write to")  # fmt: skip
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is read-only")
+    except OSError as error:
+        raise ConfigError(f"{flag} {value}: cannot write there ({error.strerror or error}); "
+                          "give a path in a folder you can write to") from None
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # kill / timeout end training like Ctrl-C: best weights kept
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     config = config_from_args(args, base=SMOKE_CONFIG if args.smoke else None)
+    check_output_path("--save", args.save)
+    check_output_path("--metrics-json", args.metrics_json)
     # Bad flags have failed by now, in a fraction of a second: torch takes seconds to import.
     from tune_lm.data import load_corpus
     from tune_lm.fit import fit
@@ -100,13 +139,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train / "
         f"{corpus.valid.numel()} valid / {corpus.test.numel()} test tokens"
     )
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     result = fit(
         config,
         corpus=corpus,
         on_epoch_end=_print_evaluation,
         progress=sys.stderr.isatty() and not args.quiet,
+        stop_on_interrupt=True,
     )
     final = result.metrics
+    if result.interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the files are written whole
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if not result.history:
+            print("| interrupted before the first evaluation | nothing to save |")
+            return 130
+        print(
+            f"| interrupted at epoch {final['epochs_run']:g} | best valid ppl "
+            f"{final[M.BEST_VAL_PPL]:.2f} | no test score: training did not finish |"
+        )
+        _write_outputs(args, config, result)
+        return 130
     print(
         f"| end of training | best valid ppl {final[M.BEST_VAL_PPL]:.2f}"
         f" | test ppl {final[M.TEST_PPL]:.2f} |"
