@@ -179,6 +179,28 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     search("cpus-beyond-any-node", ["--cpus-per-trial", "512"], ("--cpus-per-trial", "512")),
     Case("resume-without-space-or-name", "search", ["--resume"], ("--resume needs --name",)),
     Case("no-space", "search", ["--num-samples", "2"], ("--space is required",)),
+    # storage and tracking stores that would fail after Ray or MLflow started
+    search("storage-is-a-file", ["--storage", "notes.txt"], ("--storage", "not a folder"),
+           {"notes.txt": "x"}),  # fmt: skip
+    search("storage-under-a-file", ["--storage", "notes.txt/runs"], ("--storage", "not a folder"),
+           {"notes.txt": "x"}),  # fmt: skip
+    search("storage-unwritable", ["--storage", "/proc/runs"], ("--storage", "cannot write")),
+    search("storage-unknown-scheme", ["--storage", "ftp://host/runs"], ("--storage", "ftp")),
+    search("name-dot-dot", ["--name", ".."], ("--name", "plain name")),
+    search("name-with-slash", ["--name", "a/../../b"], ("--name", "plain name")),
+    search("tracking-unknown-scheme", ["--tracking-uri", "ftp://host/x"], ("--tracking-uri",
+           "'ftp'")),  # fmt: skip
+    search("tracking-file-store", ["--tracking-uri", "file:///tmp/mlruns"], ("--tracking-uri",
+           "MLflow 3")),  # fmt: skip
+    search("tracking-plain-folder", ["--tracking-uri", "mlruns"], ("--tracking-uri", "folder")),
+    search("tracking-sqlite-unwritable", ["--tracking-uri", "sqlite:////proc/m.db"],
+           ("--tracking-uri", "cannot be written")),  # fmt: skip
+    search("tracking-sqlite-no-folder", ["--tracking-uri", "sqlite:///nowhere/m.db"],
+           ("--tracking-uri", "does not exist")),  # fmt: skip
+    search("tracking-with-space", ["--tracking-uri", "http://127.0.0.1:{port}/a b"],
+           ("--tracking-uri", "white space")),  # fmt: skip
+    search("tracking-in-memory", ["--tracking-uri", "sqlite:///:memory:"],
+           ("--tracking-uri", "no database file")),  # fmt: skip
     # outputs that would only fail after training: checked before it starts
     train("train-save-is-a-folder", ["--save", "."], ("--save", "is a folder")),
     train("train-save-under-a-file", ["--save", "notes.txt/model.pt"], ("--save", "not a folder"),

@@ -108,7 +108,7 @@ def clean_tracking_uri(uri: str) -> str:
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("http", "https") and "@" in parts.netloc:
         uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///:memory:")):
         uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
     return uri
 

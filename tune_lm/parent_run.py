@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -43,6 +44,54 @@ def move_credentials(uri: str) -> str:
     if parts.password:
         os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
+                    "databricks-uc", "uc")  # fmt: skip
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A tracking URI MLflow 3 accepts, whose store can be written, before anything starts
+    (MLflow itself would fail only at the first write, or retry an unwritable SQLite file
+    for minutes)."""
+    flag = "--tracking-uri (or MLFLOW_TRACKING_URI)"
+    fix = "use sqlite:///PATH/mlflow.db or http(s)://HOST:PORT of an MLflow server"
+    if any(char.isspace() for char in uri):
+        raise ConfigError(f"{flag} {uri!r} contains white space; quote nothing into it: {fix}")
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":
+            return
+        raise ConfigError(f"{flag} {uri!r} is a folder (MLflow's file store), which MLflow 3 "
+                          f"no longer accepts: {fix}")  # fmt: skip
+    if scheme not in TRACKING_SCHEMES:
+        known = ", ".join(TRACKING_SCHEMES)
+        raise ConfigError(f"{flag} {uri!r}: MLflow has no tracking store for scheme "
+                          f"{scheme!r} (it knows {known}): {fix}")  # fmt: skip
+    if scheme in ("http", "https") and not urllib.parse.urlsplit(uri).hostname:
+        raise ConfigError(f"{flag} {uri!r} names no host: {fix}")
+    if scheme == "sqlite":
+        _check_sqlite_path(flag, uri, fix)
+
+
+def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
+    raw = uri.split("://", 1)[1]
+    if not raw.startswith("/") or raw in ("/", "/:memory:"):
+        raise ConfigError(f"{flag} {uri!r} names no database file: {fix}")
+    database = Path(raw[1:])  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+    if database.is_dir():
+        raise ConfigError(f"{flag} {uri!r}: {database} is a folder, not a database file: {fix}")
+    folder = database.parent
+    try:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"folder {folder} does not exist")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if database.exists() and not os.access(database, os.W_OK):
+            raise PermissionError(f"{database} is read-only")
+    except OSError as error:
+        raise ConfigError(f"{flag} {uri!r}: the database cannot be written there ({error}): "
+                          f"{fix}") from None
 
 
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:

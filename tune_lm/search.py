@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import signal
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,44 @@ def _validate_flags(args: argparse.Namespace) -> None:
             parse_duration(args.time_budget)
         except ValueError as error:
             raise ConfigError(f"--time-budget: {error}") from None
+    check_storage(args.storage)
+    if args.name is not None and (
+        not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")
+    ):
+        raise ConfigError(f"--name {args.name!r} must be a plain name (no / or \\, not . or ..): "
+                          "it is a folder inside --storage")  # fmt: skip
+
+
+def check_storage(storage: str) -> None:
+    """--storage: a folder that can be made and written, or a URI pyarrow (Ray's
+    filesystem layer) can open; checked before anything is written."""
+    if "://" in storage:
+        import pyarrow.fs
+
+        try:
+            filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
+            filesystem.get_file_info(root)
+        except Exception as error:  # pyarrow's errors: unknown scheme, no bucket, no access
+            raise ConfigError(
+                f"--storage {storage}: cannot use it ({str(error).splitlines()[0]}). Give a "
+                "local folder, or a URI Ray can write to (s3://bucket/path, gs://bucket/path) "
+                "with its credentials set"
+            ) from None
+        return
+    path = Path(storage).expanduser()
+    folder = path
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--storage {storage}: {folder} is a file, not a folder; give a "
+                          "folder (it is made if missing)")  # fmt: skip
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigError(f"--storage {storage}: cannot write in {folder} "
+                          f"({error.strerror or error}); give a folder you can write to"
+                          ) from None  # fmt: skip
 
 
 def experiment_path(storage: str, name: str) -> str:
@@ -213,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tune_lm.data import load_corpus
     from tune_lm.parent_run import (
         check_tracking_server,
+        check_tracking_uri,
         default_tracking_uri,
         move_credentials,
         start_parent_run,
@@ -228,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is not None:
         tracking_uri = settings.tracking_uri
     tracking_uri = clean_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri)
     check_tracking_server(tracking_uri)
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
     print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
