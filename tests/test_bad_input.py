@@ -201,6 +201,17 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
            ("--tracking-uri", "white space")),  # fmt: skip
     search("tracking-in-memory", ["--tracking-uri", "sqlite:///:memory:"],
            ("--tracking-uri", "no database file")),  # fmt: skip
+    search("seed-negative", ["--seed", "-1"], ("seed",)),
+    search("seed-beyond-numpy", ["--seed", str(2**40)], ("seed",)),
+    search("cpus-absurdly-small", ["--cpus-per-trial", "0.001"], ("cpus_per_trial",)),
+    search("gpus-absurdly-small", ["--gpus-per-trial", "0.0001"], ("gpus_per_trial",)),
+    search(
+        "corpus-smaller-than-a-batch",
+        ["--data", "corpus"],
+        ("batch_size", "500", "corpus"),
+        {**corpus(), "space.yaml": GOOD_SPACE.replace("batch_size: 8, ", "")
+         + "  batch_size: {choice: [8, 500]}\n"},  # fmt: skip
+    ),
     # outputs that would only fail after training: checked before it starts
     train("train-save-is-a-folder", ["--save", "."], ("--save", "is a folder")),
     train("train-save-under-a-file", ["--save", "notes.txt/model.pt"], ("--save", "not a folder"),

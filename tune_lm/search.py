@@ -272,6 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_tracking_server(tracking_uri)
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
     print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
+    batch_size = space.largest("batch_size")
+    if corpus.train.numel() < 2 * batch_size:  # what every trial's fit() would refuse
+        raise ConfigError(
+            f"corpus {corpus.name!r} has {corpus.train.numel()} training tokens, fewer than "
+            f"one batch of the largest batch_size in the space ({batch_size}) needs "
+            f"({2 * batch_size}). Lower batch_size in the space, or use a larger corpus"
+        )
     if settings is not None and corpus.fingerprint != settings.fingerprint:
         raise ConfigError(
             f"--resume: the corpus {settings.data!r} is not the one this experiment started "

@@ -68,8 +68,19 @@ class BudgetSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    cpus_per_trial: float = Field(1.0, gt=0)
+    # Below a tenth of a core (or a hundredth of a GPU) per trial, Ray would pack hundreds
+    # of trials onto one core or GPU; Ray itself counts only to 1/10000.
+    cpus_per_trial: float = Field(1.0, ge=0.1)
     gpus_per_trial: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> ResourcesSpec:
+        if 0 < self.gpus_per_trial < 0.01:
+            raise ValueError(
+                f"gpus_per_trial {self.gpus_per_trial:g} would put over 100 trials on one "
+                "GPU; use 0 (no GPU) or at least 0.01"
+            )
+        return self
 
 
 class SearchSpace(_Strict):
@@ -77,7 +88,7 @@ class SearchSpace(_Strict):
 
     name: str | None = None
     data: str | None = None  # corpus; default: the config default (wikitext-2)
-    seed: int = 0  # seeds the sampler and, unless fixed or searched, every trial
+    seed: int = Field(0, ge=0, lt=2**32)  # the sampler's and (unless set) every trial's
     searcher: SearcherSpec = SearcherSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     budget: BudgetSpec = BudgetSpec()
@@ -88,6 +99,14 @@ class SearchSpace(_Strict):
     test_at_epochs: list[int] = []  # grid studies: test perplexity at these epochs
     # What Optuna optimises: val_ppl first (ASHA stops on it), optionally a cost too.
     objectives: list[Literal["val_ppl", "epoch_time_s", "tokens_per_s"]] = ["val_ppl"]
+
+    def largest(self, option: str) -> Any:
+        """The largest value ``option`` can take in this space (fixed, searched, or the
+        config default)."""
+        if option in self.parameters:
+            (kind, values), = self.parameters[option].items()
+            return max(values[:2] if kind not in ("choice", "grid") else values)
+        return self.fixed.get(option, TrainConfig.model_fields[option].default)
 
     @property
     def objective_modes(self) -> list[str]:
