@@ -157,3 +157,17 @@ def test_bf16_autocast_learns_as_well_as_fp32(model, decoder):
     assert bf16.metrics[M.BEST_VAL_PPL] == pytest.approx(fp32, rel=0.01)
     assert bf16.metrics[M.BEST_VAL_PPL] < 1.6 * floor
     assert bf16.metrics[M.BEST_VAL_PPL] != fp32  # really a different arithmetic
+
+
+def test_mid_epoch_evaluations_anneal_at_most_once_per_epoch(corpus):
+    """With eval_every_tokens, the plateau rule is applied at the end of each epoch only:
+    mid-epoch evaluations keep the best weights but never divide the learning rate."""
+    config = TrainConfig(data="synthetic", emsize=8, nhid=8, nlayers=1, epochs=4,
+                         batch_size=8, bptt=10, lr=80.0, threads=1,
+                         eval_every_tokens=400)  # fmt: skip
+    history = fit(config, corpus=corpus, evaluate_test=False).history
+    assert len(history) > 3 * config.epochs  # several evaluations per epoch
+    for previous, current in zip(history, history[1:], strict=False):
+        if current[M.LR] != previous[M.LR]:
+            assert float(previous[M.EPOCH]).is_integer(), (previous, current)
+    assert len({entry[M.LR] for entry in history}) <= config.epochs

@@ -337,7 +337,8 @@ def _train(
         if val_loss < state.best_val_loss:
             state.best_val_loss = val_loss
             state.best_model = copy.deepcopy(model.state_dict())
-        else:  # the usual schedule for this model: anneal on a plateau
+        elif end_of_epoch:  # the usual schedule: anneal on a plateau, once per epoch at
+            # most (with eval_every_tokens, mid-epoch evaluations only keep the best weights)
             state.lr /= config.lr_decay
             for group in optimizer.param_groups:
                 group["lr"] = state.lr
