@@ -127,9 +127,23 @@ class SearchSpace(_Strict):
             epoch *= self.scheduler.reduction_factor
         return rungs
 
+    @property
+    def repeat_seeds(self) -> list[int]:
+        """A grid run ``num_samples`` times repeats each configuration with these seeds
+        (one each; the same seed would only repeat the same run). Empty when the grid runs
+        once, or when the seed is fixed or searched."""
+        repeats = self.budget.num_samples
+        if self.searcher.type != "grid" or repeats < 2 or "seed" in self.fixed:
+            return []
+        if "seed" in self.parameters:
+            return []
+        return [self.seed + index for index in range(repeats)]
+
     def searched(self, tune_config: dict[str, Any]) -> dict[str, Any]:
-        """The searched parameters' values out of a trial's Tune config."""
-        return {name: tune_config[name] for name in self.parameters if name in tune_config}
+        """The searched parameters' values (and a grid repeat's seed) out of a trial's
+        Tune config."""
+        names = [*self.parameters, *(["seed"] if self.repeat_seeds else [])]
+        return {name: tune_config[name] for name in names if name in tune_config}
 
     def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: fixed values, then sampled, then derived."""

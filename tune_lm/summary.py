@@ -134,15 +134,24 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
                          and all(r.params.get(k) == v for k, v in chosen.items())]  # fmt: skip
                 if not match:
                     continue
-                row = match[0]
-                ppl = (
-                    row.test_ppl
-                    if epoch == space.epochs
-                    else row.extra.get(f"test_ppl_epoch{epoch}")
-                )
-                line[str(value)] = f"{_fmt(ppl)} ({row.epoch_time_s:.0f} s)" if ppl else "—"
+                line[str(value)] = _grid_cell(match, epoch, space.epochs)
             table.append(line)
     return markdown_table(table, ["run", *map(str, across_values)])
+
+
+def _grid_cell(rows: list[TrialRow], epoch: int, last_epoch: int) -> str:
+    """"test ppl (s/epoch)"; over repeats (one seed each) the mean, ± the standard
+    deviation, and how many seeds."""
+    scores = [row.test_ppl if epoch == last_epoch else row.extra.get(f"test_ppl_epoch{epoch}")
+              for row in rows]  # fmt: skip
+    scores = [score for score in scores if score]
+    seconds = statistics.median(row.epoch_time_s for row in rows)
+    if not scores:
+        return "—"
+    if len(rows) == 1:
+        return f"{_fmt(scores[0])} ({seconds:.0f} s)"
+    spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
+    return f"{statistics.mean(scores):.2f}{spread} ({seconds:.0f} s; {len(scores)} seeds)"
 
 
 def write_summary(

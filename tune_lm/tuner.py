@@ -191,10 +191,15 @@ def build_tuner(
         callbacks=callbacks,
         verbose=1,
     )
+    # Optuna holds the space itself (Ray refuses it twice); a grid is expanded by Tune, and
+    # its repeats are a grid over seeds (Tune's own repeats would all share one seed).
+    param_space = {} if searcher else to_tune_space(space)
+    if not searcher and space.repeat_seeds:
+        param_space["seed"] = tune.grid_search(space.repeat_seeds)
+        tune_config.num_samples = 1
     return tune.Tuner(
         _trainable(space, corpus),
-        # Optuna holds the space itself (Ray refuses it twice); a grid is expanded by Tune.
-        param_space={} if searcher else to_tune_space(space),
+        param_space=param_space,
         tune_config=tune_config,
         run_config=run_config,
     )
