@@ -28,6 +28,11 @@ parameters:
 GOOD_LINES = "the cat sat on the mat\nthe dog sat on the log\n" * 20
 GOOD_CORPUS = {"train.txt": GOOD_LINES, "valid.txt": GOOD_LINES, "test.txt": GOOD_LINES}
 MARKER = "pwned"  # a YAML tag that ran code would create this file
+# "Billion laughs": 9**9 strings once expanded, from 400 bytes.
+ALIAS_BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{new}: &{new} [{', '.join([f'*{old}'] * 9)}]\n"
+    for old, new in zip("abcdefgh", "bcdefghi", strict=True)
+)
 
 
 def space_with(text: str) -> dict[str, str]:
@@ -81,6 +86,27 @@ CASES = [
     ),
     bad_space("yaml-bad-date", "name: 2020-13-45\n", ["not valid YAML", "month"]),
     bad_space("yaml-too-deep", "[" * 3000 + "]" * 3000, ["nested too deeply"]),
+    bad_space(
+        "yaml-duplicate-key",
+        "parameters:\n  lr: {uniform: [1, 2]}\n  lr: {uniform: [1, 3]}\n",
+        ["'parameters.lr' appears twice", "line 2 and line 3"],
+    ),
+    bad_space("yaml-duplicate-top-key", GOOD_SPACE + "data: ptb\n", ["'data' appears twice"]),
+    bad_space(
+        "yaml-duplicate-flow-key", "fixed: {epochs: 2, epochs: 3}\n", ["'fixed.epochs' appears"]
+    ),
+    bad_space(
+        "yaml-duplicate-deep-key",
+        "parameters: {model: {choice: [LSTM], choice: [GRU]}}\n",
+        ["'parameters.model.choice' appears twice"],
+    ),
+    bad_space("yaml-alias-bomb", ALIAS_BOMB, ["aliases", "100,000"]),
+    bad_space("yaml-alias-cycle", "parameters: &p {lr: *p}\n", ["aliases"]),
+    bad_space("yaml-too-large", "# " + "x" * 70_000 + "\n", ["larger than 64 KiB"]),
+    bad_space("empty-file", "", ["empty"]),
+    bad_space("empty-comments-only", "# nothing yet\n\n", ["empty"]),
+    bad_space("empty-mapping", "{}\n", ["empty"]),
+    bad_space("empty-null", "null\n", ["empty"]),
     bad_space("misspelled-section", "shceduler: {type: fifo}\n", ["Did you mean 'scheduler'"]),
     bad_space("misspelled-budget-key", "budget: {num_sample: 4}\n", ["Did you mean 'num_samples'"]),
     bad_space("misspelled-fixed", "fixed: {nhidd: 16}\n", ["fixed.nhidd", "Did you mean 'nhid'"]),
@@ -214,6 +240,7 @@ def test_bad_input_exits_2_naming_the_problem_and_leaves_nothing(tmp_path, case)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr) < 4000, done.stderr[:4000]  # one paragraph, nothing echoed in bulk
     for expected in case.expected:
         assert expected in done.stderr, done.stderr
     assert not (tmp_path / MARKER).exists()

@@ -1,6 +1,7 @@
 """Search spaces: every shipped YAML validates; every bad space fails naming the field."""
 
 import textwrap
+import time
 
 import pytest
 
@@ -103,3 +104,47 @@ def test_missing_space_lists_the_shipped_ones():
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_an_alias_bomb_fails_fast_without_echoing(tmp_path):
+    levels = ["a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for old, new in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{new}: &{new} [{', '.join([f'*{old}'] * 9)}]")  # 9**9 once expanded
+    path = write(tmp_path, "\n".join(levels) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(SpaceError, match="aliases") as error:
+        load_space(str(path))
+    assert time.perf_counter() - started < 0.5
+    assert "lol" not in str(error.value) and len(str(error.value)) < 500
+
+
+def test_merge_keys_and_plain_aliases_are_not_duplicates(tmp_path):
+    text = """\
+        fixed: &base {epochs: 2, nlayers: 1}
+        parameters:
+          lr: {loguniform: [1.0, 20.0]}
+          emsize: {choice: &sizes [16, 32]}
+          nhid: {choice: *sizes}
+        derived: {}
+        budget: {<<: {num_samples: 3}, max_concurrent: 1}
+    """
+    space = load_space(str(write(tmp_path, text)))
+    assert space.parameters["nhid"] == {"choice": [16, 32]} and space.budget.num_samples == 3
+
+
+@pytest.mark.parametrize("text,key", [
+    ("seed: 1\nseed: 2\nparameters: {lr: {uniform: [1, 2]}}\n", "'seed'"),
+    ("parameters: {lr: {uniform: [1, 2]}, lr: {uniform: [2, 3]}}\n", "'parameters.lr'"),
+    ("fixed: {1: a, 0x1: b}\n", "'fixed.1'"),  # the same integer key, spelled twice
+    ("objectives: [{a: 1, a: 2}]\n", "'objectives[0].a'"),
+])  # fmt: skip
+def test_duplicate_keys_are_refused_at_any_depth(tmp_path, text, key):
+    with pytest.raises(SpaceError, match="appears twice") as error:
+        load_space(str(write(tmp_path, text)))
+    assert key in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "# a comment\n", "{}\n", "null\n", "---\n...\n"])
+def test_an_empty_space_is_refused(tmp_path, text):
+    with pytest.raises(SpaceError, match="empty"):
+        load_space(str(write(tmp_path, text)))

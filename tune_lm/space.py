@@ -19,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError
+from tune_lm.space_yaml import (
+    SpaceFileError,
+    describe_yaml_error,
+    parse_space_yaml,
+    read_space_text,
+)
 
 SHIPPED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 PARAMETER_KINDS = {
@@ -172,49 +178,34 @@ def resolve_space_path(name_or_path: str) -> Path:
 
 
 def load_space(name_or_path: str) -> SearchSpace:
-    """Read, parse (safely) and validate a search-space YAML file."""
+    """Read, parse (safely, within bounds) and validate a search-space YAML file."""
     path = resolve_space_path(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = parse_space_yaml(read_space_text(path))
+    except SpaceFileError as error:
+        raise SpaceError(f"{path}: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpaceError(f"{path}: cannot be read ({error})") from None
-    try:
-        raw = yaml.safe_load(text)  # safe: no tag runs code or builds an arbitrary object
     except yaml.YAMLError as error:
-        raise SpaceError(f"{path}: {_describe_yaml_error(error)}") from None
+        raise SpaceError(f"{path}: {describe_yaml_error(error)}") from None
     except RecursionError:
         raise SpaceError(f"{path}: nested too deeply to be a search space") from None
     except Exception as error:  # some bad scalars escape PyYAML raw: !!int 12a, 2020-13-45
         raise SpaceError(
             f"{path}: not valid YAML ({type(error).__name__}: {error}). Fix the value there"
         ) from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        raise SpaceError(
+            f"{path}: the search space is empty, so there is nothing to search. Give at "
+            "least 'parameters:' (see the README's 'Search spaces', or a shipped space "
+            "such as quick.yaml)"
+        )
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: the top level must be a mapping of keys (name, parameters, ...)")
     raw.setdefault("name", path.stem)
     from tune_lm.space_checks import validate  # it imports this module's classes
 
     return validate(raw, source=str(path))
-
-
-def _describe_yaml_error(error: yaml.YAMLError) -> str:
-    """PyYAML's multi-line message as one sentence: where, what, and the fix."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None)
-    if mark is None or not problem:
-        return f"not valid YAML ({' '.join(str(error).split())}). Fix the syntax there"
-    where = f"line {mark.line + 1}, column {mark.column + 1}"
-    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in problem:
-        tag = problem.replace("tag:yaml.org,2002:", "!!")
-        return (
-            f"not valid YAML for a search space at {where}: {tag}. A search space is plain "
-            "data (mappings, lists, strings, numbers); remove the tag"
-        )
-    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
-    if context and context_mark is not None and context_mark is not mark:
-        context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
-    return f"not valid YAML at {where}: {problem}{f' ({context})' if context else ''}. Fix it there"
 
 
 def to_tune_space(space: SearchSpace) -> dict[str, Any]:
