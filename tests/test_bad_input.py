@@ -25,6 +25,16 @@ fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,
 parameters:
   lr: {loguniform: [1.0, 20.0]}
 """
+GRID_SPACE = """\
+data: synthetic
+searcher: {type: grid}
+budget: {num_samples: 1}
+scheduler: {type: fifo}
+fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10}
+parameters:
+  model: {grid: [LSTM, GRU]}
+  lr: {grid: [1.0, 5.0]}
+"""
 GOOD_LINES = "the cat sat on the mat\nthe dog sat on the log\n" * 20
 GOOD_CORPUS = {"train.txt": GOOD_LINES, "valid.txt": GOOD_LINES, "test.txt": GOOD_LINES}
 MARKER = "pwned"  # a YAML tag that ran code would create this file
@@ -107,6 +117,69 @@ CASES = [
     bad_space("empty-comments-only", "# nothing yet\n\n", ["empty"]),
     bad_space("empty-mapping", "{}\n", ["empty"]),
     bad_space("empty-null", "null\n", ["empty"]),
+    bad_space(
+        "float-range-int-option",
+        "parameters: {nhid: {uniform: [16, 64]}}\n",
+        ["parameters.nhid", "whole number", "{int: [16, 64]}"],
+    ),
+    bad_space(
+        "log-float-range-int-option",
+        "parameters: {batch_size: {loguniform: [4, 64]}}\n",
+        ["parameters.batch_size", "logint"],
+    ),
+    bad_space(
+        "q-float-range-int-option",
+        "parameters: {bptt: {quniform: [10, 40, 5]}}\n",
+        ["parameters.bptt", "qint"],
+    ),  # fmt: skip
+    bad_space(
+        "float-bounds-int-kind",
+        "parameters: {emsize: {int: [8.0, 32]}}\n",
+        ["parameters.emsize", "whole numbers"],
+    ),  # fmt: skip
+    bad_space(
+        "range-over-a-choice-option",
+        "parameters: {optimizer: {uniform: [0, 1]}}\n",
+        ["parameters.optimizer", "choice: [sgd, adamw]"],
+    ),  # fmt: skip
+    bad_space(
+        "reduction-factor-near-one",
+        "scheduler: {reduction_factor: 1.001}\n",
+        ["scheduler.reduction_factor", "at least 2", "rungs"],
+    ),  # fmt: skip
+    bad_space(
+        "derived-cycle",
+        "derived: {nhid: emsize, emsize: nhid}\n",
+        ["derived", "nhid -> emsize -> nhid"],
+    ),  # fmt: skip
+    bad_space("derived-self", "derived: {emsize: emsize}\n", ["emsize -> emsize"]),
+    bad_space(
+        "ignored-startup-trials",
+        "searcher: {sampler: random, n_startup_trials: 3}\n",
+        ["searcher.n_startup_trials", "no effect"],
+    ),  # fmt: skip
+    bad_space(
+        "ignored-grid-sampler",
+        GRID_SPACE.replace("{type: grid}", "{type: grid, sampler: tpe}"),
+        ["searcher.sampler", "no effect"],
+    ),  # fmt: skip
+    bad_space(
+        "ignored-fifo-reduction",
+        "scheduler: {type: fifo, reduction_factor: 3}\n",
+        ["scheduler.reduction_factor", "no effect"],
+    ),  # fmt: skip
+    bad_space("nothing-searched", "data: synthetic\nfixed: {epochs: 2}\n", ["'parameters'"]),
+    bad_space(
+        "grid-too-large",
+        GRID_SPACE.replace("[1.0, 5.0]", str([float(n) for n in range(1, 600)])),
+        ["1,198 trials", "allow_large_grid"],
+    ),
+    search(
+        "grid-too-large-by-flag",
+        ["--num-samples", "300"],
+        ("1,200 trials", "allow_large_grid"),
+        space_with(GRID_SPACE),
+    ),  # fmt: skip
     bad_space("misspelled-section", "shceduler: {type: fifo}\n", ["Did you mean 'scheduler'"]),
     bad_space("misspelled-budget-key", "budget: {num_sample: 4}\n", ["Did you mean 'num_samples'"]),
     bad_space("misspelled-fixed", "fixed: {nhidd: 16}\n", ["fixed.nhidd", "Did you mean 'nhid'"]),

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tune_lm.errors import ConfigError
+from tune_lm.errors import ConfigError, short_repr
 
 CellType = Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 OptimizerName = Literal["sgd", "adamw"]
@@ -146,6 +146,6 @@ def describe_validation_error(
         where = f"field {location!r}: " if location else ""
         if location and label is not None:
             where = f"{label(str(problem['loc'][0]))}: "
-        got = f" (got {problem['input']!r})" if location and "input" in problem else ""
+        got = f" (got {short_repr(problem['input'])})" if location and "input" in problem else ""
         parts.append(f"{where}{message}{got}.")
     return " ".join(parts)

@@ -22,6 +22,7 @@ from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError, TuneLMError
 from tune_lm.report import pareto_front
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
+from tune_lm.space_checks import grid_warning
 from tune_lm.summary import TrialRow, make_row, top_table, write_summary
 
 if TYPE_CHECKING:
@@ -112,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     if args.smoke:
         space = smoke_space(space)
+    notice = grid_warning(space)
+    if notice:
+        log.warning("%s", notice)
     name = args.name or space.name or "search"
     path = experiment_path(args.storage, name)
     # Bad flags and spaces have failed by now, in a fraction of a second: Ray, MLflow and

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError
@@ -27,6 +27,9 @@ from tune_lm.space_yaml import (
 )
 
 SHIPPED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+MIN_REDUCTION_FACTOR = 2.0
+GRID_WARN_TRIALS = 100  # a grid this big gets a warning with its count
+GRID_MAX_TRIALS = 1000  # and one bigger is refused unless budget.allow_large_grid is true
 PARAMETER_KINDS = {
     # kind: (meaning, number of values in its list)
     "choice": "one of the listed values, e.g. {choice: [LSTM, GRU]}",
@@ -57,7 +60,20 @@ class SearcherSpec(_Strict):
 class SchedulerSpec(_Strict):
     type: Literal["asha", "fifo"] = "asha"
     grace_period: float = Field(1.0, gt=0)  # epochs every trial gets before a stop
-    reduction_factor: float = Field(3.0, gt=1)
+    reduction_factor: float = 3.0
+
+    @field_validator("reduction_factor")
+    @classmethod
+    def _sane_reduction(cls, value: float) -> float:
+        if not value >= MIN_REDUCTION_FACTOR:
+            raise ValueError(
+                f"must be at least {MIN_REDUCTION_FACTOR:g}. ASHA keeps 1 in reduction_factor "
+                "trials at each rung, and rungs sit at grace_period x reduction_factor**k "
+                "epochs: near 1 it stops almost nothing and makes thousands of rungs "
+                "(log(max_t) / log(reduction_factor); Ray allocates them all up front). "
+                "Use 2 to 4 (default 3)"
+            )
+        return value
 
 
 class BudgetSpec(_Strict):
@@ -65,6 +81,7 @@ class BudgetSpec(_Strict):
     max_concurrent: int | None = Field(None, ge=1)
     time_budget: str | None = None  # "90s", "30m", "2h", "1h30m"
     max_failures: int = Field(2, ge=0)  # retries of a trial that raised, from its checkpoint
+    allow_large_grid: bool = False  # a grid of more than GRID_MAX_TRIALS trials, on purpose
 
     @model_validator(mode="after")
     def _parse_budget(self) -> BudgetSpec:
@@ -114,6 +131,15 @@ class SearchSpace(_Strict):
             epoch *= self.scheduler.reduction_factor
         return rungs
 
+    @property
+    def total_trials(self) -> int:
+        """Trials the search will run: num_samples, times the grid's size for a grid."""
+        grid = 1
+        for spec in self.parameters.values():
+            if "grid" in spec:
+                grid *= len(spec["grid"])
+        return self.budget.num_samples * grid
+
     def searched(self, tune_config: dict[str, Any]) -> dict[str, Any]:
         """The searched parameters' values out of a trial's Tune config."""
         return {name: tune_config[name] for name in self.parameters if name in tune_config}
@@ -124,12 +150,16 @@ class SearchSpace(_Strict):
         if self.data is not None:
             values["data"] = self.data
         for name, source in self.derived.items():
+            for _ in self.derived:  # a chain (a: b, b: c) ends at c; a cycle is refused earlier
+                if source not in self.derived:
+                    break
+                source = self.derived[source]
             values[name] = values.get(source, TrainConfig.model_fields[source].default)
         return TrainConfig.from_dict(values, source=f"search space {self.name!r}")
 
     def with_overrides(self, **overrides: Any) -> SearchSpace:
         """A copy with command-line overrides applied (``None`` = not given), revalidated."""
-        raw = self.model_dump()
+        raw = self.model_dump(exclude_unset=True)  # what the file set: see _check_ignored_keys
         sections = {"num_samples": "budget", "max_concurrent": "budget",
                     "time_budget": "budget", "max_failures": "budget",
                     "cpus_per_trial": "resources", "gpus_per_trial": "resources"}  # fmt: skip
@@ -137,9 +167,9 @@ class SearchSpace(_Strict):
             if value is None:
                 continue
             if key in sections:
-                raw[sections[key]][key] = value
+                raw.setdefault(sections[key], {})[key] = value
             elif key == "max_epochs":
-                raw["fixed"]["epochs"] = value
+                raw.setdefault("fixed", {})["epochs"] = value
             else:
                 raw[key] = value
         from tune_lm.space_checks import validate
