@@ -209,6 +209,30 @@ CASES = [
         ("valid.txt", "line 2", "UTF-8"),
         corpus(valid=b"fine\n\xff\xfe broken\n"),
     ),
+    search(
+        "data-blank-train",
+        ["--data", "corpus"],
+        ("train.txt has no words",),
+        corpus(train="\n\n\n"),
+    ),  # fmt: skip
+    search(
+        "data-whitespace-valid",
+        ["--data", "corpus"],
+        ("valid.txt has no words",),
+        corpus(valid=" \t \n\u00a0\n"),
+    ),  # fmt: skip
+    search(
+        "data-nul-byte",
+        ["--data", "corpus"],
+        ("test.txt", "line 2", "NUL byte"),
+        corpus(test=b"the cat\nsat\x00 on\n"),
+    ),  # fmt: skip
+    search(
+        "data-utf16",
+        ["--data", "corpus"],
+        ("train.txt", "NUL byte", "UTF-16"),
+        corpus(train=GOOD_LINES.encode("utf-16")),
+    ),  # fmt: skip
     # --- search: servers and the experiment ---
     search(
         "tracking-unreachable",
@@ -259,6 +283,18 @@ CASES = [
     train("train-data-no-valid", ["--data", "corpus"], ("valid.txt",), corpus(valid=None)),
     train(
         "train-data-empty-train", ["--data", "corpus"], ("train.txt is empty",), corpus(train="")
+    ),  # fmt: skip
+    train(
+        "train-data-blank-test",
+        ["--data", "corpus"],
+        ("test.txt has no words",),
+        corpus(test="\n \n"),
+    ),  # fmt: skip
+    train(
+        "train-data-nul-byte",
+        ["--data", "corpus"],
+        ("valid.txt", "NUL byte"),
+        corpus(valid=b"\x00"),
     ),  # fmt: skip
     train(
         "train-data-not-utf8",
