@@ -152,7 +152,7 @@ def test_nul_bytes_are_refused_naming_file_and_line(tmp_path, raw, line):
 
 def test_byte_order_marks_never_become_part_of_a_word(tmp_path, caplog):
     bom = "\ufeff"
-    splits = {"train": bom + "the cat\nthe dog\n", "valid": bom + "the cat\n",
+    splits = {"train": bom + "the cat\nthe dog\n", "valid": bom + bom + "the cat\n",
               "test": "the\n" + bom + "dog\nthe\n" + bom + "dog " + bom + " the\n"}  # fmt: skip
     folder = make_folder(tmp_path / "c", splits)
     with caplog.at_level(logging.INFO, logger="tune_lm.data"):
@@ -182,6 +182,15 @@ def test_a_valid_split_unrelated_to_train_warns_loudly(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("valid.txt: NONE of its 3 words" in w for w in warnings) == 2
     assert sum("test.txt: 2 of its 3 words (67%)" in w for w in warnings) == 2
+
+
+def test_a_split_of_literal_unk_words_warns_too(tmp_path, caplog):
+    folder = make_folder(tmp_path / "c", {"train": "a <unk> b\n", "valid": "<unk> <unk> a\n",
+                                          "test": "a b\n"})  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+        load_corpus(str(folder))
+    assert "valid.txt: 2 of its 3 words (67%) are <unk>" in caplog.text
+    assert "test.txt" not in caplog.text
 
 
 def test_unknown_name_lists_known_names():

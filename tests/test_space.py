@@ -183,6 +183,9 @@ def test_merge_keys_and_plain_aliases_are_not_duplicates(tmp_path):
     ("parameters: {lr: {uniform: [1, 2]}, lr: {uniform: [2, 3]}}\n", "'parameters.lr'"),
     ("fixed: {1: a, 0x1: b}\n", "'fixed.1'"),  # the same integer key, spelled twice
     ("objectives: [{a: 1, a: 2}]\n", "'objectives[0].a'"),
+    ("fixed: {~: 1, null: 2}\n", "'fixed.None'"),
+    ("fixed: {yes: 1, true: 2}\n", "'fixed.True'"),
+    ("fixed: {lr: 1, 'lr': 2}\n", "'fixed.lr'"),
 ])  # fmt: skip
 def test_duplicate_keys_are_refused_at_any_depth(tmp_path, text, key):
     with pytest.raises(SpaceError, match="appears twice") as error:
@@ -237,6 +240,13 @@ def test_overrides_do_not_count_defaults_as_ignored_keys(tmp_path):
     assert space.epochs == 3 and space.budget.num_samples == 2 and space.seed == 4
     quick = load_space("quick").with_overrides(max_epochs=2, cpus_per_trial=2.0)
     assert quick.epochs == 2 and quick.scheduler.reduction_factor == 2
+
+
+def test_many_wrong_values_make_a_short_message(tmp_path):
+    with pytest.raises(SpaceError) as error:
+        load_space(str(write(tmp_path, f"objectives: [{', '.join(['bad'] * 5000)}]\n")))
+    assert "objectives" in str(error.value) and "more problems" in str(error.value)
+    assert len(str(error.value)) < 2000
 
 
 def test_a_long_list_is_not_echoed_whole(tmp_path):

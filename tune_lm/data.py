@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ CACHE_FORMAT = "tune_lm.corpus/1"
 
 _FOLDER_HINT = "a corpus folder must hold train.txt, valid.txt and test.txt (UTF-8 text)"
 BOM = "\ufeff"  # a byte-order mark: Windows editors start UTF-8 files with it
+_LINE_START_BOMS = re.compile(f"^{BOM}+", re.MULTILINE)
 _UNK_WARN_FRACTION = 0.5  # more of a valid/test split unknown than this: warn
 
 
@@ -106,7 +108,7 @@ def _decode(path: Path, raw: bytes) -> str:
             f"`iconv -f latin1 -t utf-8`) or fix that line."
         ) from None
     if BOM in text:
-        text = text.removeprefix(BOM).replace("\n" + BOM, "\n")
+        text = _LINE_START_BOMS.sub("", text)
     return text
 
 
@@ -188,6 +190,7 @@ def _check_words(folder: Path, vocab, ids, unk_counts) -> None:
     train vocabulary mostly or wholly misses gets a warning: its perplexity would mostly
     measure how well the model predicts <unk>."""
     eos = vocab.index(EOS) if EOS in vocab else -1
+    unk = vocab.index(UNK) if UNK in vocab else -1
     for split in SPLITS:
         path = folder / f"{split}.txt"
         n_words = int((ids[split] != eos).sum())
@@ -197,24 +200,28 @@ def _check_words(folder: Path, vocab, ids, unk_counts) -> None:
                 f"line(s); the {split} split needs text. Fill it in or point --data at "
                 f"another folder ({_FOLDER_HINT})."
             )
-        unknown = unk_counts.get(split, 0)
-        if unknown == n_words:
+        if split == "train":
+            continue
+        # <unk> in the text itself (PTB has it) counts too: the model learns nothing there.
+        n_unk = int((ids[split] == unk).sum())
+        if n_unk == n_words:
             logger.warning(
-                "%s: NONE of its %d words is in the vocabulary of train.txt: all became %s, "
-                "so %s perplexity will only measure how well the model predicts %s and line "
+                "%s: NONE of its %d words is in the vocabulary of train.txt: all are %s, so "
+                "%s perplexity will only measure how well the model predicts %s and line "
                 "ends. Is it the %s split of the same corpus?",
                 path, n_words, UNK, split, UNK, split,
             )  # fmt: skip
-        elif unknown > _UNK_WARN_FRACTION * n_words:
+        elif n_unk > _UNK_WARN_FRACTION * n_words:
             logger.warning(
-                "%s: %d of its %d words (%.0f%%) are not in the vocabulary of train.txt and "
-                "became %s; is it the %s split of the same corpus?",
-                path, unknown, n_words, 100 * unknown / n_words, UNK, split,
+                "%s: %d of its %d words (%.0f%%) are %s, not in the vocabulary of train.txt; "
+                "is it the %s split of the same corpus?",
+                path, n_unk, n_words, 100 * n_unk / n_words, UNK, split,
             )  # fmt: skip
-        elif unknown:
+        if unk_counts.get(split):
             logger.info(
-                "%s: %d %s tokens not in the train vocabulary -> %s", folder, unknown, split, UNK
-            )
+                "%s: %d %s tokens not in the train vocabulary -> %s",
+                folder, unk_counts[split], split, UNK,
+            )  # fmt: skip
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:

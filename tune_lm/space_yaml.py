@@ -19,6 +19,7 @@ import yaml
 MAX_BYTES = 64 * 1024  # the shipped spaces are 1-2 KB; 64 KiB of YAML parse in ~0.5 s
 MAX_NODES = 100_000  # every alias expanded; the shipped spaces have about 150
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_UNCOMPARED = object()  # a key that is not a plain scalar (None is a key: ~ or null)
 
 
 class SpaceFileError(ValueError):
@@ -80,13 +81,13 @@ def _check_nodes(root: yaml.Node, loader: yaml.SafeLoader) -> None:
                     stack.append((value_node, where))
                     continue
                 key = _key_of(key_node, loader)
-                if key is not None and key in first_seen:
+                if key is not _UNCOMPARED and key in first_seen:
                     raise SpaceFileError(
                         f"key {_dotted((f'.{key}', where))!r} appears twice in the same mapping, "
                         f"at {_place(first_seen[key], key_node.start_mark)} (YAML would "
                         "silently keep the last one); keep one of them"
                     )
-                if key is not None:
+                if key is not _UNCOMPARED:
                     first_seen[key] = key_node.start_mark
                 stack.append((key_node, where))
                 stack.append((value_node, (f".{key}", where)))
@@ -107,15 +108,15 @@ def _place(first: yaml.Mark, second: yaml.Mark) -> str:
 
 
 def _key_of(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
-    """A scalar key's value (``1`` and ``0x1`` are the same key), else None (not compared:
-    a list or mapping as a key is refused when the document is built)."""
+    """A scalar key's value (``1`` and ``0x1`` are the same key), else _UNCOMPARED (a list
+    or mapping as a key is refused when the document is built)."""
     if not isinstance(node, yaml.ScalarNode):
-        return None
+        return _UNCOMPARED
     try:
         key = loader.construct_object(node)
         hash(key)
     except Exception:  # a bad scalar (!!int 12a) is reported when the document is built
-        return None
+        return _UNCOMPARED
     return key
 
 
