@@ -177,7 +177,7 @@ CASES = [
     search(
         "grid-too-large-by-flag",
         ["--num-samples", "300"],
-        ("1,200 trials", "allow_large_grid"),
+        ("--num-samples 300", "1,200 trials", "allow_large_grid"),
         space_with(GRID_SPACE),
     ),  # fmt: skip
     bad_space("misspelled-section", "shceduler: {type: fifo}\n", ["Did you mean 'scheduler'"]),
@@ -242,6 +242,12 @@ CASES = [
     search("ray-address-unreachable", ["--address", "127.0.0.1:{port}"], ("--address",)),
     search("ray-client-unreachable", ["--address", "ray://127.0.0.1:{port}"], ("--address",)),
     search("ray-address-malformed", ["--address", "head-node"], ("--address", "head-node")),
+    search(
+        "grid-warning-then-bad-tracking",  # the warning comes first, once, then the error
+        ["--num-samples", "50", "--tracking-uri", "http://127.0.0.1:{port}"],
+        ("WARNING", "the grid runs 200 trials", "--tracking-uri"),
+        space_with(GRID_SPACE),
+    ),
     search("resume-missing", ["--name", "never", "--resume"], ("--resume", "never")),
     search(
         "name-taken",
@@ -371,3 +377,16 @@ def test_a_listening_address_passes_the_check():
         check_address(f"127.0.0.1:{port}")
         check_address(f"ray://localhost:{port}")
     check_address("auto")  # left to ray.init, which fails fast when no cluster runs
+
+
+def test_resuming_with_a_saved_space_this_version_refuses_names_it(tmp_path):
+    """A space saved before a check existed (here reduction_factor 1.5) is a clear error on
+    --resume, not a pydantic traceback."""
+    from tune_lm.errors import ConfigError
+    from tune_lm.search import SPACE_FILE, _pin_space
+    from tune_lm.space import SearchSpace
+
+    (tmp_path / SPACE_FILE).write_text('{"scheduler": {"reduction_factor": 1.5}}')
+    with pytest.raises(ConfigError, match="reduction_factor") as error:
+        _pin_space(SearchSpace(), str(tmp_path), resume=True)
+    assert str(tmp_path / SPACE_FILE) in str(error.value) and "--name" in str(error.value)

@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from tune_lm import metrics as M
 from tune_lm.cli import run_main
-from tune_lm.config import TrainConfig
+from tune_lm.config import TrainConfig, describe_validation_error
 from tune_lm.errors import ConfigError, TuneLMError
 from tune_lm.report import pareto_front
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
@@ -321,7 +323,14 @@ def _pin_space(space: SearchSpace, path: str, *, resume: bool) -> SearchSpace:
         return space
     saved = Path(path) / SPACE_FILE
     if resume and saved.is_file():
-        original = SearchSpace.model_validate_json(saved.read_text())
+        try:
+            original = SearchSpace.model_validate_json(saved.read_text())
+        except ValidationError as error:  # saved by a version that checked less (e.g. R < 2)
+            raise ConfigError(
+                f"--resume: the space saved with the experiment, {saved}, is not valid for "
+                f"this version of tune_lm ({describe_validation_error(error)}); start a new "
+                "experiment with another --name"
+            ) from None
         if original != space:
             log.warning("--resume: using the space the experiment started with (%s)", saved)
         return original

@@ -174,7 +174,9 @@ class SearchSpace(_Strict):
                 raw[key] = value
         from tune_lm.space_checks import validate
 
-        return validate(raw, source=f"{self.name} (with command-line overrides)")
+        given = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in overrides.items()
+                         if value is not None)  # fmt: skip
+        return validate(raw, source=f"space {self.name!r} with {given or 'no overrides'}")
 
 
 def parse_duration(text: str | float | int) -> float:

@@ -152,8 +152,8 @@ def grid_warning(space: SearchSpace) -> str | None:
         return None
     return (
         f"the grid runs {space.total_trials:,} trials (budget.num_samples "
-        f"{space.budget.num_samples} x {_grid_shape(space)}); each runs to fixed.epochs "
-        f"({space.epochs}) unless ASHA stops it"
+        f"{space.budget.num_samples} x {_grid_shape(space)}) of up to {space.epochs} epochs "
+        "each (fixed.epochs)"
     )
 
 
