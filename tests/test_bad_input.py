@@ -28,9 +28,24 @@ fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,
 parameters:
   lr: {loguniform: [1.0, 20.0]}
 """
+GRID_SPACE = """\
+data: synthetic
+searcher: {type: grid}
+budget: {num_samples: 1}
+scheduler: {type: fifo}
+fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10}
+parameters:
+  model: {grid: [LSTM, GRU]}
+  lr: {grid: [1.0, 5.0]}
+"""
 GOOD_LINES = "the cat sat on the mat\nthe dog sat on the log\n" * 20
 GOOD_CORPUS = {"train.txt": GOOD_LINES, "valid.txt": GOOD_LINES, "test.txt": GOOD_LINES}
 MARKER = "pwned"  # a YAML tag that ran code would create this file
+# "Billion laughs": 9**9 strings once expanded, from 400 bytes.
+ALIAS_BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{new}: &{new} [{', '.join([f'*{old}'] * 9)}]\n"
+    for old, new in zip("abcdefgh", "bcdefghi", strict=True)
+)
 
 
 def space_with(text: str) -> dict[str, str]:
@@ -85,6 +100,90 @@ CASES = [
     ),
     bad_space("yaml-bad-date", "name: 2020-13-45\n", ["not valid YAML", "month"]),
     bad_space("yaml-too-deep", "[" * 3000 + "]" * 3000, ["nested too deeply"]),
+    bad_space(
+        "yaml-duplicate-key",
+        "parameters:\n  lr: {uniform: [1, 2]}\n  lr: {uniform: [1, 3]}\n",
+        ["'parameters.lr' appears twice", "line 2 and line 3"],
+    ),
+    bad_space("yaml-duplicate-top-key", GOOD_SPACE + "data: ptb\n", ["'data' appears twice"]),
+    bad_space(
+        "yaml-duplicate-flow-key", "fixed: {epochs: 2, epochs: 3}\n", ["'fixed.epochs' appears"]
+    ),
+    bad_space(
+        "yaml-duplicate-deep-key",
+        "parameters: {model: {choice: [LSTM], choice: [GRU]}}\n",
+        ["'parameters.model.choice' appears twice"],
+    ),
+    bad_space("yaml-alias-bomb", ALIAS_BOMB, ["aliases", "100,000"]),
+    bad_space("yaml-alias-cycle", "parameters: &p {lr: *p}\n", ["aliases"]),
+    bad_space("yaml-too-large", "# " + "x" * 70_000 + "\n", ["larger than 64 KiB"]),
+    bad_space("empty-file", "", ["empty"]),
+    bad_space("empty-comments-only", "# nothing yet\n\n", ["empty"]),
+    bad_space("empty-mapping", "{}\n", ["empty"]),
+    bad_space("empty-null", "null\n", ["empty"]),
+    bad_space(
+        "float-range-int-option",
+        "parameters: {nhid: {uniform: [16, 64]}}\n",
+        ["parameters.nhid", "whole number", "{int: [16, 64]}"],
+    ),
+    bad_space(
+        "log-float-range-int-option",
+        "parameters: {batch_size: {loguniform: [4, 64]}}\n",
+        ["parameters.batch_size", "logint"],
+    ),
+    bad_space(
+        "q-float-range-int-option",
+        "parameters: {bptt: {quniform: [10, 40, 5]}}\n",
+        ["parameters.bptt", "qint"],
+    ),  # fmt: skip
+    bad_space(
+        "float-bounds-int-kind",
+        "parameters: {emsize: {int: [8.0, 32]}}\n",
+        ["parameters.emsize", "whole numbers"],
+    ),  # fmt: skip
+    bad_space(
+        "range-over-a-choice-option",
+        "parameters: {optimizer: {uniform: [0, 1]}}\n",
+        ["parameters.optimizer", "choice: [sgd, adamw]"],
+    ),  # fmt: skip
+    bad_space(
+        "reduction-factor-near-one",
+        "scheduler: {reduction_factor: 1.001}\n",
+        ["scheduler.reduction_factor", "at least 2", "rungs"],
+    ),  # fmt: skip
+    bad_space(
+        "derived-cycle",
+        "derived: {nhid: emsize, emsize: nhid}\n",
+        ["derived", "nhid -> emsize -> nhid"],
+    ),  # fmt: skip
+    bad_space("derived-self", "derived: {emsize: emsize}\n", ["emsize -> emsize"]),
+    bad_space(
+        "ignored-startup-trials",
+        "searcher: {sampler: random, n_startup_trials: 3}\n",
+        ["searcher.n_startup_trials", "no effect"],
+    ),  # fmt: skip
+    bad_space(
+        "ignored-grid-sampler",
+        GRID_SPACE.replace("{type: grid}", "{type: grid, sampler: tpe}"),
+        ["searcher.sampler", "no effect"],
+    ),  # fmt: skip
+    bad_space(
+        "ignored-fifo-reduction",
+        "scheduler: {type: fifo, reduction_factor: 3}\n",
+        ["scheduler.reduction_factor", "no effect"],
+    ),  # fmt: skip
+    bad_space("nothing-searched", "data: synthetic\nfixed: {epochs: 2}\n", ["'parameters'"]),
+    bad_space(
+        "grid-too-large",
+        GRID_SPACE.replace("[1.0, 5.0]", str([float(n) for n in range(1, 600)])),
+        ["1,198 trials", "allow_large_grid"],
+    ),
+    search(
+        "grid-too-large-by-flag",
+        ["--num-samples", "300"],
+        ("--num-samples 300", "1,200 trials", "allow_large_grid"),
+        space_with(GRID_SPACE),
+    ),  # fmt: skip
     bad_space("misspelled-section", "shceduler: {type: fifo}\n", ["Did you mean 'scheduler'"]),
     bad_space("misspelled-budget-key", "budget: {num_sample: 4}\n", ["Did you mean 'num_samples'"]),
     bad_space("misspelled-fixed", "fixed: {nhidd: 16}\n", ["fixed.nhidd", "Did you mean 'nhid'"]),
@@ -114,6 +213,30 @@ CASES = [
         ("valid.txt", "line 2", "UTF-8"),
         corpus(valid=b"fine\n\xff\xfe broken\n"),
     ),
+    search(
+        "data-blank-train",
+        ["--data", "corpus"],
+        ("train.txt has no words",),
+        corpus(train="\n\n\n"),
+    ),  # fmt: skip
+    search(
+        "data-whitespace-valid",
+        ["--data", "corpus"],
+        ("valid.txt has no words",),
+        corpus(valid=" \t \n\u00a0\n"),
+    ),  # fmt: skip
+    search(
+        "data-nul-byte",
+        ["--data", "corpus"],
+        ("test.txt", "line 2", "NUL byte"),
+        corpus(test=b"the cat\nsat\x00 on\n"),
+    ),  # fmt: skip
+    search(
+        "data-utf16",
+        ["--data", "corpus"],
+        ("train.txt", "NUL byte", "UTF-16"),
+        corpus(train=GOOD_LINES.encode("utf-16")),
+    ),  # fmt: skip
     # --- search: servers and the experiment ---
     search(
         "tracking-unreachable",
@@ -123,6 +246,12 @@ CASES = [
     search("ray-address-unreachable", ["--address", "127.0.0.1:{port}"], ("--address",)),
     search("ray-client-unreachable", ["--address", "ray://127.0.0.1:{port}"], ("--address",)),
     search("ray-address-malformed", ["--address", "head-node"], ("--address", "head-node")),
+    search(
+        "grid-warning-then-bad-tracking",  # the warning comes first, once, then the error
+        ["--num-samples", "50", "--tracking-uri", "http://127.0.0.1:{port}"],
+        ("WARNING", "the grid runs 200 trials", "--tracking-uri"),
+        space_with(GRID_SPACE),
+    ),
     search("resume-missing", ["--name", "never", "--resume"], ("--resume", "never")),
     search(
         "name-taken",
@@ -164,6 +293,18 @@ CASES = [
     train("train-data-no-valid", ["--data", "corpus"], ("valid.txt",), corpus(valid=None)),
     train(
         "train-data-empty-train", ["--data", "corpus"], ("train.txt is empty",), corpus(train="")
+    ),  # fmt: skip
+    train(
+        "train-data-blank-test",
+        ["--data", "corpus"],
+        ("test.txt has no words",),
+        corpus(test="\n \n"),
+    ),  # fmt: skip
+    train(
+        "train-data-nul-byte",
+        ["--data", "corpus"],
+        ("valid.txt", "NUL byte"),
+        corpus(valid=b"\x00"),
     ),  # fmt: skip
     train(
         "train-data-not-utf8",
@@ -274,6 +415,7 @@ def test_bad_input_exits_2_naming_the_problem_and_leaves_nothing(tmp_path, case)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr) < 4000, done.stderr[:4000]  # one paragraph, nothing echoed in bulk
     for expected in case.expected:
         assert expected in done.stderr, done.stderr
     assert not (tmp_path / MARKER).exists()
@@ -327,3 +469,16 @@ def test_a_dead_cluster_left_behind_never_hangs_a_search(tmp_path, address):
     assert expected in done.stderr, done.stderr[-3000:]
     assert seconds < 60, seconds
     assert snapshot(tmp_path) == before
+
+
+
+def test_resuming_with_a_saved_space_this_version_refuses_names_it(tmp_path):
+    """A space saved before a check existed (here reduction_factor 1.5) is a clear error on
+    --resume, not a pydantic traceback."""
+    from tune_lm.errors import ConfigError
+    from tune_lm.experiment import SPACE_FILE, read_pinned
+
+    (tmp_path / SPACE_FILE).write_text('{"scheduler": {"reduction_factor": 1.5}}')
+    with pytest.raises(ConfigError, match="reduction_factor") as error:
+        read_pinned(str(tmp_path))
+    assert str(tmp_path) in str(error.value) and "--name" in str(error.value)

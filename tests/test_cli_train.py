@@ -130,6 +130,19 @@ def _bad_folder(tmp_path, case):
     return folder
 
 
+def test_corpus_warnings_reach_the_terminal(tmp_path):
+    """A BOM is dropped with a note, a valid split unrelated to train warns; both show."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "train.txt").write_text("\ufeff" + "a b c d e f g h\n" * 50)
+    (folder / "valid.txt").write_text("x y z\n" * 5)
+    (folder / "test.txt").write_text("a b\n")
+    done = run_train("--smoke", "--data", str(folder), "--save", "", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train.txt: starts with a byte-order mark" in done.stderr
+    assert "valid.txt: NONE of its 15 words" in done.stderr
+
+
 @pytest.mark.parametrize(
     "case,expected",
     [

@@ -128,6 +128,71 @@ def test_non_utf8_names_file_and_line(tmp_path):
     assert "line 3" in str(info.value)
 
 
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+@pytest.mark.parametrize("text", ["\n", "\n\n\n", "   \t \n \n", "\u00a0\u3000\r\n", "  "])
+def test_a_split_without_words_is_refused_and_nothing_cached(tmp_path, split, text):
+    folder = make_folder(tmp_path / "c", {**TINY, split: text})
+    with pytest.raises(DataError, match=rf"{split}\.txt has no words") as info:
+        load_corpus(str(folder))
+    assert str(folder / f"{split}.txt") in str(info.value)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "raw,line",
+    [(b"the cat\x00 sat\n", 1), (b"a\nb\nc\x00\n", 3), ("the cat\n".encode("utf-16"), 1)],
+)
+def test_nul_bytes_are_refused_naming_file_and_line(tmp_path, raw, line):
+    folder = make_folder(tmp_path / "c", {**TINY, "valid": raw})
+    with pytest.raises(DataError, match="NUL byte") as info:
+        load_corpus(str(folder))
+    assert str(folder / "valid.txt") in str(info.value) and f"line {line} " in str(info.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_byte_order_marks_never_become_part_of_a_word(tmp_path, caplog):
+    bom = "\ufeff"
+    splits = {"train": bom + "the cat\nthe dog\n", "valid": bom + bom + "the cat\n",
+              "test": "the\n" + bom + "dog\nthe\n" + bom + "dog " + bom + " the\n"}  # fmt: skip
+    folder = make_folder(tmp_path / "c", splits)
+    with caplog.at_level(logging.INFO, logger="tune_lm.data"):
+        first = load_corpus(str(folder))
+        second = load_corpus(str(folder))  # from the cache
+    for corpus in (first, second):
+        assert corpus.vocab == ("the", "cat", "<eos>", "dog", "<unk>")
+        assert words(corpus, "valid") == ["the", "cat", "<eos>"]
+        # Inside a line U+FEFF is a character like any other (WikiText-2 has it as a word).
+        assert words(corpus, "test") == ["the", "<eos>", "dog", "<eos>", "the", "<eos>", "dog",
+                                         "<unk>", "the", "<eos>"]  # fmt: skip
+        assert dict(corpus.unk_counts) == {"valid": 0, "test": 1}
+    assert "train.txt: starts with a byte-order mark" in caplog.text
+    assert "test.txt: 2 line(s) start with a byte-order mark (U+FEFF), the first is line 2" in (
+        caplog.text
+    )
+
+
+def test_a_valid_split_unrelated_to_train_warns_loudly(tmp_path, caplog):
+    folder = make_folder(
+        tmp_path / "c", {"train": "the cat sat\n", "valid": "der Hund lief\n", "test": "cat x y\n"}
+    )
+    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+        corpus = load_corpus(str(folder))
+        load_corpus(str(folder))  # the cached corpus warns too
+    assert corpus.unk_counts["valid"] == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("valid.txt: NONE of its 3 words" in w for w in warnings) == 2
+    assert sum("test.txt: 2 of its 3 words (67%)" in w for w in warnings) == 2
+
+
+def test_a_split_of_literal_unk_words_warns_too(tmp_path, caplog):
+    folder = make_folder(tmp_path / "c", {"train": "a <unk> b\n", "valid": "<unk> <unk> a\n",
+                                          "test": "a b\n"})  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+        load_corpus(str(folder))
+    assert "valid.txt: 2 of its 3 words (67%) are <unk>" in caplog.text
+    assert "test.txt" not in caplog.text
+
+
 def test_unknown_name_lists_known_names():
     with pytest.raises(DataError) as info:
         load_corpus("wikitext-103")

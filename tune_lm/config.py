@@ -14,13 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tune_lm.errors import ConfigError
+from tune_lm.errors import ConfigError, short_repr
 
 CellType = Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 OptimizerName = Literal["sgd", "adamw"]
 DecoderName = Literal["full", "adaptive"]
 Precision = Literal["fp32", "bf16"]
 
+_MAX_PROBLEMS_DESCRIBED = 5
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -140,12 +141,15 @@ def describe_validation_error(
     """One readable sentence per problem: ``field 'x': message (got value)``, or
     ``LABEL: message (got value)`` with ``label`` (e.g. ``--x`` for a flag)."""
     parts = []
-    for problem in error.errors():
+    problems = error.errors()
+    for problem in problems[:_MAX_PROBLEMS_DESCRIBED]:
         location = ".".join(str(part) for part in problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
         where = f"field {location!r}: " if location else ""
         if location and label is not None:
             where = f"{label(str(problem['loc'][0]))}: "
-        got = f" (got {problem['input']!r})" if location and "input" in problem else ""
+        got = f" (got {short_repr(problem['input'])})" if location and "input" in problem else ""
         parts.append(f"{where}{message}{got}.")
+    if len(problems) > _MAX_PROBLEMS_DESCRIBED:  # e.g. a list of 10,000 wrong values
+        parts.append(f"({len(problems) - _MAX_PROBLEMS_DESCRIBED} more problems like these.)")
     return " ".join(parts)

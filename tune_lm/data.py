@@ -10,6 +10,12 @@ Every line is split on whitespace and ends with one ``<eos>``, empty lines inclu
 cache folder, and downloaded there (checksummed) when absent; ``synthetic`` is built
 in memory by :mod:`tune_lm.synthetic`. Token ids are cached under
 ``<cache_root>/tokenized/<fingerprint>.pt`` so a second load skips tokenising.
+
+Degenerate files are refused (:class:`DataError`, the file named): empty, NUL bytes
+(binary or UTF-16), not UTF-8, or no words at all (only blank lines). A byte-order
+mark (U+FEFF) that starts the file or a line is removed, never glued to a word. A
+valid/test split whose words are mostly or all missing from the train vocabulary is
+loaded, with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
@@ -35,10 +42,13 @@ UNK = "<unk>"
 KNOWN_CORPORA = ("wikitext-2", "ptb", "synthetic")
 __all__ = ["CORPUS_SHA256", "CORPUS_SOURCES", "Corpus", "download_corpus", "load_corpus"]
 # Part of every fingerprint: bump it when tokenising changes so old caches are ignored.
-TOKENIZER_VERSION = "tune_lm.tokenizer/1"
+TOKENIZER_VERSION = "tune_lm.tokenizer/2"  # 2: byte-order marks at line starts removed
 CACHE_FORMAT = "tune_lm.corpus/1"
 
 _FOLDER_HINT = "a corpus folder must hold train.txt, valid.txt and test.txt (UTF-8 text)"
+BOM = "\ufeff"  # a byte-order mark: Windows editors start UTF-8 files with it
+_LINE_START_BOMS = re.compile(f"^{BOM}+", re.MULTILINE)
+_UNK_WARN_FRACTION = 0.5  # more of a valid/test split unknown than this: warn
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,8 +95,11 @@ def tokenize(text: str) -> list[str]:
 
 
 def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text without byte-order marks at the start of the file or of a line, where
+    they are BOMs (``\\ufeffthe`` would be a word of its own). Elsewhere U+FEFF is left
+    alone: WikiText-2's train split has 36 of them as words, counted in its usual size."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise DataError(
@@ -94,6 +107,9 @@ def _decode(path: Path, raw: bytes) -> str:
             f"{err.start}). Corpus files must be UTF-8; re-encode the file (e.g. "
             f"`iconv -f latin1 -t utf-8`) or fix that line."
         ) from None
+    if BOM in text:
+        text = _LINE_START_BOMS.sub("", text)
+    return text
 
 
 def _read_splits(folder: Path) -> dict[str, bytes]:
@@ -115,7 +131,31 @@ def _read_splits(folder: Path) -> dict[str, bytes]:
                 f"{path} is empty; the {split} split needs at least one line of text. "
                 f"Fill it in or point --data at another folder ({_FOLDER_HINT})."
             )
+        _check_bytes(path, raw[split])
     return raw
+
+
+def _check_bytes(path: Path, raw: bytes) -> None:
+    """NUL bytes refused; byte-order marks noted (:func:`_decode` removes them). Cheap
+    (C-speed scans), so it runs on every load, cached or not."""
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise DataError(
+            f"{path}: line {line} has a NUL byte (byte offset {nul}), "
+            "which text has none of: is it a binary file, or UTF-16 text? Corpus files must "
+            "be UTF-8: convert it (e.g. `iconv -f utf-16 -t utf-8`) or remove the NUL bytes."
+        )
+    bom = BOM.encode("utf-8")
+    if raw.startswith(bom):
+        logger.info("%s: starts with a byte-order mark (U+FEFF); ignoring it", path)
+    inner = raw.find(b"\n" + bom)
+    if inner >= 0:
+        logger.warning(
+            "%s: %d line(s) start with a byte-order mark (U+FEFF), the first is line %d "
+            "(files joined with cat?); ignoring them",
+            path, raw.count(b"\n" + bom), raw.count(b"\n", 0, inner) + 2,
+        )  # fmt: skip
 
 
 def _fingerprint(raw: Mapping[str, bytes]) -> str:
@@ -143,6 +183,45 @@ def _tokenize_splits(folder: Path, raw: Mapping[str, bytes]):
             split_ids[missing] = word_to_id[UNK]
         ids[split] = split_ids
     return tuple(vocab), ids, unk_counts
+
+
+def _check_words(folder: Path, vocab, ids, unk_counts) -> None:
+    """A split with no words (only blank lines) is refused; a valid/test split that the
+    train vocabulary mostly or wholly misses gets a warning: its perplexity would mostly
+    measure how well the model predicts <unk>."""
+    eos = vocab.index(EOS) if EOS in vocab else -1
+    unk = vocab.index(UNK) if UNK in vocab else -1
+    for split in SPLITS:
+        path = folder / f"{split}.txt"
+        n_words = int((ids[split] != eos).sum())
+        if n_words == 0:
+            raise DataError(
+                f"{path} has no words, only {ids[split].numel()} blank or whitespace-only "
+                f"line(s); the {split} split needs text. Fill it in or point --data at "
+                f"another folder ({_FOLDER_HINT})."
+            )
+        if split == "train":
+            continue
+        # <unk> in the text itself (PTB has it) counts too: the model learns nothing there.
+        n_unk = int((ids[split] == unk).sum())
+        if n_unk == n_words:
+            logger.warning(
+                "%s: NONE of its %d words is in the vocabulary of train.txt: all are %s, so "
+                "%s perplexity will only measure how well the model predicts %s and line "
+                "ends. Is it the %s split of the same corpus?",
+                path, n_words, UNK, split, UNK, split,
+            )  # fmt: skip
+        elif n_unk > _UNK_WARN_FRACTION * n_words:
+            logger.warning(
+                "%s: %d of its %d words (%.0f%%) are %s, not in the vocabulary of train.txt; "
+                "is it the %s split of the same corpus?",
+                path, n_unk, n_words, 100 * n_unk / n_words, UNK, split,
+            )  # fmt: skip
+        if unk_counts.get(split):
+            logger.info(
+                "%s: %d %s tokens not in the train vocabulary -> %s",
+                folder, unk_counts[split], split, UNK,
+            )  # fmt: skip
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -194,16 +273,14 @@ def load_corpus_folder(
     cached = _load_cached(cache_file)
     if cached is None:
         logger.info("tokenising corpus %s", folder)
-        cached = _tokenize_splits(folder, raw)
-        _save_cached(cache_file, *cached)
+        tokenized = _tokenize_splits(folder, raw)
+        _check_words(folder, *tokenized)  # before caching: a refused corpus leaves nothing
+        _save_cached(cache_file, *tokenized)
+        cached = tokenized
     else:
         logger.info("loaded tokenised corpus %s from cache %s", folder, cache_file)
+        _check_words(folder, *cached)
     vocab, ids, unk_counts = cached
-    for split, count in unk_counts.items():
-        if count:
-            logger.info(
-                "%s: %d %s tokens not in the train vocabulary -> %s", folder, count, split, UNK
-            )
     return Corpus(
         str(name or folder), vocab, ids["train"], ids["valid"], ids["test"], fingerprint, unk_counts
     )

@@ -1,5 +1,7 @@
 """User-facing errors: one clear paragraph, exit code 2, no stack trace."""
 
+import reprlib
+
 
 class TuneLMError(Exception):
     """Base of every error caused by user input (flags, YAML, data files, servers).
@@ -18,3 +20,14 @@ class ConfigError(TuneLMError):
 
 class DataError(TuneLMError):
     """A corpus that is missing, malformed, or too small."""
+
+
+def short_repr(value: object, limit: int = 120) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for echoing input in a message:
+    a 10,000-item list (or an expanded YAML alias) must not become the message."""
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = limit
+    shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 12
+    shortener.maxlevel = 3
+    text = shortener.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

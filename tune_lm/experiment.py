@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from tune_lm.atomic import atomic_file
+from tune_lm.config import describe_validation_error
 from tune_lm.errors import ConfigError
 from tune_lm.space import SearchSpace
 
@@ -60,10 +63,12 @@ def read_pinned(path: str) -> Pinned | None:
                 raise ValueError(f"not a {SETTINGS_FORMAT} file")
             settings = SearchSettings(**raw)
     except (ValueError, TypeError) as error:
+        detail = (describe_validation_error(error) if isinstance(error, ValidationError)
+                  else str(error).splitlines()[0])  # fmt: skip
         raise ConfigError(
             f"--resume: the experiment's {SPACE_FILE}/{SETTINGS_FILE} in {path} cannot be "
-            f"read ({str(error).splitlines()[0]}); it was damaged outside tune_lm. Start the "
-            "search again under another --name"
+            f"used ({detail}): it was damaged, or saved by a version of tune_lm that checked "
+            "less. Start the search again under another --name"
         ) from None
     return Pinned(space, settings)
 

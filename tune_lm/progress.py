@@ -65,11 +65,7 @@ def estimate_remaining_s(
 
 def total_trials(space: SearchSpace) -> int:
     """Trials the search will run: num_samples, times the grid's size for a grid."""
-    grid = 1
-    for spec in space.parameters.values():
-        if "grid" in spec:
-            grid *= len(spec["grid"])
-    return space.budget.num_samples * grid
+    return space.total_trials
 
 
 def _clock(seconds: float) -> str:

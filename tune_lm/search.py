@@ -32,6 +32,7 @@ from tune_lm.experiment import (
 )
 from tune_lm.report import pareto_front
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
+from tune_lm.space_checks import grid_warning
 from tune_lm.summary import TrialRow, make_row, top_table, write_summary
 
 if TYPE_CHECKING:
@@ -243,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _validate_flags(args)
     name, path, space, pinned = _resolve_experiment(args)
     settings = pinned.settings if pinned else None
+    notice = grid_warning(space)
+    if notice:
+        log.warning("%s", notice)
     # Bad flags and spaces have failed by now, in a fraction of a second: Ray, MLflow and
     # torch take seconds to import (importing them starts nothing).
     import mlflow

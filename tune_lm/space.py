@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError
+from tune_lm.space_yaml import (
+    SpaceFileError,
+    describe_yaml_error,
+    parse_space_yaml,
+    read_space_text,
+)
 
 SHIPPED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+MIN_REDUCTION_FACTOR = 2.0
+GRID_WARN_TRIALS = 100  # a grid this big gets a warning with its count
+GRID_MAX_TRIALS = 1000  # and one bigger is refused unless budget.allow_large_grid is true
 PARAMETER_KINDS = {
     # kind: (meaning, number of values in its list)
     "choice": "one of the listed values, e.g. {choice: [LSTM, GRU]}",
@@ -51,7 +60,20 @@ class SearcherSpec(_Strict):
 class SchedulerSpec(_Strict):
     type: Literal["asha", "fifo"] = "asha"
     grace_period: float = Field(1.0, gt=0)  # epochs every trial gets before a stop
-    reduction_factor: float = Field(3.0, gt=1)
+    reduction_factor: float = 3.0
+
+    @field_validator("reduction_factor")
+    @classmethod
+    def _sane_reduction(cls, value: float) -> float:
+        if not value >= MIN_REDUCTION_FACTOR:
+            raise ValueError(
+                f"must be at least {MIN_REDUCTION_FACTOR:g}. ASHA keeps 1 in reduction_factor "
+                "trials at each rung, and rungs sit at grace_period x reduction_factor**k "
+                "epochs: near 1 it stops almost nothing and makes thousands of rungs "
+                "(log(max_t) / log(reduction_factor); Ray allocates them all up front). "
+                "Use 2 to 4 (default 3)"
+            )
+        return value
 
 
 class BudgetSpec(_Strict):
@@ -59,6 +81,7 @@ class BudgetSpec(_Strict):
     max_concurrent: int | None = Field(None, ge=1)
     time_budget: str | None = None  # "90s", "30m", "2h", "1h30m"
     max_failures: int = Field(2, ge=0)  # retries of a trial that raised, from its checkpoint
+    allow_large_grid: bool = False  # a grid of more than GRID_MAX_TRIALS trials, on purpose
 
     @model_validator(mode="after")
     def _parse_budget(self) -> BudgetSpec:
@@ -89,6 +112,19 @@ class SearchSpace(_Strict):
     name: str | None = None
     data: str | None = None  # corpus; default: the config default (wikitext-2)
     seed: int = Field(0, ge=0, lt=2**32)  # the sampler's and (unless set) every trial's
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_pass_of_a_grid(cls, raw: Any) -> Any:
+        """A grid runs once unless budget.num_samples asks for repeats (the default of 10
+        is a number of sampled trials, which means nothing for a grid)."""
+        if isinstance(raw, dict) and isinstance(raw.get("searcher"), dict | SearcherSpec):
+            searcher = raw["searcher"]
+            kind = searcher.get("type") if isinstance(searcher, dict) else searcher.type
+            budget = raw.get("budget")
+            if kind == "grid" and (budget is None or isinstance(budget, dict)):
+                raw = {**raw, "budget": {"num_samples": 1, **(budget or {})}}
+        return raw
     searcher: SearcherSpec = SearcherSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     budget: BudgetSpec = BudgetSpec()
@@ -139,6 +175,15 @@ class SearchSpace(_Strict):
             return []
         return [self.seed + index for index in range(repeats)]
 
+    @property
+    def total_trials(self) -> int:
+        """Trials the search will run: num_samples, times the grid's size for a grid."""
+        grid = 1
+        for spec in self.parameters.values():
+            if "grid" in spec:
+                grid *= len(spec["grid"])
+        return self.budget.num_samples * grid
+
     def searched(self, tune_config: dict[str, Any]) -> dict[str, Any]:
         """The searched parameters' values (and a grid repeat's seed) out of a trial's
         Tune config."""
@@ -151,12 +196,16 @@ class SearchSpace(_Strict):
         if self.data is not None:
             values["data"] = self.data
         for name, source in self.derived.items():
+            for _ in self.derived:  # a chain (a: b, b: c) ends at c; a cycle is refused earlier
+                if source not in self.derived:
+                    break
+                source = self.derived[source]
             values[name] = values.get(source, TrainConfig.model_fields[source].default)
         return TrainConfig.from_dict(values, source=f"search space {self.name!r}")
 
     def with_overrides(self, **overrides: Any) -> SearchSpace:
         """A copy with command-line overrides applied (``None`` = not given), revalidated."""
-        raw = self.model_dump()
+        raw = self.model_dump(exclude_unset=True)  # what the file set: see _check_ignored_keys
         sections = {"num_samples": "budget", "max_concurrent": "budget",
                     "time_budget": "budget", "max_failures": "budget",
                     "cpus_per_trial": "resources", "gpus_per_trial": "resources"}  # fmt: skip
@@ -164,14 +213,16 @@ class SearchSpace(_Strict):
             if value is None:
                 continue
             if key in sections:
-                raw[sections[key]][key] = value
+                raw.setdefault(sections[key], {})[key] = value
             elif key == "max_epochs":
-                raw["fixed"]["epochs"] = value
+                raw.setdefault("fixed", {})["epochs"] = value
             else:
                 raw[key] = value
         from tune_lm.space_checks import validate
 
-        return validate(raw, source=f"{self.name} (with command-line overrides)")
+        given = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in overrides.items()
+                         if value is not None)  # fmt: skip
+        return validate(raw, source=f"space {self.name!r} with {given or 'no overrides'}")
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -226,49 +277,34 @@ def resolve_space_path(name_or_path: str) -> Path:
 
 
 def load_space(name_or_path: str) -> SearchSpace:
-    """Read, parse (safely) and validate a search-space YAML file."""
+    """Read, parse (safely, within bounds) and validate a search-space YAML file."""
     path = resolve_space_path(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = parse_space_yaml(read_space_text(path))
+    except SpaceFileError as error:
+        raise SpaceError(f"{path}: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpaceError(f"{path}: cannot be read ({error})") from None
-    try:
-        raw = yaml.safe_load(text)  # safe: no tag runs code or builds an arbitrary object
     except yaml.YAMLError as error:
-        raise SpaceError(f"{path}: {_describe_yaml_error(error)}") from None
+        raise SpaceError(f"{path}: {describe_yaml_error(error)}") from None
     except RecursionError:
         raise SpaceError(f"{path}: nested too deeply to be a search space") from None
     except Exception as error:  # some bad scalars escape PyYAML raw: !!int 12a, 2020-13-45
         raise SpaceError(
             f"{path}: not valid YAML ({type(error).__name__}: {error}). Fix the value there"
         ) from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        raise SpaceError(
+            f"{path}: the search space is empty, so there is nothing to search. Give at "
+            "least 'parameters:' (see the README's 'Search spaces', or a shipped space "
+            "such as quick.yaml)"
+        )
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: the top level must be a mapping of keys (name, parameters, ...)")
     raw.setdefault("name", path.stem)
     from tune_lm.space_checks import validate  # it imports this module's classes
 
     return validate(raw, source=str(path))
-
-
-def _describe_yaml_error(error: yaml.YAMLError) -> str:
-    """PyYAML's multi-line message as one sentence: where, what, and the fix."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None)
-    if mark is None or not problem:
-        return f"not valid YAML ({' '.join(str(error).split())}). Fix the syntax there"
-    where = f"line {mark.line + 1}, column {mark.column + 1}"
-    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in problem:
-        tag = problem.replace("tag:yaml.org,2002:", "!!")
-        return (
-            f"not valid YAML for a search space at {where}: {tag}. A search space is plain "
-            "data (mappings, lists, strings, numbers); remove the tag"
-        )
-    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
-    if context and context_mark is not None and context_mark is not mark:
-        context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
-    return f"not valid YAML at {where}: {problem}{f' ({context})' if context else ''}. Fix it there"
 
 
 def to_tune_space(space: SearchSpace) -> dict[str, Any]:

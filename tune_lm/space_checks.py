@@ -1,5 +1,7 @@
 """The checks every search space passes before anything starts: unknown keys (with the
-closest valid one suggested), wrong types, empty or inverted ranges, searcher and
+closest valid one suggested), keys the chosen searcher or scheduler would ignore, wrong
+types, ranges whose kind does not fit their option (floats for a whole number), empty
+or inverted ranges, cycles in ``derived``, grids too big to mean it, searcher and
 objective combinations, and the training configs at the corners of the space, which
 :class:`~tune_lm.config.TrainConfig` must accept.
 """
@@ -11,13 +13,16 @@ import importlib.util
 import itertools
 import math
 import random
+import typing
 from typing import Any
 
 from pydantic import ValidationError
 
 from tune_lm.config import TrainConfig, describe_validation_error
-from tune_lm.errors import ConfigError
+from tune_lm.errors import ConfigError, short_repr
 from tune_lm.space import (
+    GRID_MAX_TRIALS,
+    GRID_WARN_TRIALS,
     PARAMETER_KINDS,
     BudgetSpec,
     ResourcesSpec,
@@ -28,6 +33,7 @@ from tune_lm.space import (
 )
 
 _MAX_COMBINATIONS_CHECKED = 4096
+_FLOAT_KINDS = {"uniform": "int", "loguniform": "logint", "quniform": "qint"}  # -> int kind
 
 
 def validate(raw: dict[str, Any], source: str) -> SearchSpace:
@@ -37,8 +43,9 @@ def validate(raw: dict[str, Any], source: str) -> SearchSpace:
         raise SpaceError(f"{source}: {_explain(error)}") from None
     except TypeError as error:
         raise SpaceError(f"{source}: {error}") from None
-    for check in (_check_fields, _check_parameters, _check_searcher, _check_combinations,
-                  _check_epochs):  # fmt: skip
+    for check in (_check_ignored_keys, _check_fields, _check_derived, _check_parameters,
+                  _check_searcher, _check_grid_size, _check_combinations,
+                  _check_epochs, _check_something_searched):  # fmt: skip
         check(space, source)
     return space
 
@@ -87,6 +94,81 @@ def _check_fields(space: SearchSpace, source: str) -> None:
         raise SpaceError(f"{source}: set the corpus with the top-level 'data:' key")
 
 
+def _check_ignored_keys(space: SearchSpace, source: str) -> None:
+    """A key the file sets that the chosen searcher or scheduler never reads is refused:
+    the user believes it acts. Only keys given count (``model_fields_set``), not defaults."""
+    searcher = space.searcher
+    grid, fifo = searcher.type == "grid", space.scheduler.type == "fifo"
+    rules = [  # (section, key, ignored when, why, fix)
+        ("searcher", "sampler", grid, "with 'searcher: {type: grid}' (a grid runs every "
+         "combination; only Optuna samples)", "remove it, or use type: optuna"),
+        ("searcher", "n_startup_trials", grid, "with 'searcher: {type: grid}' (a grid runs "
+         "every combination; only Optuna samples)", "remove it, or use type: optuna"),
+        ("searcher", "n_startup_trials", searcher.sampler != "tpe", f"with sampler "
+         f"{searcher.sampler} (only the tpe sampler takes it)", "remove it, or use sampler: tpe"),
+        ("scheduler", "grace_period", fifo, "with 'scheduler: {type: fifo}' (FIFO stops no "
+         "trial early; only ASHA reads it)", "remove it, or use type: asha"),
+        ("scheduler", "reduction_factor", fifo, "with 'scheduler: {type: fifo}' (FIFO stops no "
+         "trial early; only ASHA reads it)", "remove it, or use type: asha"),
+        ("budget", "allow_large_grid", not grid, "without 'searcher: {type: grid}' (only "
+         "a grid's size is limited)", "remove it"),
+    ]  # fmt: skip
+    for section, key, ignored, why, fix in rules:
+        if ignored and key in getattr(space, section).model_fields_set:
+            raise SpaceError(f"{source}: field '{section}.{key}' has no effect {why}; {fix}")
+
+
+def _check_derived(space: SearchSpace, source: str) -> None:
+    """``derived`` may chain (nhid: emsize, emsize: bptt) but not loop back on itself."""
+    for start in space.derived:
+        path = [start]
+        while path[-1] in space.derived:
+            following = space.derived[path[-1]]
+            if following in path:
+                cycle = " -> ".join([*path[path.index(following) :], following])
+                raise SpaceError(
+                    f"{source}: field 'derived' has a cycle, {cycle}: each takes its value from "
+                    "the next, so none has one. End the chain at an option set in 'fixed' or "
+                    "'parameters' (or left at its default), e.g. 'derived: {nhid: emsize}'"
+                )
+            path.append(following)
+
+
+def _check_grid_size(space: SearchSpace, source: str) -> None:
+    if space.searcher.type != "grid" or space.total_trials <= GRID_MAX_TRIALS:
+        return
+    if not space.budget.allow_large_grid:
+        raise SpaceError(
+            f"{source}: the grid runs {space.total_trials:,} trials (budget.num_samples "
+            f"{space.budget.num_samples} x {_grid_shape(space)}), more than {GRID_MAX_TRIALS:,}. "
+            "Shorten the grid lists, use 'searcher: {type: optuna}' with 'choice' to sample "
+            "it, or set 'budget: {allow_large_grid: true}' if you mean it"
+        )
+
+
+def grid_warning(space: SearchSpace) -> str | None:
+    """A line for the user when a grid search is big (the CLI logs it once), else None."""
+    if space.searcher.type != "grid" or space.total_trials <= GRID_WARN_TRIALS:
+        return None
+    return (
+        f"the grid runs {space.total_trials:,} trials (budget.num_samples "
+        f"{space.budget.num_samples} x {_grid_shape(space)}) of up to {space.epochs} epochs "
+        "each (fixed.epochs)"
+    )
+
+
+def _grid_shape(space: SearchSpace) -> str:
+    return " x ".join(f"{len(spec['grid'])} {name}" for name, spec in space.parameters.items()
+                      if "grid" in spec)  # fmt: skip
+
+
+def _option_type(name: str) -> type | None:
+    """int or float for a numeric training option (``int | None`` counts as int), else None."""
+    annotation = TrainConfig.model_fields[name].annotation
+    types = {arg for arg in typing.get_args(annotation) or (annotation,) if arg is not type(None)}
+    return next(iter(types)) if types in ({int}, {float}) else None
+
+
 def _check_epochs(space: SearchSpace, source: str) -> None:
     """Last: ``space.epochs`` reads fixed.epochs, which the checks before validate."""
     if space.scheduler.type == "asha" and space.scheduler.grace_period > space.epochs:
@@ -102,6 +184,17 @@ def _check_epochs(space: SearchSpace, source: str) -> None:
             )
 
 
+def _check_something_searched(space: SearchSpace, source: str) -> None:
+    """Last, so that a more specific mistake is named first."""
+    if not space.parameters:
+        raise SpaceError(
+            f"{source}: field 'parameters' is missing or empty, so nothing is searched and "
+            "every trial would train the same configuration. Add the options to search, e.g. "
+            "'parameters: {lr: {loguniform: [1.0, 40.0]}}' (or train one model with "
+            "python -m tune_lm.train)"
+        )
+
+
 def _check_parameters(space: SearchSpace, source: str) -> None:
     for name, spec in space.parameters.items():
         where = f"{source}: field 'parameters.{name}'"
@@ -110,7 +203,7 @@ def _check_parameters(space: SearchSpace, source: str) -> None:
             raise SpaceError(f"{where} must have exactly one of these keys — {kinds}")
         kind, values = next(iter(spec.items()))
         if not isinstance(values, list) or not values:
-            raise SpaceError(f"{where}: {kind} needs a non-empty list, got {values!r}")
+            raise SpaceError(f"{where}: {kind} needs a non-empty list, got {short_repr(values)}")
         if kind in ("choice", "grid"):
             continue
         expected = 3 if kind.startswith("q") else 2
@@ -119,16 +212,44 @@ def _check_parameters(space: SearchSpace, source: str) -> None:
             for v in values
         ):
             shape = "[low, high, q]" if expected == 3 else "[low, high]"
-            raise SpaceError(f"{where}: {kind} needs {shape} finite numbers, got {values!r}")
+            raise SpaceError(
+                f"{where}: {kind} needs {shape} finite numbers, got {short_repr(values)}"
+            )
         low, high = values[0], values[1]
         if kind in ("int", "logint", "qint") and not all(isinstance(v, int) for v in values):
-            raise SpaceError(f"{where}: {kind} needs whole numbers, got {values!r}")
+            raise SpaceError(f"{where}: {kind} needs whole numbers (16, not 16.0), got {values!r}")
+        _check_kind_fits_option(name, kind, values, where)
         if low >= high:
             raise SpaceError(f"{where}: low must be below high, got {values!r}")
         if kind.startswith("log") and low <= 0:
             raise SpaceError(f"{where}: {kind} needs low > 0 (a log scale), got {values!r}")
         if expected == 3 and values[2] <= 0:
             raise SpaceError(f"{where}: q must be positive, got {values!r}")
+
+
+def _check_kind_fits_option(name: str, kind: str, values: list, where: str) -> None:
+    """A numeric range must sample numbers of its option's type: uniform over nhid would
+    give 137.4 hidden units, and every trial would fail when it starts."""
+    option_type = _option_type(name)
+    if option_type is None:
+        field = TrainConfig.model_fields[name]
+        choices = typing.get_args(field.annotation) if typing.get_origin(
+            field.annotation) is typing.Literal else ()  # fmt: skip
+        example = f"{{choice: [{', '.join(map(str, choices))}]}}" if choices else "{choice: [...]}"
+        raise SpaceError(
+            f"{where}: {name} is not a number, so a {kind} range cannot sample it; "
+            f"list its values instead, e.g. {example}"
+        )
+    if option_type is int and kind in _FLOAT_KINDS:
+        int_kind = _FLOAT_KINDS[kind]
+        bounds = [math.ceil(values[0]), math.floor(values[1])]
+        if kind == "quniform":
+            bounds.append(max(1, round(values[2])))
+        raise SpaceError(
+            f"{where}: {name} is a whole number, but {kind} samples floats (e.g. "
+            f"{(values[0] + values[1]) / 2:g}); use {int_kind}, e.g. "
+            f"{{{int_kind}: [{', '.join(map(str, bounds))}]}}, or list values with choice"
+        )
 
 
 def _check_searcher(space: SearchSpace, source: str) -> None:

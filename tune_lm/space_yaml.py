@@ -1,0 +1,139 @@
+"""Reading a search-space file as plain data: safely, and within bounds.
+
+``yaml.safe_load`` runs no code, but it silently keeps the last of two equal keys and
+expands aliases without limit: a few hundred bytes of "billion laughs" become 10**9
+values for whatever walks the result. So a space file is read up to
+:data:`MAX_BYTES`; its node graph is composed (an alias is still one shared node),
+walked once counting nodes as if every alias were expanded (at most
+:data:`MAX_NODES`), checked for repeated keys, and only then built into Python
+values by PyYAML's ``SafeLoader``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 64 * 1024  # the shipped spaces are 1-2 KB; 64 KiB of YAML parse in ~0.5 s
+MAX_NODES = 100_000  # every alias expanded; the shipped spaces have about 150
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_UNCOMPARED = object()  # a key that is not a plain scalar (None is a key: ~ or null)
+
+
+class SpaceFileError(ValueError):
+    """A space file refused before it became data; the message lacks only the path."""
+
+
+def read_space_text(path: Path) -> str:
+    """The text of ``path``, refused (not read to the end) when over :data:`MAX_BYTES`."""
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise SpaceFileError(
+            f"the file is larger than {MAX_BYTES // 1024} KiB, which no search space "
+            "needs (they are a few KB); is it the right file?"
+        )
+    return raw.decode("utf-8")
+
+
+def parse_space_yaml(text: str) -> Any:
+    """Plain data (dicts, lists, scalars) out of one YAML document, or None if it is empty.
+
+    Raises :class:`SpaceFileError` for repeated keys or too many nodes, and PyYAML's
+    errors (``yaml.YAMLError``, ``RecursionError``, ``ValueError``) for bad YAML.
+    """
+    loader = yaml.SafeLoader(text)  # safe: no tag runs code or builds an arbitrary object
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_nodes(root, loader)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: yaml.Node, loader: yaml.SafeLoader) -> None:
+    """Walks the graph once per alias use (without recursion), counting nodes, and refuses
+    a mapping that repeats a key. Nothing of the document goes into a message."""
+    budget = MAX_NODES
+    # (node, where): where is (".key" or "[index]", parent's where) or None, joined into
+    # "a.b[0]" only for a message, so a deep document costs no long strings.
+    stack: list[tuple[yaml.Node, tuple | None]] = [(root, None)]
+    while stack:
+        node, where = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise SpaceFileError(
+                f"it expands to more than {MAX_NODES:,} YAML values once its aliases (*name) "
+                "are replaced by what they point to (an alias bomb, or an alias inside its "
+                "own anchor); a search space has a few hundred. Write the values out instead "
+                "of nesting aliases"
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, (f"[{index}]", where)) for index, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            first_seen: dict[Any, yaml.Mark] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:  # "<<: *base": keys given here override it
+                    stack.append((value_node, where))
+                    continue
+                key = _key_of(key_node, loader)
+                if key is not _UNCOMPARED and key in first_seen:
+                    raise SpaceFileError(
+                        f"key {_dotted((f'.{key}', where))!r} appears twice in the same mapping, "
+                        f"at {_place(first_seen[key], key_node.start_mark)} (YAML would "
+                        "silently keep the last one); keep one of them"
+                    )
+                if key is not _UNCOMPARED:
+                    first_seen[key] = key_node.start_mark
+                stack.append((key_node, where))
+                stack.append((value_node, (f".{key}", where)))
+
+
+def _dotted(where: tuple | None) -> str:
+    parts = []
+    while where is not None:
+        part, where = where
+        parts.append(part)
+    return "".join(reversed(parts)).removeprefix(".")
+
+
+def _place(first: yaml.Mark, second: yaml.Mark) -> str:
+    if first.line != second.line:
+        return f"line {first.line + 1} and line {second.line + 1}"
+    return f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
+
+
+def _key_of(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
+    """A scalar key's value (``1`` and ``0x1`` are the same key), else _UNCOMPARED (a list
+    or mapping as a key is refused when the document is built)."""
+    if not isinstance(node, yaml.ScalarNode):
+        return _UNCOMPARED
+    try:
+        key = loader.construct_object(node)
+        hash(key)
+    except Exception:  # a bad scalar (!!int 12a) is reported when the document is built
+        return _UNCOMPARED
+    return key
+
+
+def describe_yaml_error(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one sentence: where, what, and the fix."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or not problem:
+        return f"not valid YAML ({' '.join(str(error).split())}). Fix the syntax there"
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in problem:
+        tag = problem.replace("tag:yaml.org,2002:", "!!")
+        return (
+            f"not valid YAML for a search space at {where}: {tag}. A search space is plain "
+            "data (mappings, lists, strings, numbers); remove the tag"
+        )
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark is not None and context_mark is not mark:
+        context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
+    return f"not valid YAML at {where}: {problem}{f' ({context})' if context else ''}. Fix it there"
