@@ -125,6 +125,29 @@ def test_grid_study_reports_every_configuration(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == files_before
 
 
+@pytest.mark.slow
+def test_grid_repeats_run_each_configuration_with_its_own_seed(tmp_path):
+    space = write_space(tmp_path, """
+        data: synthetic
+        seed: 7
+        searcher: {type: grid}
+        scheduler: {type: fifo}
+        budget: {num_samples: 3, max_concurrent: 2}
+        parameters:
+          model: {grid: [LSTM, GRU]}
+    """, epochs=1)  # fmt: skip
+    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "r")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = read_summary(tmp_path / "runs" / "r")
+    assert sorted((r["model"], r["seed"]) for r in rows) == [
+        ("GRU", "7"), ("GRU", "8"), ("GRU", "9"), ("LSTM", "7"), ("LSTM", "8"), ("LSTM", "9"),
+    ]  # fmt: skip
+    for model in ("LSTM", "GRU"):  # other seeds, other runs
+        assert len({r["best_val_ppl"] for r in rows if r["model"] == model}) == 3
+    table = (tmp_path / "runs" / "r" / "grid_table.md").read_text()
+    assert table.count("3 seeds") == 2 and "±" in table, table
+
+
 def test_resume_without_experiment_and_bad_flags_exit_2(tmp_path):
     space = write_space(tmp_path, "data: synthetic\nparameters: {lr: {choice: [1.0]}}\n")
     (tmp_path / "runs").mkdir()
