@@ -94,6 +94,35 @@ def test_asha_stops_trials_and_optuna_proposes(asha_search):
 
 
 @pytest.mark.slow
+def test_trials_cut_by_the_time_budget_are_not_called_asha_stops(tmp_path):
+    """Only ASHA's own record makes a trial "stopped early by ASHA" (and PRUNED in
+    Optuna); a trial the time budget cut is labelled so, and is FAIL for TPE."""
+    space = write_space(tmp_path, """
+        data: synthetic
+        seed: 2
+        searcher: {type: optuna, sampler: random}
+        scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+        budget: {num_samples: 12, max_concurrent: 2, time_budget: 25s}
+        resources: {cpus_per_trial: 1}
+        parameters:
+          lr: {loguniform: [0.5, 40.0]}
+    """, epochs=6, tokens=12000)  # fmt: skip
+    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "b")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = tmp_path / "runs" / "b"
+    rows = read_summary(folder)
+    ledger = {json.loads(line)["trial_id"]
+              for line in (folder / "asha_stops.jsonl").read_text().splitlines()}  # fmt: skip
+    by_asha = {r["trial_id"] for r in rows if r["status"].startswith("stopped early by ASHA")}
+    assert by_asha == ledger & {r["trial_id"] for r in rows}
+    cut = [r for r in rows if "by the time budget" in r["status"]]
+    assert cut, [r["status"] for r in rows]  # 25 s cannot finish 12 trials of 6 epochs
+    states = [t.state.name for t in load_study(folder).trials]
+    assert states.count("PRUNED") == len(by_asha), states
+    assert states.count("FAIL") >= len(cut), states
+
+
+@pytest.mark.slow
 def test_grid_study_reports_every_configuration(tmp_path):
     space = write_space(tmp_path, """
         data: synthetic

@@ -21,6 +21,7 @@ from typing import Any
 from ray.tune import Callback
 
 from tune_lm import metrics as M
+from tune_lm.searchers import StopLedger
 from tune_lm.space import SearchSpace, parse_duration
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ def _clock(seconds: float) -> str:
 class ProgressPrinter(Callback):
     """Tune callback: one progress line every ``interval_s`` and at each trial's end."""
 
-    def __init__(self, space: SearchSpace, interval_s: float = 30.0) -> None:
-        self.space, self.interval_s = space, interval_s
+    def __init__(self, space: SearchSpace, interval_s: float = 30.0,
+                 ledger: StopLedger | None = None) -> None:  # fmt: skip
+        self.space, self.interval_s, self.ledger = space, interval_s, ledger
         self.total = total_trials(space)
         self._start: float | None = None
         self._last_print = 0.0
@@ -126,16 +128,20 @@ class ProgressPrinter(Callback):
         running = [t for t in trials if status[t.trial_id] == "RUNNING"]
         self._most_running = max(self._most_running, len(running))
         finished = [t for t in trials if status[t.trial_id] in ("TERMINATED", "ERROR")]
-        stopped_early = sum(
-            1 for t in finished
+        ended_early = [
+            t for t in finished
             if status[t.trial_id] == "TERMINATED"
             and self._epochs.get(t.trial_id, 0) < self.space.epochs
-        )  # fmt: skip
+        ]  # fmt: skip
+        by_asha = self.ledger.stopped() if self.ledger is not None else {}
+        stopped_early = sum(1 for t in ended_early if t.trial_id in by_asha or not self.ledger)
+        cut = len(ended_early) - stopped_early  # by the time budget, not by ASHA
         failed = sum(1 for t in finished if status[t.trial_id] == "ERROR")
         parts = [
             f"{_clock(elapsed)} elapsed",
             f"trials: {len(running)} running, {len(finished)}/{self.total} finished "
-            f"({stopped_early} stopped early, {failed} failed)",
+            f"({stopped_early} stopped early, {f'{cut} cut by the time budget, ' if cut else ''}"
+            f"{failed} failed)",
         ]
         if self._best is not None:
             parts.append(f"best {M.VAL_PPL} {self._best[0]:.2f} ({self._best[1]})")

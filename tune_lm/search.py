@@ -334,16 +334,17 @@ def _search_and_report(
     finish the search's MLflow run."""
     from tune_lm import tuner as ray_side
     from tune_lm.progress import ProgressPrinter
-    from tune_lm.searchers import STUDY_FILE
+    from tune_lm.searchers import STUDY_FILE, fail_unfinished_trials
     from tune_lm.tracking import MLflowTrialLogger
     from tune_lm.trainable import test_perplexity
 
+    ledger = ray_side.stop_ledger(path)
     trial_logger = MLflowTrialLogger(
-        tracking_uri, experiment_id, parent_id, space, corpus.vocab, log_checkpoints
+        tracking_uri, experiment_id, parent_id, space, corpus.vocab, log_checkpoints, ledger
     )
-    progress = ProgressPrinter(space, interval_s=progress_every)
+    progress = ProgressPrinter(space, interval_s=progress_every, ledger=ledger)
     tuner = ray_side.build_tuner(
-        space, corpus, path, resume=restore, callbacks=[trial_logger, progress]
+        space, corpus, path, resume=restore, callbacks=[trial_logger, progress], ledger=ledger
     )
     print(f"experiment: {path}\nMLflow: {tracking_uri} (experiment {name!r}, run {parent_id})")
     results, interrupted = _fit_noting_interrupt(tuner)
@@ -351,6 +352,7 @@ def _search_and_report(
 
     # A trial Tune created but never started (e.g. after Ctrl-C) has no config: no row.
     started = [r for r in results if r.config]
+    asha_stops = ledger.stopped()
     rows = [
         make_row(
             r.metrics.get("trial_id", r.path),
@@ -358,6 +360,8 @@ def _search_and_report(
             _history(r),
             str(r.error) if r.error else None,
             space,
+            asha_stopped=r.metrics.get("trial_id") in asha_stops,
+            interrupted=interrupted,
         )  # fmt: skip
         for r in started
     ]
@@ -388,6 +392,8 @@ def _search_and_report(
         paths["study"] = study
     if not interrupted:  # every trial Ray knows has finished: the rest are ghosts
         _delete_lost_runs(client, experiment_id, parent_id, [Path(r.path).name for r in results])
+        if "://" not in path:
+            fail_unfinished_trials(Path(path))
     _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers,
                       interrupted=bool(interrupted))  # fmt: skip
     resume_hint = _resume_command(args, path)

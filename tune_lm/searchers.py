@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,56 @@ STUDY_FILE = "optuna_study.journal"  # the Optuna study, inside the experiment f
 STUDY_NAME = "tune_lm"
 
 
+STOPS_FILE = "asha_stops.jsonl"  # ASHA's stop decisions, one JSON object a line
+
+
+class StopLedger:
+    """ASHA's own stop decisions, kept in a file beside the experiment as it makes them.
+
+    A trial that ends before its last epoch was stopped by ASHA, by the time budget or
+    by Ctrl-C; only this record tells them apart (the scheduler, the searcher and the
+    callbacks are pickled apart with the experiment, so they share a file, not an
+    object)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.path = folder.resolve() / STOPS_FILE if folder is not None else None
+        self._memory: dict[str, float] = {}
+
+    def record(self, trial_id: str, epoch: float) -> None:
+        self._memory[trial_id] = epoch
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps({"trial_id": trial_id, "epoch": epoch}) + "\n")
+
+    def stopped(self) -> dict[str, float]:
+        """trial id -> the epoch at which ASHA stopped it."""
+        found = dict(self._memory)
+        if self.path is not None and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    found[entry["trial_id"]] = float(entry["epoch"])
+                except (ValueError, KeyError, TypeError):  # a line cut by a crash
+                    continue
+        return found
+
+
+class RecordingASHA(ASHAScheduler):
+    """Ray's ASHA, writing each early stop it decides into a :class:`StopLedger`."""
+
+    def __init__(self, *, ledger: StopLedger, max_t: float, **kwargs: Any) -> None:
+        super().__init__(max_t=max_t, **kwargs)
+        self.ledger, self.max_epochs = ledger, max_t
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        epoch = result.get(M.EPOCH)
+        if decision == TrialScheduler.STOP and epoch is not None and epoch < self.max_epochs:
+            self.ledger.record(trial.trial_id, float(epoch))
+        return decision
+
+
 class EpochAwareOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, told the truth about trials that ASHA stopped early.
 
@@ -34,13 +86,17 @@ class EpochAwareOptunaSearch(OptunaSearch):
     verdict — "worse than the survivors at that rung" — so a trial that stopped before
     ``max_epochs`` is told as PRUNED; one that ran its full budget is COMPLETE.
     A diverged trial (``val_ppl`` = inf) is COMPLETE with inf: the worst possible value,
-    which is what TPE should learn about that region.
+    which is what TPE should learn about that region. A trial that ended early without an
+    ASHA verdict (the time budget ran out) is FAIL: its curve judges nothing, and TPE
+    ignores FAIL trials.
     """
 
-    def __init__(self, *args: Any, max_epochs: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: float, ledger: StopLedger | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._last_step: dict[str, int] = {}
+        self._ledger = ledger
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:
@@ -66,6 +122,12 @@ class EpochAwareOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
         step = result.get(TRAINING_ITERATION)
+        if self._ledger is not None and trial_id not in self._ledger.stopped():
+            closed = (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError)
+            with contextlib.suppress(*closed):  # stopped by the time budget, not by ASHA
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return None
         try:
             single_objective = not isinstance(self.metric, list)  # MO trials take no report
             if single_objective and step is not None and self._last_step.get(trial_id) != step:
@@ -95,6 +157,22 @@ class EpochAwareOptunaSearch(OptunaSearch):
                 log.info("optuna trial %d was lost with the previous driver", trial.number)
 
 
+def fail_unfinished_trials(experiment_dir: Path) -> int:
+    """After a search ends for good (not interrupted), the study's trials still RUNNING
+    are the ones the time budget cut (Tune never reports those to the searcher): mark them
+    FAIL, so the study holds no trial that will never end. Returns how many."""
+    journal = experiment_dir / STUDY_FILE
+    if not journal.is_file():
+        return 0
+    study = optuna.load_study(study_name=STUDY_NAME, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))  # fmt: skip
+    running = [t for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.RUNNING]  # fmt: skip
+    for trial in running:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(running)
+
+
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     seed = space.seed
     sampler = space.searcher.sampler
@@ -112,7 +190,8 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     )
 
 
-def make_searcher(space: SearchSpace, experiment_dir: Path | None) -> Searcher | None:
+def make_searcher(space: SearchSpace, experiment_dir: Path | None,
+                  ledger: StopLedger | None = None) -> Searcher | None:  # fmt: skip
     """Optuna, its study persisted as a journal in ``experiment_dir`` (in memory when
     None); None for a grid, which Tune's own variant generator expands."""
     if space.searcher.type != "optuna":
@@ -131,6 +210,7 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None) -> Searcher |
         study_name=STUDY_NAME,
         storage=storage,
         max_epochs=space.epochs,
+        ledger=ledger,
     )
     searcher.fail_orphans()  # a study left by a driver killed before Tune's first snapshot
     if space.budget.max_concurrent:
@@ -138,12 +218,13 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None) -> Searcher |
     return searcher
 
 
-def make_scheduler(space: SearchSpace) -> TrialScheduler:
+def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> TrialScheduler:
     """ASHA on validation perplexity with epochs as time (so it can act within an
-    epoch when trials evaluate every N tokens), or FIFO."""
+    epoch when trials evaluate every N tokens), its stops recorded in ``ledger``; or FIFO."""
     if space.scheduler.type == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
+    return RecordingASHA(
+        ledger=ledger or StopLedger(None),
         time_attr=M.EPOCH,
         max_t=space.epochs,
         grace_period=space.scheduler.grace_period,

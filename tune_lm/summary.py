@@ -50,7 +50,11 @@ class TrialRow:
         }
 
 
-def trial_status(history: list[dict[str, float]], error: str | None, space: SearchSpace) -> str:
+def trial_status(history: list[dict[str, float]], error: str | None, space: SearchSpace,
+                 *, asha_stopped: bool = False, interrupted: str | None = None) -> str:  # fmt: skip
+    """What became of a trial. Only ``asha_stopped`` (ASHA's own record of its decision)
+    makes an early end "stopped early by ASHA"; otherwise it was the Ctrl-C/SIGTERM
+    ``interrupted`` names, or the time budget."""
     if error:
         return f"failed: {error.strip().splitlines()[-1][:200]}"
     if not history:
@@ -60,9 +64,13 @@ def trial_status(history: list[dict[str, float]], error: str | None, space: Sear
     last_epoch = history[-1].get(M.EPOCH, 0.0)
     if last_epoch >= space.epochs:
         return "completed"
-    if any(abs(last_epoch - rung) < 1e-6 for rung in space.asha_rungs):
+    if asha_stopped:
         return f"stopped early by ASHA at epoch {last_epoch:g}"
-    return f"stopped at epoch {last_epoch:g} (time budget or interrupted)"
+    if interrupted:
+        return f"stopped at epoch {last_epoch:g} by {interrupted} (--resume continues it)"
+    if space.budget.time_budget:
+        return f"stopped at epoch {last_epoch:g} by the time budget"
+    return f"stopped at epoch {last_epoch:g}"
 
 
 def make_row(
@@ -71,6 +79,9 @@ def make_row(
     history: list[dict[str, float]],
     error: str | None,
     space: SearchSpace,
+    *,
+    asha_stopped: bool = False,
+    interrupted: str | None = None,
 ) -> TrialRow:
     val = [h[M.VAL_PPL] for h in history if M.VAL_PPL in h]
     times = [h[M.EPOCH_TIME_S] for h in history if M.EPOCH_TIME_S in h]
@@ -87,7 +98,8 @@ def make_row(
         best_val_ppl=min(val) if val else math.inf,
         epoch_time_s=statistics.median(times) if times else math.nan,
         tokens_per_s=statistics.median(speeds) if speeds else math.nan,
-        status=trial_status(history, error, space),
+        status=trial_status(history, error, space, asha_stopped=asha_stopped,
+                            interrupted=interrupted),
         extra=extra,
     )
 

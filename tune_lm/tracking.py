@@ -24,6 +24,7 @@ from ray.tune import Callback
 from tune_lm import metrics as M
 from tune_lm.checkpoint import save_model
 from tune_lm.model import RNNLanguageModel
+from tune_lm.searchers import StopLedger
 from tune_lm.space import SearchSpace
 from tune_lm.summary import trial_status
 
@@ -55,10 +56,12 @@ class MLflowTrialLogger(Callback):
         space: SearchSpace,
         vocab: tuple[str, ...],
         log_checkpoints: str = "best",
+        ledger: StopLedger | None = None,
     ) -> None:
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.space, self.vocab = parent_run_id, space, vocab
         self.log_checkpoints = log_checkpoints
+        self.ledger = ledger
         self.failures: list[str] = []
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}  # trial id -> run id
@@ -166,7 +169,9 @@ class MLflowTrialLogger(Callback):
         if run_id is None:
             return
         last = trial.last_result or {}
-        status = trial_status([last] if M.EPOCH in last else [], error, self.space)
+        asha = self.ledger is not None and trial.trial_id in self.ledger.stopped()
+        status = trial_status([last] if M.EPOCH in last else [], error, self.space,
+                              asha_stopped=asha)  # fmt: skip
         history = self._safe(
             "read the trial's history", self.client.get_metric_history, run_id, M.VAL_PPL
         )

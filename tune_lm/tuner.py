@@ -16,7 +16,7 @@ from tune_lm import metrics as M
 from tune_lm.data import Corpus
 from tune_lm.errors import ConfigError
 from tune_lm.private_api import find_cluster_address
-from tune_lm.searchers import make_scheduler, make_searcher
+from tune_lm.searchers import StopLedger, make_scheduler, make_searcher
 from tune_lm.space import SearchSpace, parse_duration, to_tune_space
 from tune_lm.trainable import load_state, test_perplexity, train_trial
 
@@ -152,8 +152,16 @@ def check_experiment(path: str, *, resume: bool) -> bool:
     return resume
 
 
+def stop_ledger(path: str) -> StopLedger:
+    """Where ASHA's stop decisions are kept: the experiment folder, or ./NAME (where the
+    summary goes) when the experiment lives in remote storage."""
+    local = Path(path) if "://" not in path else Path.cwd() / path.rsplit("/", 1)[-1]
+    return StopLedger(local)
+
+
 def build_tuner(
-    space: SearchSpace, corpus: Corpus, path: str, *, resume: bool, callbacks: list | None = None
+    space: SearchSpace, corpus: Corpus, path: str, *, resume: bool, callbacks: list | None = None,
+    ledger: StopLedger | None = None,
 ) -> tune.Tuner:
     """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`).
 
@@ -171,13 +179,14 @@ def build_tuner(
     storage, name = path.rsplit("/", 1)
     # Local storage: the Optuna study is a journal file in the experiment folder. Remote
     # storage: the study lives in memory and Ray saves it with the searcher's state.
-    searcher = make_searcher(space, Path(path) if "://" not in path else None)
+    ledger = ledger or stop_ledger(path)
+    searcher = make_searcher(space, Path(path) if "://" not in path else None, ledger)
     time_budget = parse_duration(space.budget.time_budget) if space.budget.time_budget else None
     tune_config = tune.TuneConfig(
         metric=M.VAL_PPL,
         mode="min",
         search_alg=searcher,
-        scheduler=make_scheduler(space),
+        scheduler=make_scheduler(space, ledger),
         num_samples=space.budget.num_samples,
         # Optuna is limited by its ConcurrencyLimiter; Tune's grid by this.
         max_concurrent_trials=None if searcher else space.budget.max_concurrent,
