@@ -19,3 +19,21 @@ def find_cluster_address() -> str:
     if not address:
         raise ConnectionError("no running Ray cluster was found on this machine")
     return address
+
+
+def token_auth_enabled() -> bool:
+    """Whether this process's Ray requires its token on every gRPC call."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return bool(is_token_auth_enabled())
+
+
+def require_token_auth() -> None:
+    """Token authentication on for the Ray this process starts next, even where the
+    shell's RAY_AUTH_MODE turned it off (Ray caches its config, so it is refreshed)."""
+    import os
+
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        _enable_token_auth()

@@ -15,7 +15,7 @@ from ray import tune
 from tune_lm import metrics as M
 from tune_lm.data import Corpus
 from tune_lm.errors import ConfigError
-from tune_lm.private_api import find_cluster_address
+from tune_lm.private_api import find_cluster_address, require_token_auth
 from tune_lm.searchers import StopLedger, make_scheduler, make_searcher
 from tune_lm.space import SearchSpace, parse_duration, to_tune_space
 from tune_lm.trainable import load_state, test_perplexity, train_trial
@@ -33,9 +33,18 @@ def connect_ray(address: str | None) -> None:
     try:
         if address:
             ray.init(address=address, log_to_driver=True)
-        else:  # "local": a new Ray of our own, never a cluster a past `ray start` left
+        else:  # "local": a new Ray of our own, never a cluster a past `ray start` left.
+            # Ray's gRPC servers listen on every interface (Ray has no option to bind them
+            # to loopback), so token authentication stays on for it, whatever the shell's
+            # RAY_AUTH_MODE says; Ray keeps the token in ~/.ray/auth_token.
+            require_token_auth()
             ray.init(address="local", dashboard_host="127.0.0.1", include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
+        if not address:
+            raise ConfigError(
+                f"could not start a local Ray ({error}). Check free disk space and memory, "
+                "and that Ray's temp folder (/tmp/ray, or RAY_TMPDIR) is writable"
+            ) from None
         raise ConfigError(
             f"--address {address!r}: cannot connect to a Ray cluster there ({error}). "
             "Check the address (auto, host:6379 or ray://host:10001) and that the "
