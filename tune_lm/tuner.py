@@ -69,7 +69,13 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
                 "one (ray start --head), give its address, or leave --address out for a "
                 "local Ray"
             ) from None
-        check_address(resolved, timeout_s)
+        try:
+            check_address(resolved, timeout_s)
+        except ConfigError as error:
+            raise ConfigError(
+                f"--address auto found the cluster at {resolved} (RAY_ADDRESS, or the one a "
+                f"past `ray start` on this machine recorded), but {str(error).split(': ', 1)[1]}"
+            ) from None
         return
     scheme, _, host_port = address.rpartition("://")
     if scheme not in ("", "ray"):
