@@ -186,10 +186,10 @@ def _write_table(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> 
 def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
     """Every table and picture of the report; returns the files written. Everything is
     read and checked (the summary, ``by``) before the first file is written."""
-    from tune_lm import report_plots  # matplotlib only when pictures are drawn
-
     summary, records = load_trials(folder)
     check_by(summary, by)
+    from tune_lm import report_plots  # matplotlib (and its cache) only once all is checked
+
     out = folder / REPORT_DIR
     check_writable(out, "the report folder")
     out.mkdir(exist_ok=True)
