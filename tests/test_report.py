@@ -90,13 +90,27 @@ def test_report_from_a_storage_uri_or_the_mlflow_experiment(finished_search, tmp
 
 
 def test_report_of_an_unknown_mlflow_experiment_exits_2(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{store}").create_experiment("quick")
     done = subprocess.run(
         [sys.executable, "-m", "tune_lm.report", "--mlflow", "nope", "--tracking-uri",
-         f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(tmp_path / "out")],
+         f"sqlite:///{store}", "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "no experiment 'nope'" in done.stderr, done.stderr
+    assert "quick" in done.stderr  # what there is
     assert not (tmp_path / "out").exists()
+    # A store that does not exist is named, never created (MLflow would create it).
+    missing = tmp_path / "elsewhere.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "tune_lm.report", "--mlflow", "quick", "--tracking-uri",
+         f"sqlite:///{missing}", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and str(missing) in done.stderr, done.stderr
+    assert not missing.exists() and not (tmp_path / "out").exists()
 
 
 def test_report_of_a_folder_without_a_search_exits_2(tmp_path):
@@ -112,3 +126,68 @@ def finished_search(asha_search):
     done, folder = asha_search
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder
+
+
+def _hand_made_search(folder, *, truncated_line=False):
+    """An experiment folder as a search leaves it (summary.json, one result.json per
+    trial), without running one; ``truncated_line``: a trial's last line cut off, as a
+    search still writing it leaves it."""
+    trials = []
+    for index, model in enumerate(["LSTM", "GRU", "LSTM"]):
+        trial_id = f"t{index}"
+        trials.append({"trial_id": trial_id, "model": model, "lr": 1.0 + index, "epochs_run": 2,
+                       "status": "completed", "best_val_ppl": 50.0 - index,
+                       "epoch_time_s": 1.0 + index, "tokens_per_s": 100.0})  # fmt: skip
+        lines = [json.dumps({"trial_id": trial_id, "epoch": epoch, "val_ppl": 60.0 - epoch,
+                             "timestamp": 1000.0 + epoch}) for epoch in (1, 2)]  # fmt: skip
+        text = "\n".join(lines) + "\n"
+        if truncated_line and index == 1:
+            text += '{"trial_id": "t1", "epoch": 3, "val_p'
+        (folder / f"trial_{index}").mkdir(parents=True)
+        (folder / f"trial_{index}" / "result.json").write_text(text)
+    space = {"parameters": {"model": {"choice": ["LSTM", "GRU"]}, "lr": {"uniform": [1, 4]}},
+             "fixed": {"nhid": 16}}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps({"space": space, "trials": trials}))
+    return folder
+
+
+def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path):
+    from tune_lm.report import load_trials
+
+    folder = _hand_made_search(tmp_path / "exp", truncated_line=True)
+    done = subprocess.run([sys.executable, "-m", "tune_lm.report", str(folder)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "trial_1/result.json" in done.stderr and "line 3" in done.stderr
+    assert (folder / "report" / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    _, records = load_trials(folder)
+    assert [len(r.history) for r in records] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("where", ["folder", "uri"])
+def test_bad_flags_or_a_truncated_summary_write_nothing(tmp_path, where):
+    folder = _hand_made_search(tmp_path / "exp")
+    source = [str(folder)] if where == "folder" else [folder.as_uri(), "--out",
+                                                     str(tmp_path / "copy")]  # fmt: skip
+
+    def report(*flags):
+        return subprocess.run([sys.executable, "-m", "tune_lm.report", *source, *flags],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    done = report("--by", "nhid", "emsize")
+    assert done.returncode == 2 and "--by emsize" in done.stderr and "nhid" in done.stderr
+    summary = folder / "summary.json"
+    summary.write_text(summary.read_text()[:100])  # a search still writing it
+    done = report()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "summary.json" in done.stderr and "not complete JSON" in done.stderr
+    assert not (folder / "report").exists() and not (tmp_path / "copy").exists()
+
+
+def test_importances_are_fanova_as_the_plot_says():
+    import optuna
+
+    from tune_lm.report_plots import importance_evaluator
+
+    evaluator, name = importance_evaluator()
+    assert isinstance(evaluator, optuna.importance.FanovaImportanceEvaluator) and name == "fANOVA"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
 
 from tune_lm.batching import eval_layout, eval_windows
+from tune_lm.data import EOS, UNK, Corpus
+from tune_lm.errors import DataError
 from tune_lm.model import RNNLanguageModel, detach_hidden
 
 
@@ -42,36 +46,73 @@ def evaluate_loss(model: RNNLanguageModel, split: EvalSplit, bptt: int) -> float
     return total_nll.item() / split.token_count  # one host sync per evaluation
 
 
+# Above this share of a split's tokens unknown to the model, its perplexity says nothing
+# about the model: those words all become <unk>, an easy, frequent token.
+MAX_UNKNOWN_SHARE = 0.01
+
+
+def tokens_for_model(
+    corpus: Corpus, split: str, vocab: Sequence[str], model_name: str, force: bool
+) -> torch.Tensor:
+    """The ids of ``corpus``'s ``split`` in the model's vocabulary (the same words must get
+    the same ids). Words the model never saw become its ``<unk>``; more than
+    :data:`MAX_UNKNOWN_SHARE` of them is refused unless ``force``."""
+    tokens = corpus.split(split)
+    if list(corpus.vocab) == list(vocab):
+        return tokens
+    index = {word: i for i, word in enumerate(vocab)}
+    unk = index.get(UNK)
+    words = [corpus.vocab[i] for i in tokens.tolist()]
+    unknown = Counter(word for word in words if word not in index)
+    count = sum(unknown.values())
+    if count:
+        share = count / len(words)
+        common = len(set(corpus.vocab) & set(vocab))
+        examples = ", ".join(word for word, _ in unknown.most_common(5))
+        problem = (
+            f"the model ({model_name}: {len(vocab)} words) and --data {corpus.name} "
+            f"({corpus.ntokens} words, {common} of them the model's) have different "
+            f"vocabularies: {count} of the {len(words)} {split} tokens ({share:.1%}) are "
+            f"words the model never saw (e.g. {examples})"
+        )
+        if unk is None:
+            raise DataError(f"{problem}, and it has no {UNK} to score them as. Evaluate it on "
+                            "the corpus it was trained on")  # fmt: skip
+        if share > MAX_UNKNOWN_SHARE and not force:
+            raise DataError(
+                f"{problem}. Scored as {UNK} they make a perplexity that looks plausible but "
+                f"says nothing about the model. Evaluate it on the corpus it was trained on, "
+                f"or pass --force to score them as {UNK} anyway"
+            )
+        print(f"warning: {problem}; they are scored as {UNK}, so this perplexity is not "
+              "comparable with the model's own", file=sys.stderr)  # fmt: skip
+    return torch.tensor([index.get(word, unk) for word in words], dtype=torch.int64)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tune_lm.evaluate``: perplexity of a checkpoint on a corpus split."""
+    from tune_lm.inference import add_model_flags, check_model_flags, load_for_inference
+
     parser = argparse.ArgumentParser(
         prog="python -m tune_lm.evaluate", allow_abbrev=False,
         description="Perplexity of a trained model on a split of any corpus.",
     )  # fmt: skip
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a tune_lm checkpoint (model.pt)")
-    source.add_argument("--model", help="a registered MLflow model, models:/NAME/VERSION")
+    add_model_flags(parser)
     parser.add_argument("--data", required=True, help="wikitext-2, ptb, synthetic or a folder")
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    parser.add_argument("--force", action="store_true",
+                        help=f"score a corpus even when over {MAX_UNKNOWN_SHARE:.0%} of its "
+                        "tokens are words the model never saw (as <unk>)")  # fmt: skip
     args = parser.parse_args(argv)
+    check_model_flags(args)
     from tune_lm.data import load_corpus
-    from tune_lm.errors import DataError
     from tune_lm.metrics import perplexity
-    from tune_lm.mlflow_model import load_for_inference
 
-    model, config, vocab = load_for_inference(args.checkpoint, args.model)
+    model, config, vocab = load_for_inference(args.checkpoint, args.model, args.tracking_uri)
     corpus = load_corpus(args.data)
-    if list(corpus.vocab) != list(vocab):
-        # Ids must mean the same words: map the corpus through the model's vocabulary.
-        index = {word: i for i, word in enumerate(vocab)}
-        unk = index.get("<unk>")
-        words = [corpus.vocab[i] for i in corpus.split(args.split).tolist()]
-        if unk is None and any(word not in index for word in words):
-            raise DataError(f"{args.data}: words outside the model's vocabulary and no <unk>")
-        tokens = torch.tensor([index.get(word, unk) for word in words], dtype=torch.int64)
-    else:
-        tokens = corpus.split(args.split)
-    split = EvalSplit(tokens, config.eval_batch_size, vocab.index("<eos>"), torch.device("cpu"))
+    model_name = f"--checkpoint {args.checkpoint}" if args.checkpoint else f"--model {args.model}"
+    tokens = tokens_for_model(corpus, args.split, vocab, model_name, args.force)
+    split = EvalSplit(tokens, config.eval_batch_size, vocab.index(EOS), torch.device("cpu"))
     loss = evaluate_loss(model.cpu(), split, config.bptt)
     print(f"{args.split} perplexity {perplexity(loss):.2f} ({tokens.numel()} tokens)")
     return 0

@@ -10,6 +10,7 @@ with ``torch.load(weights_only=True)``); the pyfunc wrapper scores text::
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from tune_lm import metrics as M
 from tune_lm.checkpoint import load_model, save_model
 from tune_lm.config import TrainConfig
 from tune_lm.data import EOS, UNK, tokenize
+from tune_lm.errors import TuneLMError
 from tune_lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.model import RNNLanguageModel
 
@@ -35,15 +37,20 @@ class LanguageModelPyfunc(mlflow.pyfunc.PythonModel):
         self.word_to_id = {word: index for index, word in enumerate(self.vocab)}
 
     def perplexity(self, text: str) -> float:
-        """exp(mean NLL) over every token of ``text`` (lines + <eos>, as the corpora)."""
+        """exp(mean NLL) over every token of ``text`` (lines + <eos>, as the corpora).
+
+        The text is read as one stream from a zero state, as a reader would: one column,
+        not ``eval_batch_size`` columns each restarted from zero, so the answer does not
+        depend on that training setting."""
         unk = self.word_to_id.get(UNK)
         ids = [self.word_to_id.get(word, unk) for word in tokenize(text)]
         if any(i is None for i in ids):
             raise ValueError("the text has words outside the vocabulary and it has no <unk>")
+        if not ids:
+            return float("nan")  # an empty text has no words to score
         split = EvalSplit(
-            torch.tensor(ids, dtype=torch.int64), self.config.eval_batch_size,
-            self.word_to_id[EOS], torch.device("cpu"),
-        )  # fmt: skip
+            torch.tensor(ids, dtype=torch.int64), 1, self.word_to_id[EOS], torch.device("cpu")
+        )  # (tokens, 1): a single stream
         return M.perplexity(evaluate_loss(self.model, split, self.config.bptt))
 
     def predict(self, model_input: list[str], params: dict | None = None) -> list[float]:
@@ -78,16 +85,76 @@ def log_best_model(
     return info.model_uri
 
 
-def load_for_inference(
-    checkpoint: str | None = None, model_uri: str | None = None
+def load_registered(
+    model_uri: str, tracking_uri: str | None = None
 ) -> tuple[RNNLanguageModel, TrainConfig, list[str]]:
-    """(model, config, vocab) from a checkpoint file or a registered MLflow model."""
-    if checkpoint:
-        return load_model(checkpoint)
+    """(model, config, vocab) of a logged or registered MLflow model.
+
+    Read-only: a ``models:/`` or ``runs:/`` URI is looked up in a store that must exist
+    already (MLflow would create an empty ``./mlflow.db`` merely by being asked), and an
+    unknown name or version is refused with the ones that exist.
+    """
+    from tune_lm.parent_run import check_store_exists, default_tracking_uri, move_credentials
+
+    if model_uri.startswith(("models:/", "runs:/")):
+        tracking_uri = move_credentials(tracking_uri or default_tracking_uri())
+        registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
+        check_store_exists(tracking_uri, f"--model {model_uri}")
+        if registry_uri != tracking_uri:
+            check_store_exists(registry_uri, f"--model {model_uri} (MLFLOW_REGISTRY_URI)")
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(registry_uri)
+        if model_uri.startswith("models:/"):
+            _check_registered(model_uri, registry_uri)
+    elif Path(model_uri).is_file():
+        raise TuneLMError(
+            f"--model {model_uri} is a file; give a checkpoint file with "
+            f"--checkpoint {model_uri}, or a model URI (models:/NAME/VERSION)"
+        )
     try:
         wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except Exception as error:  # unknown name/version, unreachable server, ...
-        from tune_lm.errors import TuneLMError
-
-        raise TuneLMError(f"--model {model_uri}: cannot load it from MLflow ({error})") from None
+    except Exception as error:  # unreachable server, a model of another program, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise TuneLMError(f"--model {model_uri}: cannot load it from MLflow ({first})") from None
+    if not isinstance(wrapper, LanguageModelPyfunc):
+        raise TuneLMError(
+            f"--model {model_uri} is not a tune_lm model (it wraps "
+            f"{type(wrapper).__name__}); give a models:/tune_lm-NAME/VERSION"
+        )
     return wrapper.model, wrapper.config, list(wrapper.vocab)
+
+
+def _check_registered(model_uri: str, registry_uri: str) -> None:
+    """The registered model and its version (or alias) exist, else what does."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    rest = model_uri.removeprefix("models:/").strip("/")
+    name, _, version = rest.partition("/")
+    name, _, alias = name.partition("@")
+    client = MlflowClient(registry_uri=registry_uri)
+    where = f"the MLflow registry at {registry_uri}"
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        names = [m.name for m in client.search_registered_models(max_results=50)]
+        raise TuneLMError(
+            f"--model {model_uri}: {where} has no registered model {name!r}; it has "
+            f"{', '.join(names) or 'none'} (a search registers its best model as "
+            f"tune_lm-NAME). Give --model models:/MODEL/VERSION, and --tracking-uri (or "
+            f"MLFLOW_TRACKING_URI) for the store the search logged to"
+        ) from None
+    if not version.isdigit() and not alias:
+        return  # a stage or "latest": MLflow resolves it
+    try:
+        if alias:
+            client.get_model_version_by_alias(name, alias)
+        else:
+            client.get_model_version(name, version)
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise TuneLMError(
+            f"--model {model_uri}: registered model {name!r} in {where} has no "
+            f"{'alias ' + repr(alias) if alias else 'version ' + version}; its versions are "
+            f"{', '.join(map(str, versions)) or 'none'}. Give models:/{name}/VERSION"
+        ) from None

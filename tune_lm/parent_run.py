@@ -112,6 +112,30 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     )
 
 
+def check_store_exists(uri: str, flag: str) -> None:
+    """For commands that only read (report --mlflow, generate/evaluate --model): the
+    tracking store must exist already. Asking MLflow about a SQLite file that does not
+    exist creates an empty one (by default ./mlflow.db in the working folder)."""
+    fix = ("Give the store the search logged to: --tracking-uri sqlite:///PATH/mlflow.db "
+           "(a search logs to mlflow.db in the folder it ran from unless told otherwise) "
+           "or http://HOST:PORT of an MLflow server, or set MLFLOW_TRACKING_URI")  # fmt: skip
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme == "sqlite":
+        raw = uri.split("://", 1)[1]
+        database = Path(raw[1:]) if raw.startswith("/") and raw not in ("/", "/:memory:") else None
+        if database is None or not database.is_file():
+            where = f"{database} does not exist" if database else "it names no database file"
+            raise ConfigError(f"{flag}: there is no MLflow store at {uri} ({where}; nothing "
+                              f"was created). {fix}")  # fmt: skip
+    elif scheme in ("", "file"):
+        folder = Path(urllib.parse.urlsplit(uri).path if scheme else uri)
+        if not folder.is_dir():
+            raise ConfigError(f"{flag}: there is no MLflow store at {uri} ({folder} is not "
+                              f"a folder). {fix}")  # fmt: skip
+    elif scheme in ("http", "https"):
+        check_tracking_server(uri)
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from tune_lm.errors import TuneLMError
 from tune_lm.summary import SUMMARY_JSON, markdown_table
 
 REPORT_DIR = "report"
+log = logging.getLogger("tune_lm.report")  # not __main__ under python -m
 
 
 @dataclass
@@ -56,6 +59,62 @@ def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
     return front
 
 
+def parse_summary(text: str | bytes, source: str) -> dict[str, Any]:
+    """A search's summary.json, checked: a half-written or foreign file names itself."""
+    try:
+        summary = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TuneLMError(
+            f"{source} is not complete JSON ({error}): the search was still writing it, or it "
+            "was cut off while being copied. Wait for the search to end (or --resume it, "
+            "which writes it again), copy it again whole, then run the report again"
+        ) from None
+    space = summary.get("space") if isinstance(summary, dict) else None
+    trials = summary.get("trials") if isinstance(summary, dict) else None
+    row_keys = ("trial_id", "status", M.BEST_VAL_PPL)
+    if not (
+        isinstance(space, dict)
+        and isinstance(space.get("parameters"), dict)
+        and isinstance(space.get("fixed"), dict)
+        and isinstance(trials, list)
+        and all(isinstance(row, dict) and all(k in row for k in row_keys) for row in trials)
+    ):
+        raise TuneLMError(
+            f"{source} is not the {SUMMARY_JSON} of a tune_lm search (it lacks the space's "
+            f"parameters and fixed values, or trials with {', '.join(row_keys)}); give the "
+            "folder of a search that has ended"
+        )
+    return summary
+
+
+def check_by(summary: dict[str, Any], by: Sequence[str]) -> None:
+    """Every ``--by`` name is a searched or fixed parameter of the search."""
+    known = [*summary["space"]["parameters"], *summary["space"]["fixed"]]
+    unknown = [name for name in by if name not in known]
+    if unknown:
+        raise TuneLMError(f"--by {' '.join(unknown)}: not a parameter of this search; it has "
+                          f"{', '.join(known)}")  # fmt: skip
+
+
+def read_history(result_file: Path) -> list[dict[str, Any]]:
+    """A trial's per-evaluation results (Ray's result.json, one JSON object per line). A
+    line cut off by a search still writing it is skipped with a warning."""
+    history = []
+    for number, line in enumerate(result_file.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            log.warning("%s: line %d is not a complete JSON result (a search still writing "
+                        "it?); skipped", result_file, number)  # fmt: skip
+            continue
+        history.append(entry)
+    return history
+
+
 def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
     """The search's summary.json plus each trial's per-evaluation results."""
     summary_file = folder / SUMMARY_JSON
@@ -64,10 +123,10 @@ def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
             f"{folder}: no {SUMMARY_JSON} here; give the folder of a search "
             "(tune_lm_runs/NAME) whose run has ended"
         )
-    summary = json.loads(summary_file.read_text())
+    summary = parse_summary(summary_file.read_bytes(), str(summary_file))
     histories: dict[str, list[dict[str, float]]] = {}
     for result_file in folder.glob("*/result.json"):
-        lines = [json.loads(line) for line in result_file.read_text().splitlines() if line]
+        lines = read_history(result_file)
         if lines:
             histories[str(lines[0].get("trial_id"))] = lines
     params = list(summary["space"]["parameters"])
@@ -76,14 +135,22 @@ def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
             trial_id=str(row["trial_id"]),
             params={name: row.get(name) for name in params},
             status=row["status"],
-            best_val_ppl=float(row[M.BEST_VAL_PPL]),
-            epoch_time_s=float(row[M.EPOCH_TIME_S] or math.nan),
-            tokens_per_s=float(row[M.TOKENS_PER_S] or math.nan),
+            best_val_ppl=_number(row[M.BEST_VAL_PPL]),
+            epoch_time_s=_number(row.get(M.EPOCH_TIME_S)),
+            tokens_per_s=_number(row.get(M.TOKENS_PER_S)),
             history=histories.get(str(row["trial_id"]), []),
         )
         for row in summary["trials"]
     ]
     return summary, records
+
+
+def _number(value: Any) -> float:
+    """A table value as a float; absent or unreadable is NaN (drawn as missing)."""
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def grouped(records: list[TrialRecord], by: str) -> list[dict[str, Any]]:
@@ -117,11 +184,14 @@ def _write_table(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> 
 
 
 def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
-    """Every table and picture of the report; returns the files written."""
-    from tune_lm import report_plots  # matplotlib only when pictures are drawn
-
+    """Every table and picture of the report; returns the files written. Everything is
+    read and checked (the summary, ``by``) before the first file is written."""
     summary, records = load_trials(folder)
+    check_by(summary, by)
+    from tune_lm import report_plots  # matplotlib (and its cache) only once all is checked
+
     out = folder / REPORT_DIR
+    check_writable(out, "the report folder")
     out.mkdir(exist_ok=True)
     params = list(summary["space"]["parameters"])
     columns = ["trial_id", *params, "epochs_run", "status", M.BEST_VAL_PPL, M.EPOCH_TIME_S,
@@ -129,9 +199,7 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
     written = _write_table(summary["trials"], columns, out / "trials")
     for name in dict.fromkeys(["model", *by]):
         if name not in params and name not in summary["space"]["fixed"]:
-            if name in by:
-                raise TuneLMError(f"--by {name}: not a parameter of this search ({params})")
-            continue
+            continue  # a search that fixed no cell type
         for record in records:
             record.params.setdefault(name, summary["space"]["fixed"].get(name))
         rows = grouped(records, name)
@@ -139,6 +207,19 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
         written += _write_table(rows, header, out / f"by_{name}")
     written += report_plots.draw_all(records, folder, out)
     return written
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """``folder`` is, or can be made, a folder we may write in; else say so before writing."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise TuneLMError(f"{what} {folder} cannot be made: {existing} is a file, not a folder. "
+                          "Give another place")  # fmt: skip
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TuneLMError(
+            f"{what} {folder} cannot be written ({existing} is read-only). Copy the "
+            "experiment somewhere writable, or give another place"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("experiment", nargs="?",
                         help="a search's folder (tune_lm_runs/quick) or storage URI "
                         "(s3://bucket/runs/quick)")  # fmt: skip
-    parser.add_argument("--mlflow", metavar="NAME",
-                        help="instead: the finished search logged as MLflow experiment NAME")
+    parser.add_argument("--mlflow", metavar="NAME", help="instead: the finished search "
+                        "logged as MLflow experiment NAME")  # fmt: skip
     parser.add_argument("--tracking-uri",
                         help="with --mlflow: MLflow tracking URI (default: MLFLOW_TRACKING_URI "
                         "or ./mlflow.db)")  # fmt: skip
@@ -160,26 +241,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.experiment is None) == (args.mlflow is None):
         parser.error("give either an experiment folder/URI or --mlflow NAME")
-    folder = _local_copy(args)
+    if args.tracking_uri is not None and args.mlflow is None:
+        parser.error("--tracking-uri goes with --mlflow NAME only")
+    local = args.mlflow is None and "://" not in args.experiment
+    if local and args.out is not None:
+        parser.error(f"--out is for a URI or --mlflow; the report of a local folder is written "
+                     f"into {Path(args.experiment) / REPORT_DIR}")  # fmt: skip
+    folder = Path(args.experiment) if local else _local_copy(args)
     for path in write_report(folder, args.by):
         print(path)
     return 0
 
 
 def _local_copy(args: argparse.Namespace) -> Path:
-    """The experiment as a local folder: itself, or a copy of a remote or MLflow one."""
+    """A local copy of a remote or MLflow experiment, made only once its summary has been
+    read and the flags checked against it."""
     from tune_lm import report_sources
 
-    if args.mlflow is None and "://" not in args.experiment:
-        return Path(args.experiment)
     name = args.mlflow or args.experiment.rstrip("/").rsplit("/", 1)[-1]
     out = Path(args.out or name)
+    check_writable(out, "--out")
+
+    def check(summary_text: bytes, source: str) -> None:
+        check_by(parse_summary(summary_text, source), args.by)
+
     if args.mlflow is not None:
         from tune_lm.parent_run import default_tracking_uri, move_credentials
 
         uri = move_credentials(args.tracking_uri or default_tracking_uri())
-        return report_sources.fetch_mlflow(args.mlflow, uri, out)
-    return report_sources.fetch_uri(args.experiment, out)
+        return report_sources.fetch_mlflow(args.mlflow, uri, out, check)
+    return report_sources.fetch_uri(args.experiment, out, check)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def best_so_far(records: list[Any], path: Path) -> Path:
 
 
 def importances(folder: Path, path: Path) -> Path | None:
-    """Optuna's fANOVA parameter importances, from the study in the experiment folder."""
+    """Optuna's parameter importances (fANOVA, see :func:`importance_evaluator`), from the
+    study in the experiment folder."""
     import optuna
 
     from tune_lm.searchers import STUDY_FILE, STUDY_NAME
@@ -120,16 +121,29 @@ def importances(folder: Path, path: Path) -> Path | None:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 2 or len(study.best_trial.params) < 1:
         return None
+    evaluator, method = importance_evaluator()
     try:
-        scores = optuna.importance.get_param_importances(study)
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (RuntimeError, ValueError) as error:  # e.g. every trial had the same value
         log.info("no parameter importances: %s", error)
         return None
     figure, axis = plt.subplots(figsize=(8, 5))
     names = list(scores)[::-1]
     axis.barh(names, [scores[n] for n in names])
-    axis.set(xlabel="importance (fANOVA, completed trials)", title="Which parameters mattered")
+    axis.set(xlabel=f"importance ({method}, completed trials)", title="Which parameters mattered")
     return _save(figure, path)
+
+
+def importance_evaluator() -> tuple[Any, str]:
+    """(evaluator, its name for the plot). fANOVA, named explicitly: Optuna 5's default is
+    PED-ANOVA. fANOVA needs scikit-learn (MLflow installs it); without it, PED-ANOVA,
+    and the plot says so."""
+    import optuna
+
+    try:
+        return optuna.importance.FanovaImportanceEvaluator(seed=0), "fANOVA"
+    except ImportError:  # Optuna checks for scikit-learn's random forest here
+        return optuna.importance.PedAnovaImportanceEvaluator(), "PED-ANOVA"
 
 
 def _save(figure: Any, path: Path) -> Path:

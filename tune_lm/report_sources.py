@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tune_lm import metrics as M
@@ -28,8 +29,13 @@ log = logging.getLogger(__name__)
 SMALL_FILES = (SUMMARY_JSON, STUDY_FILE, "space.json", "result.json")
 
 
-def fetch_uri(uri: str, dest: Path) -> Path:
-    """Copy an experiment's result files (no checkpoints) from ``uri`` into ``dest``."""
+# check(summary.json's bytes, where they came from): raises before anything is written.
+SummaryCheck = Callable[[bytes, str], None]
+
+
+def fetch_uri(uri: str, dest: Path, check: SummaryCheck) -> Path:
+    """Copy an experiment's result files (no checkpoints) from ``uri`` into ``dest``, once
+    ``check`` has accepted its summary."""
     import pyarrow.fs
 
     try:
@@ -43,25 +49,30 @@ def fetch_uri(uri: str, dest: Path) -> Path:
         ) from None
     wanted = [i for i in infos if i.type == pyarrow.fs.FileType.File
               and Path(i.path).name in SMALL_FILES and "checkpoint_" not in i.path]  # fmt: skip
-    if not any(Path(i.path).name == SUMMARY_JSON for i in wanted):
+    files = {Path(i.path).relative_to(root.rstrip("/")): i.path for i in wanted}
+    if Path(SUMMARY_JSON) not in files:
         raise TuneLMError(f"{uri}: no {SUMMARY_JSON} there; give the folder of a search "
                           "whose run has ended (STORAGE/NAME)")  # fmt: skip
-    for info in wanted:
-        target = dest / Path(info.path).relative_to(root.rstrip("/"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with filesystem.open_input_stream(info.path) as source:
-            _write_atomic(target, source.read())
+    contents = {}
+    for relative, path in files.items():
+        with filesystem.open_input_stream(path) as source:
+            contents[relative] = source.read()
+    check(contents[Path(SUMMARY_JSON)], f"{uri.rstrip('/')}/{SUMMARY_JSON}")
+    for relative, data in contents.items():
+        _write_atomic(dest / relative, data)
     return dest
 
 
-def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path) -> Path:
-    """Rebuild an experiment folder from the MLflow runs of a finished search."""
+def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryCheck) -> Path:
+    """Rebuild an experiment folder from the MLflow runs of a finished search, once
+    ``check`` has accepted its summary. Reads only: a store that does not exist is refused,
+    never created."""
     from mlflow.tracking import MlflowClient
 
-    from tune_lm.parent_run import check_tracking_server
+    from tune_lm.parent_run import check_store_exists
     from tune_lm.tracking import PARENT_TAG, TAG_KIND, TAG_TRIAL
 
-    check_tracking_server(tracking_uri)
+    check_store_exists(tracking_uri, f"--mlflow {experiment}")
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -79,7 +90,9 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path) -> Path:
                                                     scratch)  # fmt: skip
             except Exception:  # this search never finished; try an older one
                 continue
-            _write_atomic(dest / SUMMARY_JSON, Path(summary).read_bytes())
+            summary_bytes = Path(summary).read_bytes()
+            check(summary_bytes, f"summary/{SUMMARY_JSON} of MLflow run {parent.info.run_id}")
+            _write_atomic(dest / SUMMARY_JSON, summary_bytes)
             try:
                 study = client.download_artifacts(parent.info.run_id, f"summary/{STUDY_FILE}",
                                                   scratch)  # fmt: skip

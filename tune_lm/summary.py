@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_lm import metrics as M
+from tune_lm.atomic import atomic_file
 from tune_lm.space import SearchSpace
 
 SUMMARY_CSV = "summary.csv"
@@ -190,7 +191,8 @@ def write_summary(
         "pareto_trials": [r.flat() for r in pareto or []],
         "trials": flat,
     }
-    paths["json"].write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    with atomic_file(paths["json"], "w") as out:  # the report reads it while a search runs
+        out.write(json.dumps(payload, indent=2, default=str) + "\n")
     paths["md"].write_text(top_table(rows, limit=len(rows)) + "\n")
     if space.searcher.type == "grid":
         paths["grid"] = folder / GRID_TABLE_MD

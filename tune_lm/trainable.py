@@ -22,7 +22,7 @@ from ray import tune
 
 from tune_lm import faults
 from tune_lm import metrics as M
-from tune_lm.checkpoint import atomic_torch_save
+from tune_lm.checkpoint import STATE_FILE, atomic_torch_save
 from tune_lm.config import TrainConfig
 from tune_lm.data import Corpus
 from tune_lm.errors import TuneLMError
@@ -31,7 +31,6 @@ from tune_lm.fit import TrainState, fit, resolve_device
 from tune_lm.model import RNNLanguageModel
 from tune_lm.space import SearchSpace
 
-STATE_FILE = "train_state.pt"
 log = logging.getLogger(__name__)
 
 
