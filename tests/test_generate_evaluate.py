@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -216,3 +217,13 @@ def test_an_unknown_registered_model_names_what_exists_and_creates_no_store(tmp_
                f"sqlite:///{missing}")  # fmt: skip
     assert done.returncode == 2 and str(missing) in done.stderr, done.stderr
     assert not missing.parent.exists()
+
+
+def test_registered_names_of_other_scripts_stay_apart():
+    from tune_lm.mlflow_model import registered_name
+
+    names = ["实验一", "实验二", "эксперимент", "my search", "my-search", "quick"]
+    registered = [registered_name(name) for name in names]
+    assert len(set(registered)) == len(names), registered
+    assert registered_name("quick") == "tune_lm-quick"  # plain names stay as they were
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", name) for name in registered)

@@ -191,3 +191,28 @@ def test_importances_are_fanova_as_the_plot_says():
 
     evaluator, name = importance_evaluator()
     assert isinstance(evaluator, optuna.importance.FanovaImportanceEvaluator) and name == "fANOVA"
+
+
+@pytest.mark.slow
+def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
+    """Storage given as a URI (file:// takes the same pyarrow path as s3://): the summary
+    is written in ./NAME, and the end-of-search report there has every trial's curve."""
+    import os
+
+    (tmp_path / "space.yaml").write_text(
+        "data: synthetic\nsearcher: {type: optuna, sampler: random}\nscheduler: {type: fifo}\n"
+        "budget: {num_samples: 2, max_concurrent: 2}\nresources: {cpus_per_trial: 1}\n"
+        "fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,\n"
+        "        max_tokens_per_epoch: 1600}\nparameters: {lr: {loguniform: [1.0, 20.0]}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tune_lm.search", "--space", "space.yaml", "--storage",
+         f"file://{tmp_path / 'remote'}", "--name", "far"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    local = tmp_path / "far"
+    assert len(list(local.glob("*/result.json"))) == 2
+    assert (local / "report" / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / "remote" / "far" / "space.json").is_file()  # pinned there for --resume

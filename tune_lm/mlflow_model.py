@@ -10,6 +10,7 @@ with ``torch.load(weights_only=True)``); the pyfunc wrapper scores text::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -59,7 +60,15 @@ class LanguageModelPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def registered_name(experiment: str) -> str:
-    return "tune_lm-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment)
+    """The registered model's name: ``tune_lm-`` and the experiment's name, kept to the
+    characters every MLflow store accepts. A name that loses characters so (another
+    script, spaces) gets a short hash of the original, so that two experiments never
+    share one registered model (实验一 and 实验二 would both become ``tune_lm--``)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment)
+    if safe == experiment:
+        return f"tune_lm-{safe}"
+    digest = hashlib.sha256(experiment.encode("utf-8")).hexdigest()[:8]
+    return f"tune_lm-{safe.strip('-') or 'experiment'}-{digest}"
 
 
 def log_best_model(

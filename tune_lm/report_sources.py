@@ -63,6 +63,27 @@ def fetch_uri(uri: str, dest: Path, check: SummaryCheck) -> Path:
     return dest
 
 
+def fetch_trial_results(uri: str, dest: Path) -> int:
+    """Copy each trial's ``result.json`` of the experiment at ``uri`` (remote storage) into
+    ``dest``, where the search writes its summary: its own report then has the learning
+    curves too. Returns how many were copied."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
+    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+    copied = 0
+    for info in infos:
+        relative = Path(info.path).relative_to(root.rstrip("/"))
+        if info.type != pyarrow.fs.FileType.File or relative.name != "result.json":
+            continue
+        if len(relative.parts) != 2:  # TRIAL/result.json only, never inside checkpoints
+            continue
+        with filesystem.open_input_stream(info.path) as source:
+            _write_atomic(dest / relative, source.read())
+        copied += 1
+    return copied
+
+
 def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryCheck) -> Path:
     """Rebuild an experiment folder from the MLflow runs of a finished search, once
     ``check`` has accepted its summary. Reads only: a store that does not exist is refused,

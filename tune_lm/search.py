@@ -386,7 +386,7 @@ def _search_and_report(
     if pareto:
         print(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
         print(top_table(pareto, limit=len(pareto)))
-    paths.update(_write_report(_local_folder(path)))
+    paths.update(_write_report(_local_folder(path), path))
     study = _local_folder(path) / STUDY_FILE
     if study.is_file():  # logged with the summary: the report can then be rebuilt from MLflow
         paths["study"] = study
@@ -510,11 +510,16 @@ def _point(row: TrialRow, space: SearchSpace) -> tuple[float, ...]:
     return tuple(values[name] for name in space.objectives)
 
 
-def _write_report(folder: Path) -> dict[str, Path]:
-    """The report's tables and pictures (a failure there never fails the search)."""
+def _write_report(folder: Path, path: str) -> dict[str, Path]:
+    """The report's tables and pictures (a failure there never fails the search). With
+    remote storage the trials' results are copied beside the summary first."""
     from tune_lm.report import write_report
 
     try:
+        if "://" in path:
+            from tune_lm.report_sources import fetch_trial_results
+
+            fetch_trial_results(path, folder)
         return {f"report:{p.name}": p for p in write_report(folder)}
     except Exception as error:
         log.warning("the report could not be written: %s", error)
