@@ -8,16 +8,19 @@ from __future__ import annotations
 
 
 def find_cluster_address() -> str:
-    """The ``host:port`` that ``ray.init(address="auto")`` would dial: RAY_ADDRESS, else the
-    cluster the last ``ray start`` on this machine recorded (its file survives the cluster,
-    so the address may be dead), else a running GCS process found on this machine.
+    """The cluster ``--address auto`` means: RAY_ADDRESS, else the one the last
+    ``ray start`` on this machine recorded in Ray's temp folder (the record outlives the
+    cluster, so the address may be dead: the caller checks it).
 
-    Raises ConnectionError when there is none."""
-    from ray._private.services import canonicalize_bootstrap_address
+    Unlike ``ray.init(address="auto")`` this never picks some Ray process it finds running
+    on the machine. Raises ConnectionError when there is no cluster to name."""
+    import os
 
-    address = canonicalize_bootstrap_address("auto")
-    if not address:
-        raise ConnectionError("no running Ray cluster was found on this machine")
+    from ray._private.utils import read_ray_address
+
+    address = os.environ.get("RAY_ADDRESS") or read_ray_address()
+    if not address or address in ("auto", "local"):
+        raise ConnectionError("no RAY_ADDRESS, and no cluster recorded by `ray start`")
     return address
 
 

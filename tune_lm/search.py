@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Everything that can be wrong is checked before anything is written or started.
     restore = ray_side.check_experiment(path, resume=args.resume)
-    ray_side.check_address(args.address)
+    address = ray_side.check_address(args.address)  # "auto" resolved to what it names
     ray_side.check_gpus(space, args.address)
     limit_http_retries()
     tracking_uri = move_credentials(args.tracking_uri or default_tracking_uri())
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     log_checkpoints = settings.log_checkpoints if settings else args.log_checkpoints or "best"
     progress_every = settings.progress_every if settings else args.progress_every or 30.0
-    ray_side.connect_ray(args.address)  # before the first write: "auto" may find no cluster
+    ray_side.connect_ray(address)
     ray_side.check_trial_fits(space)
     if pinned is None or settings is None:
         write_pinned(path, space, SearchSettings(

@@ -52,14 +52,15 @@ def connect_ray(address: str | None) -> None:
         ) from None
 
 
-def check_address(address: str | None, timeout_s: float = 5.0) -> None:
-    """A ``host:port`` or ``ray://host:port`` address must accept connections.
+def check_address(address: str | None, timeout_s: float = 5.0) -> str | None:
+    """The address to give :func:`connect_ray`, once it accepts connections: ``auto``
+    becomes the cluster it names (see :func:`find_cluster_address`).
 
     ``ray.init`` retries an address where nothing listens for ever, so this fails first.
-    ``auto`` (find a running cluster) and other schemes are left to :func:`connect_ray`.
+    Schemes other than ``ray://`` are left to :func:`connect_ray`.
     """
     if not address or address == "local":
-        return
+        return None
     if address == "auto":  # resolved here, so a dead cluster fails now instead of hanging
         try:
             resolved = find_cluster_address()
@@ -76,10 +77,10 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
                 f"--address auto found the cluster at {resolved} (RAY_ADDRESS, or the one a "
                 f"past `ray start` on this machine recorded), but {str(error).split(': ', 1)[1]}"
             ) from None
-        return
+        return resolved
     scheme, _, host_port = address.rpartition("://")
     if scheme not in ("", "ray"):
-        return
+        return address
     host, _, port = host_port.rpartition(":")
     host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -95,7 +96,7 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
     for candidate in hosts:
         try:
             with socket.create_connection((candidate, int(port)), timeout=timeout_s):
-                return
+                return address
         except OSError as error:
             problem = error
     raise ConfigError(
