@@ -28,3 +28,13 @@ def test_ray_address_wins_over_the_recorded_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:7000")
     assert find_cluster_address() == "127.0.0.1:7000"
+
+
+def test_tune_names_its_state_file_as_we_look_for_it(asha_search):
+    """A finished real search has Tune's experiment_state-*.json; an empty folder has not."""
+    from tune_lm.private_api import tune_state_saved
+
+    done, folder = asha_search
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert tune_state_saved(folder)
+    assert not tune_state_saved(folder / "nothing-here")

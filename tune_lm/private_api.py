@@ -6,6 +6,8 @@ upgrade changes it. (Older uses elsewhere are to move here with the layered rede
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def find_cluster_address() -> str:
     """The cluster ``--address auto`` means: RAY_ADDRESS, else the one the last
@@ -40,3 +42,10 @@ def require_token_auth() -> None:
 
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         _enable_token_auth()
+
+
+def tune_state_saved(experiment_dir: Path) -> bool:
+    """Whether Tune has written its experiment state (``experiment_state-*.json``, its
+    own file naming) into a local experiment folder: before that, ``tuner.pkl`` alone
+    makes the folder look restorable while Tune cannot restore it."""
+    return any(experiment_dir.glob("experiment_state-*.json"))

@@ -15,7 +15,7 @@ from ray import tune
 from tune_lm import metrics as M
 from tune_lm.data import Corpus
 from tune_lm.errors import ConfigError
-from tune_lm.private_api import find_cluster_address, require_token_auth
+from tune_lm.private_api import find_cluster_address, require_token_auth, tune_state_saved
 from tune_lm.searchers import StopLedger, make_scheduler, make_searcher
 from tune_lm.space import SearchSpace, parse_duration, to_tune_space
 from tune_lm.trainable import load_state, test_perplexity, train_trial
@@ -152,10 +152,13 @@ def check_experiment(path: str, *, resume: bool) -> bool:
     Returns whether Tune's state is to be restored: a search killed before Tune's first
     snapshot (its folder exists, its state does not) is, on --resume, started again."""
     exists = tune.Tuner.can_restore(path)
-    if resume and not exists and "://" not in path and Path(path).is_dir():
+    # Killed between Tune's tuner.pkl and its first state snapshot, an experiment looks
+    # restorable but is not (Tune then "restarts" it with a wrong trial count).
+    restorable = exists and ("://" in path or tune_state_saved(Path(path)))
+    if resume and not restorable and "://" not in path and Path(path).is_dir():
         log.warning("--resume: %s stopped before Tune saved any state; starting it again", path)
         return False
-    if resume and not exists:
+    if resume and not restorable:
         raise ConfigError(
             f"--resume: no experiment to resume at {path}. Check --name and --storage, "
             "or drop --resume to start it"
