@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,3 +35,20 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def probe_writable(path: Path, *, create_missing: bool = True) -> None:
+    """Raise OSError unless a file could be written at ``path`` (a file path) now: its
+    folder, or with ``create_missing`` the nearest folder that exists above it, must be a
+    folder that takes a new file, and an existing file must be writable. Writes nothing
+    that stays (the probe file vanishes when closed)."""
+    folder = path.parent
+    while create_missing and not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        problem = f"{folder} is not a folder" if folder.exists() else f"{folder} does not exist"
+        raise NotADirectoryError(errno.ENOTDIR, problem)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, f"{path} is read-only")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -19,6 +18,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 import tune_lm
+from tune_lm.atomic import probe_writable
 from tune_lm.data import Corpus
 from tune_lm.errors import ConfigError
 from tune_lm.space import SearchSpace
@@ -81,17 +81,11 @@ def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
     database = Path(raw[1:])  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
     if database.is_dir():
         raise ConfigError(f"{flag} {uri!r}: {database} is a folder, not a database file: {fix}")
-    folder = database.parent
     try:
-        if not folder.is_dir():
-            raise FileNotFoundError(f"folder {folder} does not exist")
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        if database.exists() and not os.access(database, os.W_OK):
-            raise PermissionError(f"{database} is read-only")
+        probe_writable(database, create_missing=False)  # SQLite makes no folders
     except OSError as error:
-        raise ConfigError(f"{flag} {uri!r}: the database cannot be written there ({error}): "
-                          f"{fix}") from None
+        raise ConfigError(f"{flag} {uri!r}: the database cannot be written there "
+                          f"({error.strerror or error}): {fix}") from None
 
 
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:

@@ -12,12 +12,12 @@ import logging
 import math
 import os
 import signal
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tune_lm import metrics as M
+from tune_lm.atomic import probe_writable
 from tune_lm.cli import run_main
 from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError, TuneLMError
@@ -129,20 +129,11 @@ def check_storage(storage: str) -> None:
                 "with its credentials set"
             ) from None
         return
-    path = Path(storage).expanduser()
-    folder = path
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"--storage {storage}: {folder} is a file, not a folder; give a "
-                          "folder (it is made if missing)")  # fmt: skip
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+    try:  # (a probe file inside the storage folder: its nearest existing ancestor)
+        probe_writable(Path(storage).expanduser() / "probe")
     except OSError as error:
-        raise ConfigError(f"--storage {storage}: cannot write in {folder} "
-                          f"({error.strerror or error}); give a folder you can write to"
-                          ) from None  # fmt: skip
+        raise ConfigError(f"--storage {storage}: cannot write there ({error.strerror or error}); "
+                          "give a folder you can write to (it is made if missing)") from None
 
 
 def experiment_path(storage: str, name: str) -> str:

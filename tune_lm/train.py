@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tune_lm import metrics as M
+from tune_lm.atomic import probe_writable
 from tune_lm.cli import add_config_flags, config_from_args, run_main
 from tune_lm.config import TrainConfig
 from tune_lm.errors import ConfigError
@@ -103,17 +102,8 @@ def check_output_path(flag: str, value: str | None) -> None:
     if path.is_dir():
         raise ConfigError(f"{flag} {value} is a folder; give a file path, e.g. "
                           f"{path / ('model.pt' if flag == '--save' else 'metrics.json')}")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"{flag} {value}: {folder} is a file, not a folder; give a path in "
-                          "a folder you can write to")  # fmt: skip
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        if path.exists() and not os.access(path, os.W_OK):
-            raise PermissionError(f"{path} is read-only")
+        probe_writable(path)
     except OSError as error:
         raise ConfigError(f"{flag} {value}: cannot write there ({error.strerror or error}); "
                           "give a path in a folder you can write to") from None
