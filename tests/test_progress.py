@@ -55,8 +55,10 @@ def test_a_real_search_prints_progress_with_time_left(asha_search):
     done, _ = asha_search
     lines = [line for line in done.stdout.splitlines() if line.startswith("progress: ")]
     assert lines, done.stdout[-2000:]
-    # One line per finished trial at least, the count rising to all 8.
-    finished = [int(m.group(1)) for line in lines if (m := re.search(r"(\d+)/8 finished", line))]
-    assert finished[-1] == 8 and finished == sorted(finished), lines
+    # A line per trial as it ends, its count rising to all 8, then where the search stands.
+    ended = [int(m.group(1)) for line in done.stdout.splitlines()
+             if (m := re.match(r"trial (\d+)/8 \S+ (completed|stopped early by ASHA)", line))]
+    assert ended == list(range(1, 9)), done.stdout[-3000:]
+    assert re.search(r"8/8 finished", lines[-1]), lines
     assert any(re.search(r"about \d+:\d\d:\d\d left", line) for line in lines), lines
     assert any("best val_ppl" in line for line in lines), lines

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tune_lm.searchers import STUDY_FILE, STUDY_NAME
+from tune_lm.tracking import TAG_KIND, TAG_STATUS, TAG_TRIAL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +127,14 @@ def test_trials_cut_by_the_time_budget_are_not_called_asha_stops(tmp_path):
     assert states.count("PRUNED") == len(by_asha), states
     assert states.count("FAIL") >= len(cut), states
     assert "RUNNING" not in states, states  # the budget's cuts are closed in the study
+    # ... and in MLflow: every trial's run ends, tagged with the summary's status.
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("b").experiment_id])
+    trial_runs = {r.data.tags[TAG_TRIAL]: r for r in runs if r.data.tags[TAG_KIND] == "trial"}
+    for row in rows:
+        run = trial_runs[row["trial_id"]]
+        assert run.data.tags[TAG_STATUS] == row["status"].split(":")[0], row
+        assert run.info.status == ("KILLED" if row in cut else "FINISHED"), row
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from tune_lm.synthetic import make_synthetic_corpus
 from tune_lm.tracking import LOGGED_METRICS, PARENT_TAG, TAG_KIND, TAG_STATUS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FINAL_METRICS = {M.BEST_VAL_PPL, "epochs_run", M.TRAIN_TIME_S}
+FINAL_METRICS = {M.BEST_VAL_PPL, M.EPOCHS_RUN, M.TEST_PPL}
 
 
 def search(tmp_path, uri, name, *extra, space_text, timeout=600):
@@ -95,12 +96,20 @@ def test_search_is_recorded_as_nested_runs_with_checkpoints_and_a_model(tmp_path
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id, "summary")}
     assert "summary/summary.csv" in parent_files
     statuses = set()
+    # Runs a person can tell apart: the searched settings and the trial's number.
+    names = [child.info.run_name for child in children]
+    assert len(set(names)) == 6 and all(re.fullmatch(r"h(8|32) lr [\d.e+-]+ #\d", n)
+                                        for n in names), names  # fmt: skip
     for child in children:
         assert child.data.tags[PARENT_TAG] == parent.info.run_id
         assert child.data.params["nhid"] in ("8", "32") and "lr" in child.data.params
+        assert child.info.status in ("FINISHED", "FAILED", "KILLED")
         history = client.get_metric_history(child.info.run_id, M.VAL_PPL)
         steps = [m.step for m in history]
         assert steps == list(range(1, len(steps) + 1))  # one point per evaluation
+        for curve in LOGGED_METRICS:  # no stray point (e.g. at step 0) on any curve
+            points = [m.step for m in client.get_metric_history(child.info.run_id, curve)]
+            assert points == steps, (curve, points, steps)
         assert set(child.data.metrics) <= set(LOGGED_METRICS) | FINAL_METRICS
         assert child.data.metrics[M.BEST_VAL_PPL] == pytest.approx(min(m.value for m in history))
         statuses.add(child.data.tags[TAG_STATUS])
@@ -109,6 +118,22 @@ def test_search_is_recorded_as_nested_runs_with_checkpoints_and_a_model(tmp_path
         model, config, vocab = load_model(Path(local) / "model.pt")
         assert config.nhid == int(child.data.params["nhid"]) and len(vocab) > 10
     assert "completed" in statuses and "stopped early by ASHA at epoch 1" in statuses, statuses
+
+    # The registered version comes from the best trial's own run, and explains itself.
+    version = client.get_model_version("tune_lm-tracked", "1")
+    best_id = parent.data.tags["tune_lm.best_trial_id"]
+    best_run = next(c for c in children if c.data.tags["tune_lm.trial_id"] == best_id)
+    assert version.run_id == best_run.info.run_id
+    assert best_id in version.description and "tracked" in version.description
+    assert f"{best_run.data.metrics[M.BEST_VAL_PPL]:.2f}" in version.description
+    assert float(version.tags[M.TEST_PPL]) == pytest.approx(
+        client.get_run(best_run.info.run_id).data.metrics[M.TEST_PPL], abs=0.01)
+    assert best_run.info.status == "FINISHED"  # logging the model left its state alone
+    # The search's run says what it was and what it found, in two lines.
+    note = parent.data.tags["mlflow.note.content"].splitlines()
+    assert len(note) == 2 and note[0].startswith("Search 'tracked' on synthetic"), note
+    assert f"Best: trial {best_id}" in note[1] and "models:/tune_lm-tracked/1" in note[1], note
+    assert "best model: models:/tune_lm-tracked/1" in done.stdout
 
     # The registered best model reproduces its recorded validation perplexity.
     mlflow.set_tracking_uri(mlflow_server)

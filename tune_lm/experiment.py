@@ -26,6 +26,7 @@ from tune_lm.space import SearchSpace
 SPACE_FILE = "space.json"  # the validated space, as the experiment started with it
 SETTINGS_FILE = "search.json"
 SETTINGS_FORMAT = "tune_lm.search/1"
+FINISHED_FILE = "finished.json"  # written when a search has ended for good
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,24 @@ def write_pinned(path: str, space: SearchSpace, settings: SearchSettings) -> Non
     _write(path, SPACE_FILE, space.model_dump_json(indent=2) + "\n")
     payload = {"format": SETTINGS_FORMAT, **asdict(settings)}
     _write(path, SETTINGS_FILE, json.dumps(payload, indent=2) + "\n")
+
+
+def mark_finished(path: str, outcome: dict[str, Any]) -> None:
+    """Note that the search at ``path`` ended for good (``outcome``: what it found), so
+    that a later ``--resume`` says so instead of running anything again."""
+    _write(path, FINISHED_FILE, json.dumps(outcome, indent=2, default=str) + "\n")
+
+
+def read_finished(path: str) -> dict[str, Any] | None:
+    """What :func:`mark_finished` noted, or None for a search that has not ended."""
+    text = _read(path, FINISHED_FILE)
+    if text is None:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:  # written whole or not at all; a damaged file is not a verdict
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _read(path: str, name: str) -> str | None:

@@ -262,7 +262,7 @@ def fit(
         M.BEST_VAL_LOSS: state.best_val_loss,
         M.BEST_VAL_PPL: M.perplexity(state.best_val_loss),
         M.TRAIN_TIME_S: state.train_time_s,
-        "epochs_run": state.history[-1][M.EPOCH] if state.history else 0.0,
+        M.EPOCHS_RUN: state.history[-1][M.EPOCH] if state.history else 0.0,
     }
     if evaluate_test and not interrupted:
         model.load_state_dict(best_state)

@@ -17,6 +17,7 @@ TRAIN_TIME_S = "train_time_s"  # training seconds so far
 
 # Reported once, at the end of a run.
 BEST_VAL_PPL = "best_val_ppl"
+EPOCHS_RUN = "epochs_run"  # epochs a trial trained before it ended
 BEST_VAL_LOSS = "best_val_loss"
 TEST_LOSS = "test_loss"
 TEST_PPL = "test_ppl"  # on the weights with the best validation loss

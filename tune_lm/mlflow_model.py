@@ -73,9 +73,16 @@ def registered_name(experiment: str) -> str:
 
 def log_best_model(
     run_id: str, experiment: str, config: TrainConfig, vocab: tuple[str, ...],
-    model_state: dict[str, torch.Tensor], metrics: dict[str, float],
+    model_state: dict[str, torch.Tensor], metrics: dict[str, float], description: str,
 ) -> str:  # fmt: skip
-    """Log the model under the parent run and register it; returns the model URI."""
+    """Log the model into the run of the trial that trained it (``run_id``), register it
+    as a new version of ``tune_lm-EXPERIMENT`` with ``description`` and ``metrics``
+    (also as the version's tags), and return its ``models:/NAME/VERSION`` URI."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    status = client.get_run(run_id).info.status  # start_run would leave it FINISHED
+    name = registered_name(experiment)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "model.pt"
         model = RNNLanguageModel.from_config(config, len(vocab))
@@ -85,13 +92,21 @@ def log_best_model(
                 name="best_model",
                 python_model=str(Path(__file__).with_name("mlflow_model_code.py")),
                 artifacts={"checkpoint": str(checkpoint)},
-                registered_model_name=registered_name(experiment),
+                registered_model_name=name,
                 pip_requirements=[
                     f"tune_lm=={tune_lm.__version__}",
                     f"torch=={torch.__version__.split('+')[0]}",
                 ],  # fmt: skip
             )
-    return info.model_uri
+            finite = {k: v for k, v in metrics.items() if v is not None}
+            mlflow.log_metrics(finite, model_id=info.model_id)  # shown with the model
+    client.set_terminated(run_id, status)
+    version = str(info.registered_model_version)
+    client.update_model_version(name, version, description=description)
+    for key, value in {**metrics, "experiment": experiment}.items():
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        client.set_model_version_tag(name, version, key, shown)
+    return f"models:/{name}/{version}"
 
 
 def load_registered(

@@ -18,11 +18,16 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 import tune_lm
+from tune_lm import metrics as M
 from tune_lm.atomic import probe_writable
+from tune_lm.config import TrainConfig
 from tune_lm.data import Corpus
 from tune_lm.errors import ConfigError
 from tune_lm.space import SearchSpace
+from tune_lm.summary import TrialRow, describe, human, outcome_counts
 from tune_lm.tracking import TAG_KIND, TAG_PATH
+
+NOTE_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +203,16 @@ def start_parent_run(
 
 def finish_parent_run(
     client: MlflowClient, run_id: str, best: Any, summary_files: list[Path], *, failed: bool,
-    interrupted: bool = False,
+    interrupted: bool = False, description: str | None = None, model_uri: str | None = None,
 ) -> None:
-    """Summary tables as artifacts; the best trial's id, config and perplexities."""
+    """Summary tables as artifacts; the best trial's id, config and perplexities; the
+    run's description (what the search was and what it found)."""
     for path in summary_files:
         folder = "report" if path.parent.name == "report" else "summary"
         client.log_artifact(run_id, str(path), folder)
+    tags = [RunTag(NOTE_TAG, description)] if description else []
+    if model_uri:
+        tags.append(RunTag("tune_lm.best_model", model_uri))
     if best is not None:
         now = int(time.time() * 1000)
         metrics = [Metric("best_val_ppl", best.best_val_ppl, now, 0)]
@@ -213,7 +222,70 @@ def finish_parent_run(
         params += [Param(f"best.{k}", str(v)) for k, v in best.params.items()]
         existing = client.get_run(run_id).data.params
         params = [p for p in params if p.key not in existing]  # params are write-once
-        client.log_batch(run_id, metrics=metrics, params=params,
-                         tags=[RunTag("tune_lm.best_trial_id", best.trial_id)])  # fmt: skip
+        tags.append(RunTag("tune_lm.best_trial_id", best.trial_id))
+        client.log_batch(run_id, metrics=metrics, params=params)
+    if tags:
+        client.log_batch(run_id, tags=tags)
     status = RunStatus.KILLED if interrupted else RunStatus.FAILED if failed else RunStatus.FINISHED
     client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def describe_search(name: str, plan: str, corpus: str, rows: list[TrialRow],
+                    best: TrialRow | None, model_uri: str | None) -> str:  # fmt: skip
+    """The parent run's description, two lines: what the search was, what it found."""
+    what = f"Search {name!r} on {corpus}: {plan}."
+    if best is None:
+        return f"{what}\nNo trial finished an evaluation ({outcome_counts(rows)})."
+    test = f", test ppl {best.test_ppl:.2f}" if best.test_ppl is not None else ""
+    model = f", registered as {model_uri}" if model_uri else ""
+    return (f"{what}\nBest: trial {best.trial_id} ({describe(best.params)}), val ppl "
+            f"{best.best_val_ppl:.2f}{test}{model}. Trials: {outcome_counts(rows)}.")
+
+
+def model_description(name: str, best: TrialRow, config: TrainConfig, corpus: str,
+                      parent_run_id: str) -> str:  # fmt: skip
+    """The registered model version's description: which search and trial, the whole
+    configuration, and its perplexities."""
+    test = f"{best.test_ppl:.2f}" if best.test_ppl is not None else "not scored"
+    settings = ", ".join(f"{k} {human(v)}" for k, v in config.to_dict().items()
+                         if v is not None and k not in ("device", "threads"))  # fmt: skip
+    return (f"Best trial {best.trial_id} of search {name!r} (MLflow experiment {name!r}, "
+            f"search run {parent_run_id}) on {corpus}: validation perplexity "
+            f"{best.best_val_ppl:.2f} (best epoch), test perplexity {test} (scored once, on "
+            f"the best-validation weights).\n\nSearched: {describe(best.params)}.\n\n"
+            f"Configuration: {settings}.")
+
+
+def record_results(
+    client: MlflowClient, *, name: str, experiment_id: str, parent_id: str, plan: str,
+    corpus: Corpus, rows: list[TrialRow], best: TrialRow | None, best_model: tuple | None,
+    paths: dict[str, Path], interrupted: bool,
+) -> tuple[str | None, list[str]]:  # fmt: skip
+    """The search's results into MLflow: every trial's run settled as the summary says,
+    the best model logged into its trial's run and registered, the summary and the
+    description into the search's run, which ends. Returns (the registered model's URI,
+    what could not be logged): a tracking server that went away loses nothing else."""
+    from tune_lm.mlflow_model import log_best_model
+    from tune_lm.tracking import settle_trial_runs, trial_runs
+
+    failures: list[str] = []
+    model_uri = None
+    try:
+        settle_trial_runs(client, experiment_id, parent_id, rows)
+        if best is not None and best_model is not None and not interrupted:
+            run = trial_runs(client, experiment_id, parent_id).get(best.trial_id)
+            run_id = run.info.run_id if run is not None else parent_id
+            metrics = {M.BEST_VAL_PPL: best.best_val_ppl, M.TEST_PPL: best.test_ppl}
+            description = model_description(name, best, best_model[0], corpus.name, parent_id)
+            model_uri = log_best_model(run_id, name, best_model[0], corpus.vocab, best_model[1],
+                                       metrics, description)  # fmt: skip
+        # Interrupted: the best so far is not the search's answer (params are write-once).
+        finish_parent_run(
+            client, parent_id, None if interrupted else best, list(paths.values()),
+            failed=best is None, interrupted=interrupted, model_uri=model_uri,
+            description=describe_search(name, plan, corpus.name, rows,
+                                        None if interrupted else best, model_uri),
+        )  # fmt: skip
+    except Exception as error:  # keep the search's own results; say what is missing
+        failures.append(f"finish the search's run: {type(error).__name__}: {error}")
+    return model_uri, failures

@@ -1,6 +1,6 @@
 """Live progress of a search: trials running / finished / stopped, best so far, elapsed
-and an estimate of the time left. A Tune callback on the driver prints one line every
-``interval_s`` seconds and whenever a trial ends.
+and an estimate of the time left. A Tune callback on the driver prints a line for each
+trial that ends, and a progress line every ``interval_s`` seconds of silence.
 
 The estimate counts trial-epochs. A trial is expected to run
 :func:`expected_epochs` (all of them under FIFO; under ASHA each rung lets through
@@ -21,8 +21,10 @@ from typing import Any
 from ray.tune import Callback
 
 from tune_lm import metrics as M
+from tune_lm.console import say
 from tune_lm.searchers import StopLedger
 from tune_lm.space import SearchSpace, parse_duration
+from tune_lm.summary import describe, trial_status
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,9 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressPrinter(Callback):
-    """Tune callback: one progress line every ``interval_s`` and at each trial's end."""
+    """Tune callback: a line for each trial that ends (its outcome, best perplexity and
+    settings), and a progress line every ``interval_s`` when nothing else was printed,
+    and when the last trial ends."""
 
     def __init__(self, space: SearchSpace, interval_s: float = 30.0,
                  ledger: StopLedger | None = None) -> None:  # fmt: skip
@@ -85,6 +89,7 @@ class ProgressPrinter(Callback):
         self._last_print = 0.0
         self._per_epoch: dict[str, float] = {}  # trial id -> wall seconds per epoch
         self._epochs: dict[str, float] = {}
+        self._trial_best: dict[str, float] = {}  # trial id -> best val_ppl so far
         self._best: tuple[float, str] | None = None
         self._most_running = 1
         self._ended: dict[str, str] = {}  # trial id -> TERMINATED | ERROR, as callbacks say
@@ -102,22 +107,47 @@ class ProgressPrinter(Callback):
             self._per_epoch[trial.trial_id] = float(seconds) / epoch
             self._epochs[trial.trial_id] = epoch
         value = result.get(M.VAL_PPL)
-        finite = value is not None and math.isfinite(value)
-        if finite and (self._best is None or value < self._best[0]):
+        if value is None or math.isnan(value):
+            return
+        mine = self._trial_best.get(trial.trial_id, math.inf)
+        self._trial_best[trial.trial_id] = min(mine, float(value))
+        if math.isfinite(value) and (self._best is None or value < self._best[0]):
             self._best = (float(value), trial.trial_id)
 
     # Tune calls these before it changes the trial's status: remember the outcome.
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended[trial.trial_id] = "TERMINATED"
-        self._print(trials)
+        self._trial_ended(trials, trial, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended[trial.trial_id] = "ERROR"
-        self._print(trials)
+        message = getattr(trial, "error_msg", None) or "the trial raised an error"
+        self._trial_ended(trials, trial, error=str(message))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._start is None:  # the clock starts; the first line waits for news
+            self._start = self._last_print = time.monotonic()
         if time.monotonic() - self._last_print >= self.interval_s:
-            self._print(trials)
+            self._print(self.line(trials))
+
+    def trial_line(self, trials: list, trial: Any, error: str | None) -> str:
+        """``trial 3/16 c6f99be3 completed: best val ppl 297.37 | LSTM emsize 128 ...``"""
+        last = trial.last_result or {}
+        asha = self.ledger is not None and trial.trial_id in self.ledger.stopped()
+        outcome = trial_status([last] if M.EPOCH in last else [], error, self.space,
+                               asha_stopped=asha)  # fmt: skip
+        if asha:
+            outcome += f" (not among the best 1/{self.space.scheduler.reduction_factor:g} there)"
+        best = self._trial_best.get(trial.trial_id)
+        done = sum(1 for t in trials if self._ended.get(t.trial_id))
+        settings = describe(self.space.searched(trial.config or {}))
+        measured = f": best {M.VAL_PPL} {best:.2f}" if best is not None else ""
+        return f"trial {done}/{self.total} {trial.trial_id} {outcome}{measured} | {settings}"
+
+    def _trial_ended(self, trials: list, trial: Any, error: str | None) -> None:
+        self._print(self.trial_line(trials, trial, error))
+        if len(self._ended) >= self.total:  # the last one: where the search stands
+            self._print(self.line(trials))
 
     def line(self, trials: list) -> str:
         """The progress line for Tune's current trial list."""
@@ -158,6 +188,6 @@ class ProgressPrinter(Callback):
             parts.append(f"about {_clock(left)} left")
         return "progress: " + " | ".join(parts)
 
-    def _print(self, trials: list) -> None:
+    def _print(self, text: str) -> None:
         self._last_print = time.monotonic()
-        print(self.line(trials), flush=True)
+        say(text)

@@ -194,7 +194,7 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
     check_writable(out, "the report folder")
     out.mkdir(exist_ok=True)
     params = list(summary["space"]["parameters"])
-    columns = ["trial_id", *params, "epochs_run", "status", M.BEST_VAL_PPL, M.EPOCH_TIME_S,
+    columns = ["trial_id", *params, M.EPOCHS_RUN, "status", M.BEST_VAL_PPL, M.EPOCH_TIME_S,
                M.TOKENS_PER_S, M.TEST_PPL]  # fmt: skip
     written = _write_table(summary["trials"], columns, out / "trials")
     for name in dict.fromkeys(["model", *by]):

@@ -11,7 +11,9 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,12 +22,15 @@ from tune_lm import metrics as M
 from tune_lm.atomic import probe_writable
 from tune_lm.cli import run_main
 from tune_lm.config import TrainConfig
+from tune_lm.console import LOG_FILE, console, say
 from tune_lm.errors import ConfigError, TuneLMError
 from tune_lm.experiment import (
     SPACE_FILE,
     Pinned,
     SearchSettings,
     clean_tracking_uri,
+    mark_finished,
+    read_finished,
     read_pinned,
     resume_conflicts,
     write_pinned,
@@ -33,7 +38,14 @@ from tune_lm.experiment import (
 from tune_lm.report import pareto_front
 from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
 from tune_lm.space_checks import grid_warning
-from tune_lm.summary import TrialRow, make_row, top_table, write_summary
+from tune_lm.summary import (
+    TrialRow,
+    describe,
+    make_row,
+    outcome_counts,
+    top_table,
+    write_summary,
+)
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -72,14 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoints logged to each trial's MLflow run (default: best)")  # fmt: skip
     add("--progress-every", type=float, metavar="SECONDS",
         help="print a progress line this often, and when a trial ends (default: 30)")  # fmt: skip
-    add("--smoke", action="store_true", help="a tiny run on the synthetic corpus")
+    add("--smoke", action="store_true",
+        help="a tiny run of the space on the synthetic corpus, named NAME-smoke")  # fmt: skip
+    add("--verbose", action="store_true",
+        help=f"show Ray's status tables and Ray's, MLflow's and Optuna's messages here "
+             f"(default: in {LOG_FILE} in the experiment folder)")  # fmt: skip
     return parser
 
 
-def smoke_space(space: SearchSpace) -> SearchSpace:
-    """The same space shrunk to seconds: synthetic corpus, 2 short epochs, 2 samples."""
+def smoke_space(space: SearchSpace, *, gpus: bool = True) -> SearchSpace:
+    """The same space shrunk to seconds: synthetic corpus, 2 short epochs, 2 samples of
+    one CPU each (and no GPU unless ``gpus``), under its own name (``NAME-smoke``), so it
+    never takes the real search's experiment, MLflow experiment or registered model."""
     raw = space.model_dump()
+    name = space.name or "search"
+    raw["name"] = name if name.endswith("-smoke") else f"{name}-smoke"
     raw["data"] = "synthetic"
+    raw["resources"].update(cpus_per_trial=1)
+    if not gpus:
+        raw["resources"].update(gpus_per_trial=0)
     raw["fixed"].update(epochs=2, max_tokens_per_epoch=2000)
     raw["budget"].update(num_samples=min(2, raw["budget"]["num_samples"]), time_budget=None)
     raw["scheduler"]["grace_period"] = 1
@@ -144,7 +167,13 @@ def experiment_path(storage: str, name: str) -> str:
 
 def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     space = load_space(args.space).with_overrides(**_overrides(args))
-    return smoke_space(space) if args.smoke else space
+    if not args.smoke:
+        return space
+    if args.address or not space.resources.gpus_per_trial:
+        return smoke_space(space)
+    import torch  # a smoke run on a CPU-only machine drops the space's GPU requests
+
+    return smoke_space(space, gpus=torch.cuda.is_available())
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,7 +193,7 @@ def _resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace
         space = _space_from_args(args)
         name = args.name or space.name or "search"
         return name, experiment_path(args.storage, name), _absolute_data(space), None
-    name = args.name or (load_space(args.space).name if args.space else None)
+    name = args.name or (_space_from_args(args).name if args.space else None)
     if not name:
         raise ConfigError("--resume needs --name (the experiment's name), or the --space "
                           "it was started with")  # fmt: skip
@@ -235,14 +264,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     _validate_flags(args)
     name, path, space, pinned = _resolve_experiment(args)
     settings = pinned.settings if pinned else None
+    finished = read_finished(path) if args.resume else None
+    if finished is not None:  # nothing to continue: change nothing, start nothing
+        say(f"experiment {path} finished on {finished.get('finished_at', '?')}: nothing to "
+            f"resume, nothing was changed. Best trial {finished.get('best_trial')} "
+            f"({finished.get('best')}); model {finished.get('model') or 'not registered'}; "
+            f"summary in {finished.get('summary')}. To search further, start a new search "
+            "with --name NEW_NAME")  # fmt: skip
+        return 0
     notice = grid_warning(space)
     if notice:
         log.warning("%s", notice)
     # Bad flags and spaces have failed by now, in a fraction of a second: Ray, MLflow and
     # torch take seconds to import (importing them starts nothing).
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     from tune_lm import tuner as ray_side
     from tune_lm.data import load_corpus
     from tune_lm.parent_run import (
@@ -250,7 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_tracking_uri,
         default_tracking_uri,
         move_credentials,
-        start_parent_run,
     )
     from tune_lm.tracking import limit_http_retries
 
@@ -266,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_tracking_uri(tracking_uri)
     check_tracking_server(tracking_uri)
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
-    print(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
+    say(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
     batch_size = space.largest("batch_size")
     if corpus.train.numel() < 2 * batch_size:  # what every trial's fit() would refuse
         raise ConfigError(
@@ -283,6 +316,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     log_checkpoints = settings.log_checkpoints if settings else args.log_checkpoints or "best"
     progress_every = settings.progress_every if settings else args.progress_every or 30.0
+    folder = _local_folder(path)
+    log_file, new_folder = folder / LOG_FILE, not folder.exists()
+    say(f"experiment: {path}")
+    if not args.verbose:
+        say(f"log: {log_file.resolve()} (Ray's, MLflow's and Optuna's output; --verbose "
+            "shows it here)")  # fmt: skip
+    try:
+        with console.capture(log_file, verbose=args.verbose):
+            try:
+                return _run(args, name, path, space, corpus, pinned, restore=restore,
+                            address=address, tracking_uri=tracking_uri,
+                            log_checkpoints=log_checkpoints,
+                            progress_every=progress_every)  # fmt: skip
+            finally:
+                ray_side.disconnect()  # Ray's last worker lines go to the log, not after it
+    except ConfigError:  # refused before the search began: leave no folder behind
+        if new_folder and folder.is_dir() and {p.name for p in folder.iterdir()} <= {LOG_FILE}:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _plan(space: SearchSpace) -> str:
+    """What the search will do, in one line."""
+    if space.searcher.type == "grid":
+        searcher = "every combination of the grid"
+    else:
+        searcher = f"Optuna {space.searcher.sampler.upper()} proposing"
+    if space.scheduler.type == "asha":
+        rungs = ", ".join(f"{r:g}" for r in space.asha_rungs)
+        at = f"epoch{'s' if len(space.asha_rungs) > 1 else ''} {rungs}"
+        scheduler = (f"ASHA keeping the best 1/{space.scheduler.reduction_factor:g} at {at}"
+                     if rungs else "ASHA (no rung before the last epoch)")  # fmt: skip
+    else:
+        scheduler = "every trial runs to the end (FIFO)"
+    budget = space.budget
+    parts = [f"{space.total_trials} trials of {space.epochs} epochs ({searcher}; {scheduler})"]
+    if budget.max_concurrent:
+        parts.append(f"{budget.max_concurrent} at a time")
+    if budget.time_budget:
+        parts.append(f"time budget {budget.time_budget}")
+    return ", ".join(parts)
+
+
+def _run(
+    args: argparse.Namespace, name: str, path: str, space: SearchSpace, corpus: Any,
+    pinned: Pinned | None, *, restore: bool, address: str | None, tracking_uri: str,
+    log_checkpoints: str, progress_every: float,
+) -> int:  # fmt: skip
+    """Start or join Ray, pin the experiment, open its MLflow run, and search."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from tune_lm import tuner as ray_side
+    from tune_lm.parent_run import start_parent_run
+
+    settings = pinned.settings if pinned else None
     ray_side.connect_ray(address)
     ray_side.check_trial_fits(space)
     if pinned is None or settings is None:
@@ -324,6 +413,7 @@ def _search_and_report(
     """Run (or resume) the trials, score on test, write the summary and the report, and
     finish the search's MLflow run."""
     from tune_lm import tuner as ray_side
+    from tune_lm.parent_run import record_results
     from tune_lm.progress import ProgressPrinter
     from tune_lm.searchers import STUDY_FILE, fail_unfinished_trials
     from tune_lm.tracking import MLflowTrialLogger
@@ -337,7 +427,9 @@ def _search_and_report(
     tuner = ray_side.build_tuner(
         space, corpus, path, resume=restore, callbacks=[trial_logger, progress], ledger=ledger
     )
-    print(f"experiment: {path}\nMLflow: {tracking_uri} (experiment {name!r}, run {parent_id})")
+    say(f"MLflow: {tracking_uri} (experiment {name!r}, run {parent_id}); browse it with: "
+        f"mlflow ui --backend-store-uri {tracking_uri}")
+    say(f"search: {_plan(space)}")
     results, interrupted = _fit_noting_interrupt(tuner)
     loggers = [c for c in ray_side.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
 
@@ -367,16 +459,20 @@ def _search_and_report(
         to_test = pareto
     if interrupted:  # the user wants out: test scoring waits for the resumed search
         to_test = []
+    if to_test:
+        which = "the best trial" if len(to_test) == 1 else f"{len(to_test)} trials"
+        say(f"scoring {which} on the test split (once, on the best-validation weights) ...")
     for row in to_test:
         found = ray_side.best_weights(by_id[row.trial_id], space)
         if found:
             row.test_ppl = test_perplexity(found[0], corpus, found[1])
             best_model = found if row is best else best_model
-    print(top_table(rows))
+    say(top_table(rows))
     paths = write_summary(_local_folder(path), rows, space, best, pareto)
     if pareto:
-        print(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
-        print(top_table(pareto, limit=len(pareto)))
+        say(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
+        say(top_table(pareto, limit=len(pareto)))
+    say("writing the report and logging the results to MLflow ...")
     paths.update(_write_report(_local_folder(path), path))
     study = _local_folder(path) / STUDY_FILE
     if study.is_file():  # logged with the summary: the report can then be rebuilt from MLflow
@@ -385,11 +481,17 @@ def _search_and_report(
         _delete_lost_runs(client, experiment_id, parent_id, [Path(r.path).name for r in results])
         if "://" not in path:
             fail_unfinished_trials(Path(path))
-    _report_to_mlflow(client, parent_id, name, best, best_model, paths, corpus, loggers,
-                      interrupted=bool(interrupted))  # fmt: skip
+    model_uri, failures = record_results(
+        client, name=name, experiment_id=experiment_id, parent_id=parent_id,
+        plan=_plan(space), corpus=corpus, rows=rows, best=best, best_model=best_model,
+        paths=paths, interrupted=bool(interrupted),
+    )  # fmt: skip
+    failures = [f for logger in loggers for f in logger.failures] + failures
+    if failures:
+        say(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
     resume_hint = _resume_command(args, path)
     if interrupted:
-        print(f"interrupted ({interrupted}): {len(finished)} trial(s) with results, summary "
+        say(f"interrupted ({interrupted}): {len(finished)} trial(s) with results, summary "
               f"in {paths['md']}; running trials stopped at their last checkpoint. "
               f"Continue with: {resume_hint}")  # fmt: skip
         return 143 if interrupted == "SIGTERM" else 130
@@ -399,18 +501,27 @@ def _search_and_report(
             f"under {path}"
         )
     test = f"{best.test_ppl:.2f}" if best.test_ppl is not None else "n/a"
-    print(f"best trial {best.trial_id}: val ppl {best.best_val_ppl:.2f}, test ppl {test} | "
-          f"{best.params}")  # fmt: skip
+    say(f"best trial {best.trial_id}: val ppl {best.best_val_ppl:.2f}, test ppl {test} | "
+        f"{describe(best.params)}")  # fmt: skip
+    say(f"trials: {outcome_counts(rows)}")
+    if model_uri:
+        say(f"best model: {model_uri} (try: python -m tune_lm.generate --model {model_uri})")
     if "grid" in paths:
-        print(paths["grid"].read_text())
-    print("summary: " + ", ".join(str(p) for k, p in paths.items() if ":" not in k))
+        say(paths["grid"].read_text().rstrip())
+    say("summary: " + ", ".join(str(p) for k, p in paths.items() if ":" not in k))
     report = [p for k, p in paths.items() if k.startswith("report:")]
     if report:
-        print(f"report: {report[0].parent} ({len(report)} tables and pictures)")
+        say(f"report: {report[0].parent} ({len(report)} tables and pictures)")
     unfinished = [row for row in rows if row.status.startswith("stopped at")
                   or row.status.startswith("stopped before")]  # fmt: skip
     if unfinished and not space.budget.time_budget:
-        print(f"{len(unfinished)} trial(s) did not finish; continue with: {resume_hint}")
+        say(f"{len(unfinished)} trial(s) did not finish; continue with: {resume_hint}")
+        return 0
+    mark_finished(path, {
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "best_trial": best.trial_id,
+        "best": f"val ppl {best.best_val_ppl:.2f}, test ppl {test} | {describe(best.params)}",
+        "model": model_uri, "summary": str(paths["md"]), "trials": outcome_counts(rows),
+    })  # fmt: skip
     return 0
 
 
@@ -432,7 +543,7 @@ def _delete_lost_runs(client: MlflowClient, experiment_id: str, parent_id: str,
         log.warning("MLflow: could not look for runs of lost trials: %s", error)
         return
     if lost:
-        print(f"MLflow: deleted {len(lost)} run(s) of trials lost with a killed driver "
+        say(f"MLflow: deleted {len(lost)} run(s) of trials lost with a killed driver "
               f"(run again after --resume): {', '.join(lost)}")  # fmt: skip
 
 
@@ -464,34 +575,6 @@ def _fit_noting_interrupt(tuner: Any) -> tuple[Any, str | None]:
     if not (interrupted or received):
         return results, None
     return results, received[0] if received else "Ctrl-C"
-
-
-def _report_to_mlflow(
-    client: MlflowClient, parent_id: str, name: str, best: TrialRow | None,
-    best_model: tuple | None, paths: dict[str, Path], corpus: Any, loggers: list,
-    *, interrupted: bool = False,
-) -> None:  # fmt: skip
-    """Summary, best trial and registered best model into the parent run; then say
-    what could not be logged (a tracking server that went away does not lose the search)."""
-    from tune_lm.mlflow_model import log_best_model, registered_name
-    from tune_lm.parent_run import finish_parent_run
-
-    failures = [failure for logger in loggers for failure in logger.failures]
-    try:
-        if best is not None and best_model is not None:
-            metrics = {M.BEST_VAL_PPL: best.best_val_ppl, M.TEST_PPL: best.test_ppl}
-            uri = log_best_model(parent_id, name, best_model[0], corpus.vocab, best_model[1],
-                                 metrics)  # fmt: skip
-            print(f"best model: {uri} (registered as {registered_name(name)!r})")
-        # Interrupted: the best so far is not the search's answer (params are write-once).
-        finish_parent_run(
-            client, parent_id, None if interrupted else best, list(paths.values()),
-            failed=best is None, interrupted=interrupted,
-        )  # fmt: skip
-    except Exception as error:  # keep the search's own results; say what is missing
-        failures.append(f"finish the search's run: {type(error).__name__}: {error}")
-    if failures:
-        print(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
 
 
 def _point(row: TrialRow, space: SearchSpace) -> tuple[float, ...]:

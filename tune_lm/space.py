@@ -11,6 +11,7 @@ and combinations that :class:`~tune_lm.config.TrainConfig` rejects.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,10 +189,21 @@ class SearchSpace(_Strict):
         """The searched parameters' values (and a grid repeat's seed) out of a trial's
         Tune config."""
         names = [*self.parameters, *(["seed"] if self.repeat_seeds else [])]
-        return {name: tune_config[name] for name in names if name in tune_config}
+        return {name: self._on_step(name, tune_config[name])
+                for name in names if name in tune_config}  # fmt: skip
+
+    def _on_step(self, name: str, value: Any) -> Any:
+        """A quantised value as its step writes it: 0.3, not the sampler's
+        0.30000000000000004 (which would show in configs, MLflow params and tables)."""
+        spec = self.parameters.get(name, {})
+        if "quniform" not in spec or not isinstance(value, float):
+            return value
+        step = Decimal(repr(float(spec["quniform"][2])))
+        return round(value, max(-int(step.as_tuple().exponent), 0))
 
     def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: fixed values, then sampled, then derived."""
+        sampled = {name: self._on_step(name, value) for name, value in sampled.items()}
         values = {"seed": self.seed, **self.fixed, **sampled}
         if self.data is not None:
             values["data"] = self.data

@@ -41,7 +41,7 @@ class TrialRow:
         return {
             "trial_id": self.trial_id,
             **self.params,
-            "epochs_run": self.epochs_run,
+            M.EPOCHS_RUN: self.epochs_run,
             M.BEST_VAL_PPL: self.best_val_ppl,
             M.EPOCH_TIME_S: self.epoch_time_s,
             M.TOKENS_PER_S: self.tokens_per_s,
@@ -105,24 +105,68 @@ def make_row(
     )
 
 
-def _fmt(value: Any) -> str:
+def human(value: Any) -> str:
+    """A setting as a person writes it: 0.3 (not 0.30000000000000004), 4 (not 4.0),
+    28.24 (4 significant digits), 0.0003 and 1e-05 as they are."""
     if value is None:
         return ""
-    if isinstance(value, float):
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _measured(value: Any) -> str:
+    """A measurement (perplexity, seconds): two decimals, three digits below 1."""
+    if isinstance(value, float) and not isinstance(value, bool):
         return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
-    return str(value)
+    return human(value)
+
+
+def _is_measurement(column: str) -> bool:
+    return "ppl" in column or column.endswith("_s")
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Settings written as :func:`human` does, measurements (``*ppl*``, ``*_s``) with
+    two decimals."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_measured(row.get(c)) if _is_measurement(c) else human(row.get(c))
+                                for c in columns) + " |" for row in rows]  # fmt: skip
     return "\n".join(lines)
+
+
+def describe(params: dict[str, Any]) -> str:
+    """A trial's searched settings in one phrase: ``LSTM emsize 128 nhid 256 lr 28.24``
+    (the cell type's name stands alone)."""
+    return " ".join(human(v) if k == "model" else f"{k} {human(v)}" for k, v in params.items())
+
+
+SHORT_NAMES = {"emsize": "e", "nhid": "h", "nlayers": "L", "dropout": "d", "batch_size": "b",
+               "seed": "s"}  # fmt: skip
+
+
+def short_label(params: dict[str, Any]) -> str:
+    """A trial's settings in a few characters, for MLflow's run list and plot labels:
+    ``LSTM e200 h200 d0.2 lr 20.1 bptt 35``."""
+    parts = []
+    for key, value in params.items():
+        if key == "model":
+            parts.append(str(value))
+        elif key in SHORT_NAMES:
+            parts.append(f"{SHORT_NAMES[key]}{human(value)}")
+        elif isinstance(value, float):
+            parts.append(f"{key} {human(float(f'{value:.3g}'))}")
+        else:
+            parts.append(f"{key} {human(value)}")
+    return " ".join(parts)
 
 
 def top_table(rows: list[TrialRow], limit: int = 10) -> str:
     ranked = sorted(rows, key=lambda r: (r.best_val_ppl, r.trial_id))[:limit]
     params = list(dict.fromkeys(k for r in ranked for k in r.params))
-    columns = ["trial_id", *params, "epochs_run", M.BEST_VAL_PPL, M.EPOCH_TIME_S, "status",
+    columns = ["trial_id", *params, M.EPOCHS_RUN, M.BEST_VAL_PPL, M.EPOCH_TIME_S, "status",
                M.TEST_PPL]  # fmt: skip
     return markdown_table([r.flat() for r in ranked], columns)
 
@@ -140,7 +184,8 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
         chosen = dict(zip(down, setting, strict=True))
         for epoch in dict.fromkeys(epochs):
             label = ", ".join(f"{k} {v}" for k, v in chosen.items())
-            line = {"run": f"{label}, {epoch} epochs" if label else f"{epoch} epochs"}
+            epochs = f"{epoch} epoch{'s' if epoch != 1 else ''}"
+            line = {"run": f"{label}, {epochs}" if label else epochs}
             for value in across_values:
                 match = [r for r in rows
                          if r.params.get(across) == value
@@ -162,7 +207,7 @@ def _grid_cell(rows: list[TrialRow], epoch: int, last_epoch: int) -> str:
     if not scores:
         return "—"
     if len(rows) == 1:
-        return f"{_fmt(scores[0])} ({seconds:.0f} s)"
+        return f"{_measured(scores[0])} ({seconds:.0f} s)"
     spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
     return f"{statistics.mean(scores):.2f}{spread} ({seconds:.0f} s; {len(scores)} seeds)"
 
@@ -198,3 +243,26 @@ def write_summary(
         paths["grid"] = folder / GRID_TABLE_MD
         paths["grid"].write_text(grid_table(rows, space) + "\n")
     return paths
+
+
+def outcome_counts(rows: list[TrialRow]) -> str:
+    """``5 completed, 9 stopped early by ASHA, 2 stopped by the time budget, 0 failed``
+    (a kind no trial ended in is left out, except completed and failed)."""
+    counts = {"completed": 0, "stopped early by ASHA": 0, "diverged": 0, "failed": 0}
+    other: dict[str, int] = {}
+    for row in rows:
+        kind = next((k for k in counts if row.status.startswith(k)), None)
+        if kind is not None:
+            counts[kind] += 1
+            continue
+        reason = row.status.split(" by ", 1)[1].split(" (")[0] if " by " in row.status else ""
+        label = f"stopped by {reason}" if reason else "stopped before the end"
+        other[label] = other.get(label, 0) + 1
+    parts = [f"{counts['completed']} completed"]
+    if counts["stopped early by ASHA"]:
+        parts.append(f"{counts['stopped early by ASHA']} stopped early by ASHA")
+    parts += [f"{n} {label}" for label, n in other.items()]
+    if counts["diverged"]:
+        parts.append(f"{counts['diverged']} diverged")
+    parts.append(f"{counts['failed']} failed")
+    return ", ".join(parts)

@@ -26,7 +26,7 @@ from tune_lm.checkpoint import save_model
 from tune_lm.model import RNNLanguageModel
 from tune_lm.searchers import StopLedger
 from tune_lm.space import SearchSpace
-from tune_lm.summary import trial_status
+from tune_lm.summary import TrialRow, short_label, trial_status
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,14 @@ class MLflowTrialLogger(Callback):
         self.failures: list[str] = []
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}  # trial id -> run id
+        self._numbers: dict[str, int] = {}  # trial id -> its place in the search (1, 2, ...)
         self._last_step: dict[str, int] = {}  # trial id -> last step logged (no duplicates)
         self._paused_until = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _last_step={}, failures=[], _paused_until=0.0)
+        state.update(_client=None, _runs={}, _last_step={}, failures=[], _paused_until=0.0,
+                     _numbers={})  # fmt: skip
         return state
 
     @property
@@ -114,10 +116,13 @@ class MLflowTrialLogger(Callback):
             self._last_step[trial_id] = max((m.step for m in history or []), default=0)
             self._safe("reopen the trial's run", self.client.update_run, run_id, "RUNNING")
         else:
+            searched = self.space.searched(trial.config)
+            number = self._numbers.get(trial_id)
+            label = short_label(searched) + (f" #{number}" if number else "")
             run = self._safe(
                 "create the trial's run", self.client.create_run, self.experiment_id,
-                run_name=str(trial), tags={PARENT_TAG: self.parent_run_id,
-                                            TAG_KIND: "trial", TAG_TRIAL: trial_id},
+                run_name=label or trial_id, tags={PARENT_TAG: self.parent_run_id,
+                                                  TAG_KIND: "trial", TAG_TRIAL: trial_id},
             )  # fmt: skip
             if run is None:
                 return None
@@ -129,6 +134,7 @@ class MLflowTrialLogger(Callback):
         return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._numbers.update({t.trial_id: i for i, t in enumerate(trials, start=1)})
         self._run_for(trial)
 
     def on_trial_result(
@@ -176,10 +182,10 @@ class MLflowTrialLogger(Callback):
             "read the trial's history", self.client.get_metric_history, run_id, M.VAL_PPL
         )
         best = min((m.value for m in history or []), default=math.inf)
-        now = int(time.time() * 1000)
-        final = [Metric(M.BEST_VAL_PPL, best, now, 0),
-                 Metric("epochs_run", float(last.get(M.EPOCH, 0.0)), now, 0),
-                 Metric(M.TRAIN_TIME_S, float(last.get(M.TRAIN_TIME_S, 0.0)), now, 0)]  # fmt: skip
+        now, step = int(time.time() * 1000), int(last.get(M.STEP, 0))
+        # At the last evaluation's step: the curves (train_time_s, ...) keep their points.
+        final = [Metric(M.BEST_VAL_PPL, best, now, step),
+                 Metric(M.EPOCHS_RUN, float(last.get(M.EPOCH, 0.0)), now, step)]  # fmt: skip
         tags = [RunTag(TAG_STATUS, status.split(":")[0])]
         if status.startswith("stopped early by ASHA"):
             tags.append(RunTag("tune_lm.stopped_at_epoch", f"{last.get(M.EPOCH, 0):g}"))
@@ -209,6 +215,49 @@ class MLflowTrialLogger(Callback):
                        folder)  # fmt: skip
 
 
+def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+    """trial id -> its MLflow run (the trials of one search)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TAG_KIND}` = 'trial'",
+        max_results=50_000,
+    )  # fmt: skip
+    return {str(run.data.tags.get(TAG_TRIAL)): run for run in runs}
+
+
+def run_state(status: str) -> str:
+    """The MLflow run state a trial's status ends in: FINISHED (it ran as far as the
+    search let it: completed, stopped by ASHA, diverged), FAILED, or KILLED (stopped by
+    the time budget or an interruption; --resume reopens an interrupted one)."""
+    if status.startswith("failed"):
+        return RunStatus.to_string(RunStatus.FAILED)
+    if status.startswith(("completed", "stopped early by ASHA", "diverged")):
+        return RunStatus.to_string(RunStatus.FINISHED)
+    return RunStatus.to_string(RunStatus.KILLED)
+
+
+def settle_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                      rows: list[TrialRow]) -> int:  # fmt: skip
+    """Every trial's run ends as the summary says (Tune tells callbacks nothing about a
+    trial the time budget or an interruption stopped): its status tag, a terminal state,
+    its best perplexity and epochs. Returns how many runs were changed."""
+    runs, changed = trial_runs(client, experiment_id, parent_run_id), 0
+    for row in rows:
+        run = runs.get(row.trial_id)
+        if run is None:
+            continue
+        tag, state = row.status.split(":")[0], run_state(row.status)
+        if run.data.tags.get(TAG_STATUS) == tag and run.info.status == state:
+            continue
+        client.set_tag(run.info.run_id, TAG_STATUS, tag)
+        if M.BEST_VAL_PPL not in run.data.metrics and math.isfinite(row.best_val_ppl):
+            client.log_metric(run.info.run_id, M.BEST_VAL_PPL, row.best_val_ppl)
+            client.log_metric(run.info.run_id, M.EPOCHS_RUN, float(row.epochs_run))
+        client.set_terminated(run.info.run_id, state)
+        changed += 1
+    return changed
+
+
 def delete_lost_trial_runs(
     client: MlflowClient, experiment_id: str, parent_run_id: str, trial_folders: list[str]
 ) -> list[str]:
@@ -217,11 +266,8 @@ def delete_lost_trial_runs(
     ids. Afterwards MLflow holds one run per trial of the experiment, like Ray and the
     Optuna study (where such trials are FAIL). ``trial_folders``: the folder names of the
     trials Ray knows (``train_trial_<id>_<n>_...``). Returns the trial ids removed."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TAG_KIND}` = 'trial'",
-        max_results=50_000,
-    )  # fmt: skip
+    runs = list(trial_runs(client, experiment_id, parent_run_id).values())
+
     def known(run: Any) -> bool:
         return any(f"_{run.data.tags.get(TAG_TRIAL)}_" in name for name in trial_folders)
 

@@ -52,6 +52,12 @@ def connect_ray(address: str | None) -> None:
         ) from None
 
 
+def disconnect() -> None:
+    """Leave Ray: a local Ray of ours stops, a cluster stays up."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def check_address(address: str | None, timeout_s: float = 5.0) -> str | None:
     """The address to give :func:`connect_ray`, once it accepts connections: ``auto``
     becomes the cluster it names (see :func:`find_cluster_address`).
