@@ -46,7 +46,7 @@ def test_report_of_a_real_search(finished_search):
     assert sum(int(g["trials"]) for g in groups) == 8
     best_overall = min(float(t["best_val_ppl"]) for t in trials)
     assert float(groups[0]["best_val_ppl"]) == pytest.approx(best_overall)
-    for name in ("learning_curves", "pareto", "best_so_far", "importances"):
+    for name in ("learning_curves", "parallel_coordinates", "pareto", "best_so_far", "importances"):
         picture = report / f"{name}.png"
         assert picture.read_bytes()[:8] == PNG_SIGNATURE and picture.stat().st_size > 5000
 
@@ -75,7 +75,7 @@ def test_report_from_a_storage_uri_or_the_mlflow_experiment(finished_search, tmp
     assert not list(out.rglob("checkpoint_*")), "checkpoints are not copied"
     original, copied = _rows(folder / "report" / "trials.csv"), _rows(out / "report" / "trials.csv")
     assert copied == original
-    for name in ("learning_curves", "pareto", "best_so_far", "importances"):
+    for name in ("learning_curves", "parallel_coordinates", "pareto", "best_so_far", "importances"):
         picture = out / "report" / f"{name}.png"
         assert picture.read_bytes()[:8] == PNG_SIGNATURE and picture.stat().st_size > 5000
     # The learning curves come from each trial's per-evaluation history: same points.
@@ -216,3 +216,84 @@ def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
     assert len(list(local.glob("*/result.json"))) == 2
     assert (local / "report" / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert (tmp_path / "remote" / "far" / "space.json").is_file()  # pinned there for --resume
+
+
+def _record(trial_id, model, lr, status, curve):
+    from tune_lm.report import TrialRecord
+
+    history = [{"epoch": float(e), "val_ppl": v} for e, v in enumerate(curve, start=1)]
+    return TrialRecord(trial_id, {"model": model, "lr": lr}, status, min(curve), 1.0, 1.0,
+                       history)  # fmt: skip
+
+
+RECORDS = [
+    _record("aaaa0001", "LSTM", 1.0, "completed", [300, 200, 150, 120]),
+    _record("aaaa0002", "GRU", 10.0, "stopped early by ASHA at epoch 1", [400]),
+    _record("aaaa0003", "LSTM", 3.0, "stopped at epoch 2 by the time budget", [350, 250]),
+    _record("aaaa0004", "GRU", 2.0, "completed", [320, 210, 170, 130]),
+    _record("aaaa0005", "LSTM", 5.0, "stopped early by ASHA at epoch 2", [330, 260]),
+]
+
+
+def test_learning_curves_mark_only_stopped_trials_and_name_the_best():
+    import matplotlib.pyplot as plt
+
+    from tune_lm.report_plots import learning_curves_figure
+
+    figure = learning_curves_figure(RECORDS)
+    axis = figure.axes[0]
+    marks = [line for line in axis.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    # One x per trial stopped before its last epoch, at its last point; none on completed.
+    assert sorted((float(m.get_xdata()[0]), float(m.get_ydata()[0])) for m in marks) == [
+        (1.0, 400.0), (2.0, 250.0), (2.0, 260.0)]  # fmt: skip
+    assert all(float(tick).is_integer() for tick in axis.get_xticks())  # whole epochs
+    named = sorted(text.get_text().split()[0] for text in axis.texts)
+    assert named == ["aaaa0001", "aaaa0003", "aaaa0004"]  # the 3 lowest best val ppl
+    plt.close(figure)
+
+
+def test_parallel_coordinates_put_each_trial_on_its_values():
+    import matplotlib.pyplot as plt
+
+    from tune_lm.report_plots import _axis_positions, parallel_coordinates_figure
+
+    # A log-uniform range on a log axis: 1, 10, 100 at 0, 0.5, 1.
+    positions, ticks = _axis_positions([1.0, 10.0, 100.0], {"loguniform": [1.0, 100.0]})
+    assert positions == pytest.approx([0.0, 0.5, 1.0]) and ticks[0.5] == "10"
+    # Choices in the order the space gives them, whatever order the trials came in.
+    positions, ticks = _axis_positions(["GRU", "LSTM", "GRU"], {"choice": ["LSTM", "GRU"]})
+    assert positions == [1.0, 0.0, 1.0] and ticks == {0.0: "LSTM", 1.0: "GRU"}
+    space = {"model": {"choice": ["LSTM", "GRU"]}, "lr": {"loguniform": [1.0, 10.0]}}
+    figure = parallel_coordinates_figure(RECORDS, space)
+    axis = figure.axes[0]
+    trial_lines = [line for line in axis.lines if len(line.get_xdata()) == 3]
+    assert len(trial_lines) == len(RECORDS)
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["model", "lr", "best val ppl"]
+    # The best trial (aaaa0001: LSTM, lr 1, 120) is drawn last and thickest.
+    best = trial_lines[-1]
+    assert best.get_linewidth() == max(line.get_linewidth() for line in trial_lines)
+    assert list(best.get_ydata()) == pytest.approx([0.0, 0.0, 0.0])
+    plt.close(figure)
+
+
+def test_importances_say_when_too_few_trials_completed(tmp_path, monkeypatch):
+    import optuna
+
+    from tune_lm import report_plots
+    from tune_lm.searchers import STUDY_FILE, STUDY_NAME
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / STUDY_FILE)))
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 0.01), 4)
+    drawn = []
+    real_save = report_plots._save
+    monkeypatch.setattr(report_plots, "_save",
+                        lambda figure, path: drawn.append(figure) or real_save(figure, path))
+    report_plots.importances(tmp_path, tmp_path / "few.png")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 0.01), 12)
+    report_plots.importances(tmp_path, tmp_path / "enough.png")
+    few, enough = (figure.axes[0] for figure in drawn)
+    assert "4 completed trials of 4" in few.get_title() and "fANOVA" in few.get_title()
+    assert "Too few completed trials" in few.texts[0].get_text() and not few.patches
+    assert "16 completed trials" in enough.get_title() and len(enough.patches) == 2

@@ -205,7 +205,7 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
         rows = grouped(records, name)
         header = [name, "trials", M.BEST_VAL_PPL, "best_trial", "median_epoch_time_s"]
         written += _write_table(rows, header, out / f"by_{name}")
-    written += report_plots.draw_all(records, folder, out)
+    written += report_plots.draw_all(records, folder, out, summary["space"]["parameters"])
     return written
 
 
