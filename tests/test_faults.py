@@ -166,6 +166,8 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
     assert search.wait(timeout=180) == 130
     output = (tmp_path / "sigint.log").read_text()
     assert "interrupted (Ctrl-C)" in output and "--resume" in output, output[-3000:]
+    # tune_lm's resume command only: Ray's Python-API hint is not shown, nor logged.
+    assert "Tuner.restore" not in output + (tmp_path / "runs" / "sigint" / "search.log").read_text()
     assert (tmp_path / "runs" / "sigint" / "summary.md").is_file()
     stop_process(search, signal.SIGKILL)  # the driver and the Ray it started
     resumed = launch(tmp_path, "sigint", "--resume")

@@ -317,7 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_checkpoints = settings.log_checkpoints if settings else args.log_checkpoints or "best"
     progress_every = settings.progress_every if settings else args.progress_every or 30.0
     folder = _local_folder(path)
-    log_file, new_folder = folder / LOG_FILE, not folder.exists()
+    log_file = folder / LOG_FILE
+    # The topmost folder the log will create (None: the experiment folder exists).
+    made = next((f for f in (folder, *folder.parents) if not f.exists() and f.parent.exists()),
+                None)  # fmt: skip
     say(f"experiment: {path}")
     if not args.verbose:
         say(f"log: {log_file.resolve()} (Ray's, MLflow's and Optuna's output; --verbose "
@@ -332,8 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 ray_side.disconnect()  # Ray's last worker lines go to the log, not after it
     except ConfigError:  # refused before the search began: leave no folder behind
-        if new_folder and folder.is_dir() and {p.name for p in folder.iterdir()} <= {LOG_FILE}:
-            shutil.rmtree(folder, ignore_errors=True)
+        if made is not None and made.is_dir():
+            left = [p for p in made.rglob("*") if p.is_file()]
+            if all(p == log_file for p in left):
+                shutil.rmtree(made, ignore_errors=True)
         raise
 
 
