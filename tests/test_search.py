@@ -161,7 +161,7 @@ def test_grid_study_reports_every_configuration(tmp_path):
         assert float(row["test_ppl"]) > 1 and float(row["test_ppl_epoch1"]) > 1
     table = (folder / "grid_table.md").read_text()
     assert "| run | LSTM | GRU |" in table
-    assert "nhid 8, 1 epochs" in table and "nhid 16, 2 epochs" in table
+    assert "nhid 8, 1 epoch |" in table and "nhid 16, 2 epochs" in table
     # The same name again, without --resume, is refused before anything is touched.
     files_before = sorted(p.name for p in folder.iterdir())
     again = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "g")

@@ -184,8 +184,8 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
         chosen = dict(zip(down, setting, strict=True))
         for epoch in dict.fromkeys(epochs):
             label = ", ".join(f"{k} {v}" for k, v in chosen.items())
-            epochs = f"{epoch} epoch{'s' if epoch != 1 else ''}"
-            line = {"run": f"{label}, {epochs}" if label else epochs}
+            when = f"{epoch} epoch{'s' if epoch != 1 else ''}"
+            line = {"run": f"{label}, {when}" if label else when}
             for value in across_values:
                 match = [r for r in rows
                          if r.params.get(across) == value
