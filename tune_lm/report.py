@@ -135,7 +135,7 @@ def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
             trial_id=str(row["trial_id"]),
             params={name: row.get(name) for name in params},
             status=row["status"],
-            best_val_ppl=_number(row[M.BEST_VAL_PPL]),
+            best_val_ppl=_number(row[M.BEST_VAL_PPL], missing=math.inf),  # none: last
             epoch_time_s=_number(row.get(M.EPOCH_TIME_S)),
             tokens_per_s=_number(row.get(M.TOKENS_PER_S)),
             history=histories.get(str(row["trial_id"]), []),
@@ -145,10 +145,11 @@ def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
     return summary, records
 
 
-def _number(value: Any) -> float:
-    """A table value as a float; absent or unreadable is NaN (drawn as missing)."""
+def _number(value: Any, missing: float = math.nan) -> float:
+    """A table value as a float; absent is ``missing``, unreadable is NaN (drawn as
+    missing)."""
     try:
-        return float(value) if value is not None else math.nan
+        return float(value) if value is not None else missing
     except (TypeError, ValueError):
         return math.nan
 

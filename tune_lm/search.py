@@ -517,8 +517,8 @@ def _search_and_report(
     report = [p for k, p in paths.items() if k.startswith("report:")]
     if report:
         say(f"report: {report[0].parent} ({len(report)} tables and pictures)")
-    unfinished = [row for row in rows if row.status.startswith("stopped at")
-                  or row.status.startswith("stopped before")]  # fmt: skip
+    unfinished = [row for row in rows if row.status.startswith(("stopped at", "stopped by",
+                                                                 "stopped before"))]  # fmt: skip
     if unfinished and not space.budget.time_budget:
         say(f"{len(unfinished)} trial(s) did not finish; continue with: {resume_hint}")
         return 0

@@ -10,6 +10,7 @@ import csv
 import itertools
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +37,15 @@ class TrialRow:
     status: str  # completed | stopped early by ASHA at epoch E | diverged | failed: ...
     test_ppl: float | None = None
     extra: dict[str, float] = field(default_factory=dict)  # e.g. test_ppl_epoch20
+    evaluated: int = -1  # evaluations it reported (-1: not known)
 
     def flat(self) -> dict[str, Any]:
         return {
             "trial_id": self.trial_id,
             **self.params,
             M.EPOCHS_RUN: self.epochs_run,
-            M.BEST_VAL_PPL: self.best_val_ppl,
+            # inf: diverged; none: never evaluated (inf only to rank it last)
+            M.BEST_VAL_PPL: None if self.evaluated == 0 else self.best_val_ppl,
             M.EPOCH_TIME_S: self.epoch_time_s,
             M.TOKENS_PER_S: self.tokens_per_s,
             "status": self.status,
@@ -59,6 +62,10 @@ def trial_status(history: list[dict[str, float]], error: str | None, space: Sear
     if error:
         return f"failed: {error.strip().splitlines()[-1][:200]}"
     if not history:
+        if interrupted:
+            return f"stopped by {interrupted} before its first evaluation"
+        if space.budget.time_budget:
+            return "stopped by the time budget before its first evaluation"
         return "stopped before its first evaluation"
     if not math.isfinite(history[-1].get(M.VAL_PPL, math.inf)):
         return "diverged"
@@ -102,6 +109,7 @@ def make_row(
         status=trial_status(history, error, space, asha_stopped=asha_stopped,
                             interrupted=interrupted),
         extra=extra,
+        evaluated=len(val),
     )
 
 
@@ -118,7 +126,10 @@ def human(value: Any) -> str:
 
 
 def _measured(value: Any) -> str:
-    """A measurement (perplexity, seconds): two decimals, three digits below 1."""
+    """A measurement (perplexity, seconds): two decimals, three digits below 1; none
+    (NaN: never measured) is left blank."""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
     if isinstance(value, float) and not isinstance(value, bool):
         return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
     return human(value)
@@ -255,8 +266,8 @@ def outcome_counts(rows: list[TrialRow]) -> str:
         if kind is not None:
             counts[kind] += 1
             continue
-        reason = row.status.split(" by ", 1)[1].split(" (")[0] if " by " in row.status else ""
-        label = f"stopped by {reason}" if reason else "stopped before the end"
+        reason = re.search(r" by (the time budget|Ctrl-C|SIGTERM)", row.status)
+        label = f"stopped{reason.group(0)}" if reason else "stopped before the end"
         other[label] = other.get(label, 0) + 1
     parts = [f"{counts['completed']} completed"]
     if counts["stopped early by ASHA"]:
