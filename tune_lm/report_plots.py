@@ -65,6 +65,11 @@ def learning_curves_figure(records: list[Any]) -> Any:
     axis.plot([], [], marker="x", color="grey", linestyle="none", label="stopped there")
     _log_scale_if_wide(axis, values)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+    if axis.texts:  # room on the right for the names
+        low, high = axis.get_xlim()
+        ticks = [t for t in axis.get_xticks() if low <= t <= high]  # epochs that exist
+        axis.set_xlim(low, high + (high - low) * 0.6)
+        axis.set_xticks(ticks)
     axis.set(xlabel="epoch", ylabel="validation perplexity",
              title=f"Validation perplexity per epoch (the best {LABELLED_BEST} named)")  # fmt: skip
     axis.legend(title="cell")
@@ -128,7 +133,8 @@ def parallel_coordinates_figure(records: list[Any], parameters: dict[str, Any]) 
     for x, (_, ticks) in enumerate(columns):
         axis.axvline(x, color="black", linewidth=0.8)
         for y, label in ticks.items():
-            axis.text(x + 0.04, y, label, fontsize=8, va="center")
+            axis.text(x + 0.05, y, label, fontsize=8, va="center",
+                      bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})  # fmt: skip
     axis.set_xticks(range(len(columns)), [*names, "best val ppl"])
     axis.set_yticks([])
     axis.set_ylim(-0.05, 1.05)
@@ -138,7 +144,7 @@ def parallel_coordinates_figure(records: list[Any], parameters: dict[str, Any]) 
     mappable = plt.cm.ScalarMappable(norm=norm, cmap=colour_map)
     figure.colorbar(mappable, ax=axis, label="best validation perplexity")
     left_out = len(records) - len(usable)
-    note = f"; {left_out} without a finite perplexity left out" if left_out else ""
+    note = f" ({left_out} left out: no finite perplexity)" if left_out else ""
     axis.set_title(f"{len(usable)} trials across their parameters{note}")
     return figure
 
