@@ -71,9 +71,10 @@ def test_sigterm_then_the_printed_resume_command_keeps_corpus_and_settings(tmp_p
     # Every trial's run has ended too, as the summary says (none left RUNNING).
     children = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'trial'")
     assert children and all(c.info.status in ("FINISHED", "KILLED") for c in children)
-    stopped = [c for c in children if c.data.tags["tune_lm.status"].startswith("stopped at")]
+    statuses = [(c.data.tags["tune_lm.status"], c.info.status) for c in children]
+    stopped = [c for c in children if c.data.tags["tune_lm.status"].startswith("stopped")]
     assert stopped and all("by SIGTERM" in c.data.tags["tune_lm.status"]
-                           and c.info.status == "KILLED" for c in stopped)  # fmt: skip
+                           and c.info.status == "KILLED" for c in stopped), statuses  # fmt: skip
 
     resume_line = output.split("Continue with: ", 1)[1].splitlines()[0]
     command = shlex.split(resume_line)
