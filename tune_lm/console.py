@@ -55,13 +55,11 @@ class Console:
         block runs; ``verbose`` leaves them on the console. Either way Ray's worker
         output carries no colour codes unless the console is a terminal."""
         logging.getLogger("ray.tune.tune").addFilter(_DropRayRestoreHint())
-        if verbose or not self.stream.isatty():
+        if not verbose or not self.stream.isatty():  # a log file or a pipe: plain text
             os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         if verbose:
             yield
             return
-        if not self.stream.isatty():
-            os.environ["RAY_COLOR_PREFIX"] = "0"
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         sys.stdout.flush()

@@ -266,14 +266,14 @@ def record_results(
     description into the search's run, which ends. Returns (the registered model's URI,
     what could not be logged): a tracking server that went away loses nothing else."""
     from tune_lm.mlflow_model import log_best_model
-    from tune_lm.tracking import settle_trial_runs, trial_runs
+    from tune_lm.tracking import settle_trial_runs
 
     failures: list[str] = []
     model_uri = None
     try:
-        settle_trial_runs(client, experiment_id, parent_id, rows)
+        runs = settle_trial_runs(client, experiment_id, parent_id, rows)
         if best is not None and best_model is not None and not interrupted:
-            run = trial_runs(client, experiment_id, parent_id).get(best.trial_id)
+            run = runs.get(best.trial_id)
             run_id = run.info.run_id if run is not None else parent_id
             metrics = {M.BEST_VAL_PPL: best.best_val_ppl, M.TEST_PPL: best.test_ppl}
             description = model_description(name, best, best_model[0], corpus.name, parent_id)

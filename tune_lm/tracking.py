@@ -237,11 +237,11 @@ def run_state(status: str) -> str:
 
 
 def settle_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
-                      rows: list[TrialRow]) -> int:  # fmt: skip
+                      rows: list[TrialRow]) -> dict[str, Any]:  # fmt: skip
     """Every trial's run ends as the summary says (Tune tells callbacks nothing about a
     trial the time budget or an interruption stopped): its status tag, a terminal state,
-    its best perplexity and epochs. Returns how many runs were changed."""
-    runs, changed = trial_runs(client, experiment_id, parent_run_id), 0
+    its best perplexity and epochs. Returns the runs, by trial id."""
+    runs = trial_runs(client, experiment_id, parent_run_id)
     for row in rows:
         run = runs.get(row.trial_id)
         if run is None:
@@ -254,8 +254,7 @@ def settle_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: s
             client.log_metric(run.info.run_id, M.BEST_VAL_PPL, row.best_val_ppl)
             client.log_metric(run.info.run_id, M.EPOCHS_RUN, float(row.epochs_run))
         client.set_terminated(run.info.run_id, state)
-        changed += 1
-    return changed
+    return runs
 
 
 def delete_lost_trial_runs(
