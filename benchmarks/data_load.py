@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMED = """
 import sys, time
 start = time.perf_counter()
-from tune_lm.data import load_corpus
+from tune_lm.lm.data import load_corpus
 imported = time.perf_counter()
 corpus = load_corpus(sys.argv[1], cache_dir=sys.argv[2])
 print(time.perf_counter() - imported, imported - start, corpus.train.numel())
@@ -56,7 +56,7 @@ def main() -> None:
                      "cached_load_s": statistics.median(cached),
                      "import_s": statistics.median(imports),
                      "first_runs": firsts, "cached_runs": cached})  # fmt: skip
-    print("| corpus | train tokens | first load (s) | cached load (s) | import tune_lm.data (s) |")
+    print("| corpus | train tokens | first load (s) | cached load (s) | import lm.data (s) |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['corpus']} | {row['train_tokens']:,} | {row['first_load_s']:.2f} | "

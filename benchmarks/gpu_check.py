@@ -97,7 +97,7 @@ class Check:
 def environment(check: Check) -> dict[str, Any]:
     import torch
 
-    import tune_lm.fit  # noqa: F401  (the LM layer imports without Ray or MLflow)
+    import tune_lm.lm.fit  # noqa: F401  (the LM layer imports without Ray or MLflow)
 
     info: dict[str, Any] = {
         "python": platform.python_version(), "torch": torch.__version__,
@@ -181,7 +181,7 @@ def throughput(check: Check) -> dict[str, Any]:
     from gpu_measure import SETTINGS, VARIANTS, measure_variant, short_eval
     from gpu_measure import train_flops_per_token as flops
 
-    from tune_lm.config import TrainConfig
+    from tune_lm.lm.config import TrainConfig
 
     rows, partial = [], False
     warmup, measure = check.args.warmup_batches, check.args.measure_batches
@@ -225,7 +225,7 @@ def throughput(check: Check) -> dict[str, Any]:
 def epochs(check: Check) -> dict[str, Any]:
     from gpu_measure import full_epoch
 
-    from tune_lm.config import TrainConfig
+    from tune_lm.lm.config import TrainConfig
 
     data = "synthetic" if check.args.dry_run else "wikitext-2"
     corpus = check.corpus(data)
@@ -244,7 +244,7 @@ def epochs(check: Check) -> dict[str, Any]:
 
 
 def packing(check: Check) -> dict[str, Any]:
-    from tune_lm.config import TrainConfig
+    from tune_lm.lm.config import TrainConfig
 
     data = "synthetic" if check.args.dry_run else "ptb"
     check.corpus(data)  # tokenised once here; the workers read the cache
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     corpora: dict[str, Any] = {}
 
     def corpus(name: str) -> Any:
-        from tune_lm.data import load_corpus
+        from tune_lm.lm.data import load_corpus
 
         if args.dry_run and name != "synthetic":
             name = "synthetic"

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from textbook import textbook_train  # benchmarks/ is on sys.path when run as a script
 
-from tune_lm import metrics as M
-from tune_lm.config import TrainConfig
-from tune_lm.data import Corpus, load_corpus
-from tune_lm.fit import fit
+from tune_lm.lm import metrics as M
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import Corpus, load_corpus
+from tune_lm.lm.fit import fit
 
 # name: (corpus, TrainConfig changes); every other setting is the example's default
 # (batch 20, bptt 35, lr 20, clip 0.25, dropout 0.2).

@@ -63,9 +63,9 @@ def run_search(space_file: Path, work: Path) -> dict:
 
 def back_to_back(trials: int, data: str) -> list[float]:
     """Seconds of each training, one after the other in this process (one thread)."""
-    from tune_lm.config import TrainConfig
-    from tune_lm.data import load_corpus
-    from tune_lm.fit import fit
+    from tune_lm.lm.config import TrainConfig
+    from tune_lm.lm.data import load_corpus
+    from tune_lm.lm.fit import fit
 
     corpus = load_corpus(data)
     seconds = []

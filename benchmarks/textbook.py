@@ -9,10 +9,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tune_lm.batching import batchify, get_window, window_starts
-from tune_lm.config import TrainConfig
-from tune_lm.data import Corpus
-from tune_lm.model import RNNLanguageModel, detach_hidden
+from tune_lm.lm.batching import batchify, get_window, window_starts
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import Corpus
+from tune_lm.lm.model import RNNLanguageModel, detach_hidden
 
 
 def textbook_train(

@@ -42,9 +42,9 @@ from pathlib import Path
 import torch
 from textbook import textbook_train  # benchmarks/ is on sys.path when run as a script
 
-from tune_lm.config import TrainConfig
-from tune_lm.data import Corpus, load_corpus
-from tune_lm.fit import bf16_is_fast, fit
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import Corpus, load_corpus
+from tune_lm.lm.fit import bf16_is_fast, fit
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name: (corpus, TrainConfig changes)

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from textbook import textbook_train  # benchmarks/ is on sys.path when run as a script
 
-from tune_lm.batching import batchify, get_window, window_starts
-from tune_lm.config import TrainConfig
-from tune_lm.data import load_corpus
-from tune_lm.fit import fit
+from tune_lm.lm.batching import batchify, get_window, window_starts
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import load_corpus
+from tune_lm.lm.fit import fit
 
 
 def textbook_epoch(config: TrainConfig, corpus) -> dict[str, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tune_lm.config import TrainConfig
+from tune_lm.lm.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

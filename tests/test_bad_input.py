@@ -376,8 +376,8 @@ def _torch_bytes(obj) -> bytes:
 
 
 def _tiny_weights() -> dict:
-    from tune_lm.config import TrainConfig
-    from tune_lm.model import RNNLanguageModel
+    from tune_lm.lm.config import TrainConfig
+    from tune_lm.lm.model import RNNLanguageModel
 
     config = TrainConfig(emsize=4, nhid=4, nlayers=1)
     return config, RNNLanguageModel.from_config(config, 12).state_dict()
@@ -512,7 +512,7 @@ def test_cases_cover_both_clis():
 
 
 def test_a_listening_address_passes_the_check():
-    from tune_lm.tuner import check_address
+    from tune_lm.tuning.tuner import check_address
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -558,8 +558,8 @@ def test_a_dead_cluster_left_behind_never_hangs_a_search(tmp_path, address):
 def test_resuming_with_a_saved_space_this_version_refuses_names_it(tmp_path):
     """A space saved before a check existed (here reduction_factor 1.5) is a clear error on
     --resume, not a pydantic traceback."""
-    from tune_lm.errors import ConfigError
-    from tune_lm.experiment import SPACE_FILE, read_pinned
+    from tune_lm.lm.errors import ConfigError
+    from tune_lm.tuning.experiment import SPACE_FILE, read_pinned
 
     (tmp_path / SPACE_FILE).write_text('{"scheduler": {"reduction_factor": 1.5}}')
     with pytest.raises(ConfigError, match="reduction_factor") as error:

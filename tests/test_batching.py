@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from tune_lm.batching import IGNORE, batchify, eval_layout, eval_windows, get_window, window_starts
+from tune_lm.lm.batching import (
+    IGNORE,
+    batchify,
+    eval_layout,
+    eval_windows,
+    get_window,
+    window_starts,
+)
 
 
 def test_batchify_lays_contiguous_slices_in_columns():

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tune_lm.checkpoint import load_model
-from tune_lm.data import load_corpus
-from tune_lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.metrics import perplexity
+from tune_lm.lm.checkpoint import load_model
+from tune_lm.lm.data import load_corpus
+from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.lm.metrics import perplexity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from tune_lm.config import TrainConfig
-from tune_lm.errors import ConfigError
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import ConfigError
 
 
 def test_defaults_match_the_pytorch_example():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tune_lm.console import LOG_FILE
-from tune_lm.space import SHIPPED_SPACES, load_space
+from tune_lm.tuning.console import LOG_FILE
+from tune_lm.tuning.space import SHIPPED_SPACES, load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ANSI = "\x1b["

@@ -1,4 +1,4 @@
-"""Tests of tune_lm.data: tokenising, vocabulary, errors, caching, downloads."""
+"""Tests of tune_lm.lm.data: tokenising, vocabulary, errors, caching, downloads."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tune_lm import data
-from tune_lm.data import Corpus, load_corpus, tokenize, write_corpus_folder
-from tune_lm.errors import DataError
+from tune_lm.lm import data
+from tune_lm.lm.data import Corpus, load_corpus, tokenize, write_corpus_folder
+from tune_lm.lm.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -75,7 +75,7 @@ def test_tokenize_matches_line_by_line_convention(text):
 
 def test_tiny_folder_counts_vocab_and_unk(tmp_path, caplog):
     folder = make_folder(tmp_path / "tiny")
-    with caplog.at_level(logging.INFO, logger="tune_lm.data"):
+    with caplog.at_level(logging.INFO, logger="tune_lm.lm.data"):
         corpus = load_corpus(str(folder))
     assert corpus.name == str(folder)
     # Vocabulary from train only, in order of first appearance; <unk> appended for valid.
@@ -155,7 +155,7 @@ def test_byte_order_marks_never_become_part_of_a_word(tmp_path, caplog):
     splits = {"train": bom + "the cat\nthe dog\n", "valid": bom + bom + "the cat\n",
               "test": "the\n" + bom + "dog\nthe\n" + bom + "dog " + bom + " the\n"}  # fmt: skip
     folder = make_folder(tmp_path / "c", splits)
-    with caplog.at_level(logging.INFO, logger="tune_lm.data"):
+    with caplog.at_level(logging.INFO, logger="tune_lm.lm.data"):
         first = load_corpus(str(folder))
         second = load_corpus(str(folder))  # from the cache
     for corpus in (first, second):
@@ -175,7 +175,7 @@ def test_a_valid_split_unrelated_to_train_warns_loudly(tmp_path, caplog):
     folder = make_folder(
         tmp_path / "c", {"train": "the cat sat\n", "valid": "der Hund lief\n", "test": "cat x y\n"}
     )
-    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+    with caplog.at_level(logging.WARNING, logger="tune_lm.lm.data"):
         corpus = load_corpus(str(folder))
         load_corpus(str(folder))  # the cached corpus warns too
     assert corpus.unk_counts["valid"] == 3
@@ -187,7 +187,7 @@ def test_a_valid_split_unrelated_to_train_warns_loudly(tmp_path, caplog):
 def test_a_split_of_literal_unk_words_warns_too(tmp_path, caplog):
     folder = make_folder(tmp_path / "c", {"train": "a <unk> b\n", "valid": "<unk> <unk> a\n",
                                           "test": "a b\n"})  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+    with caplog.at_level(logging.WARNING, logger="tune_lm.lm.data"):
         load_corpus(str(folder))
     assert "valid.txt: 2 of its 3 words (67%) are <unk>" in caplog.text
     assert "test.txt" not in caplog.text
@@ -249,7 +249,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path, caplog):
     first = load_corpus(str(folder))
     cache_file = tmp_path / "cache" / "tokenized" / f"{first.fingerprint}.pt"
     cache_file.write_bytes(b"not a torch file")
-    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+    with caplog.at_level(logging.WARNING, logger="tune_lm.lm.data"):
         second = load_corpus(str(folder))
     assert "unreadable" in caplog.text
     assert_same_corpus(first, second)
@@ -259,7 +259,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path, caplog):
 def test_unwritable_cache_only_warns(tmp_path, caplog):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the cache folder should be")
-    with caplog.at_level(logging.WARNING, logger="tune_lm.data"):
+    with caplog.at_level(logging.WARNING, logger="tune_lm.lm.data"):
         corpus = load_corpus(str(make_folder(tmp_path / "tiny")), cache_dir=blocker)
     assert corpus.train.numel() == 8
     assert "cannot write" in caplog.text

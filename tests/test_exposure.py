@@ -15,8 +15,8 @@ from conftest import REPO_ROOT
 
 PROBE = """
 import json, subprocess
-from tune_lm.tuner import connect_ray
-from tune_lm.private_api import token_auth_enabled
+from tune_lm.tuning.tuner import connect_ray
+from tune_lm.tuning.private_api import token_auth_enabled
 connect_ray(None)
 listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
 print(json.dumps({"token_auth": token_auth_enabled(), "ss": listening}))

@@ -18,11 +18,11 @@ import pytest
 from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
 from mlflow.tracking import MlflowClient
 
-from tune_lm import metrics as M
-from tune_lm.data import load_corpus
-from tune_lm.fit import fit
-from tune_lm.searchers import STUDY_FILE, STUDY_NAME
-from tune_lm.space import load_space
+from tune_lm.lm import metrics as M
+from tune_lm.lm.data import load_corpus
+from tune_lm.lm.fit import fit
+from tune_lm.tuning.searchers import STUDY_FILE, STUDY_NAME
+from tune_lm.tuning.space import load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
     import torch
     from ray import tune
 
-    from tune_lm.trainable import STATE_FILE, load_latest_readable
+    from tune_lm.tuning.trainable import STATE_FILE, load_latest_readable
 
     for index in range(3):
         folder = tmp_path / f"checkpoint_{index:06d}"
@@ -219,8 +219,8 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
 
 
 def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypatch):
-    from tune_lm.errors import TuneLMError
-    from tune_lm.trainable import check_free_space
+    from tune_lm.lm.errors import TuneLMError
+    from tune_lm.tuning.trainable import check_free_space
 
     check_free_space(tmp_path, 10**6)  # the default reserve (200 MB) is there
     monkeypatch.setenv("TUNE_LM_MIN_FREE_MB", str(10**12))  # more than any disk has
@@ -229,7 +229,7 @@ def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypat
 
 
 def test_credentials_leave_the_tracking_uri(monkeypatch):
-    from tune_lm.parent_run import move_credentials
+    from tune_lm.tracking.parent_run import move_credentials
 
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
@@ -243,7 +243,7 @@ def test_credentials_leave_the_tracking_uri(monkeypatch):
 def test_runs_of_trials_lost_with_a_killed_driver_are_deleted(tmp_path):
     """A trial started after Ray's last snapshot has an MLflow run but no place in the
     resumed experiment: that run goes, the others stay."""
-    from tune_lm.tracking import PARENT_TAG, TAG_KIND, TAG_TRIAL, delete_lost_trial_runs
+    from tune_lm.tracking.trial_runs import PARENT_TAG, TAG_KIND, TAG_TRIAL, delete_lost_trial_runs
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("lost")

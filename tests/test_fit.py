@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from tune_lm import metrics as M
-from tune_lm.config import TrainConfig
-from tune_lm.errors import ConfigError, DataError
-from tune_lm.fit import fit
-from tune_lm.synthetic import make_source, make_synthetic_corpus
+from tune_lm.lm import metrics as M
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import ConfigError, DataError
+from tune_lm.lm.fit import fit
+from tune_lm.lm.synthetic import make_source, make_synthetic_corpus
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from tune_lm import metrics as M
-from tune_lm.checkpoint import save_model
-from tune_lm.data import write_corpus_folder
-from tune_lm.fit import fit
-from tune_lm.model import RNNLanguageModel
-from tune_lm.synthetic import make_synthetic_corpus
+from tune_lm.lm import metrics as M
+from tune_lm.lm.checkpoint import save_model
+from tune_lm.lm.data import write_corpus_folder
+from tune_lm.lm.fit import fit
+from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.lm.synthetic import make_synthetic_corpus
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def trained(tmp_path_factory, tiny_config_module):
 
 @pytest.fixture(scope="module")
 def tiny_config_module():
-    from tune_lm.config import TrainConfig
+    from tune_lm.lm.config import TrainConfig
 
     return TrainConfig(data="synthetic", emsize=16, nhid=16, nlayers=1, epochs=2,
                        batch_size=8, bptt=10, lr=5.0, threads=1)  # fmt: skip
@@ -77,10 +77,10 @@ def test_bad_generation_flags_exit_2(trained):
 def trial_state(tmp_path_factory, tiny_config_module):
     """A trial's train_state.pt where a search leaves it, written as the trainable writes
     it (TrainState.to_dict() from fit's callback), with the experiment's pinned corpus."""
-    from tune_lm.checkpoint import STATE_FILE, atomic_torch_save
-    from tune_lm.data import load_corpus
-    from tune_lm.experiment import SearchSettings, write_pinned
-    from tune_lm.space import SearchSpace
+    from tune_lm.lm.checkpoint import STATE_FILE, atomic_torch_save
+    from tune_lm.lm.data import load_corpus
+    from tune_lm.tuning.experiment import SearchSettings, write_pinned
+    from tune_lm.tuning.space import SearchSpace
 
     corpus = load_corpus("synthetic")
     states = []
@@ -122,8 +122,8 @@ def test_a_trials_own_checkpoint_generates_and_evaluates(trial_state, tmp_path):
 def test_a_trials_checkpoint_whose_corpus_changed_is_refused(trial_state, tmp_path):
     import shutil
 
-    from tune_lm.data import write_corpus_folder
-    from tune_lm.synthetic import make_synthetic_corpus
+    from tune_lm.lm.data import write_corpus_folder
+    from tune_lm.lm.synthetic import make_synthetic_corpus
 
     state_file, _ = trial_state
     experiment = tmp_path / "quick"
@@ -143,7 +143,7 @@ def test_a_trials_checkpoint_whose_corpus_changed_is_refused(trial_state, tmp_pa
 def unk_model(tmp_path_factory, tiny_config_module):
     """A model whose corpus has <unk> (as PTB and WikiText-2 do), and a corpus of mostly
     other words."""
-    from tune_lm.data import load_corpus
+    from tune_lm.lm.data import load_corpus
 
     root = tmp_path_factory.mktemp("unk")
     lines = "".join(f"w{i % 40} w{(i * 7) % 40} <unk> w{(i * 3) % 40}\n" for i in range(600))
@@ -182,8 +182,8 @@ def test_the_registered_models_perplexity_does_not_depend_on_eval_batch_size(tra
     not change the answer."""
     from types import SimpleNamespace
 
-    from tune_lm.checkpoint import load_model
-    from tune_lm.mlflow_model import LanguageModelPyfunc
+    from tune_lm.lm.checkpoint import load_model
+    from tune_lm.tracking.registry import LanguageModelPyfunc
 
     checkpoint = trained[0]
     model, config, vocab = load_model(checkpoint)
@@ -220,7 +220,7 @@ def test_an_unknown_registered_model_names_what_exists_and_creates_no_store(tmp_
 
 
 def test_registered_names_of_other_scripts_stay_apart():
-    from tune_lm.mlflow_model import registered_name
+    from tune_lm.tracking.registry import registered_name
 
     names = ["实验一", "实验二", "эксперимент", "my search", "my-search", "quick"]
     registered = [registered_name(name) for name in names]

@@ -14,12 +14,12 @@ import warnings
 import pytest
 import torch
 
-from tune_lm import metrics as M
-from tune_lm.config import TrainConfig
-from tune_lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.fit import fit, resolve_device, training_autocast
-from tune_lm.model import RNNLanguageModel
-from tune_lm.synthetic import make_synthetic_corpus
+from tune_lm.lm import metrics as M
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.lm.fit import fit, resolve_device, training_autocast
+from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.lm.synthetic import make_synthetic_corpus
 
 pytestmark = pytest.mark.gpu
 

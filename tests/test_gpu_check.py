@@ -7,7 +7,7 @@ import sys
 
 from conftest import REPO_ROOT
 
-from tune_lm.config import TrainConfig
+from tune_lm.lm.config import TrainConfig
 
 
 def test_gpu_check_dry_run_runs_every_section(tmp_path):

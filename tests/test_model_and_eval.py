@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from tune_lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.metrics import perplexity
-from tune_lm.model import RNNLanguageModel
+from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.lm.metrics import perplexity
+from tune_lm.lm.model import RNNLanguageModel
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])

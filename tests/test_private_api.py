@@ -1,11 +1,11 @@
-"""Canaries for the private Ray surfaces tune_lm uses (tune_lm/private_api.py): each fails
+"""Canaries for the private Ray surfaces tune_lm uses (tune_lm/tuning/private_api.py): each fails
 loudly when a Ray upgrade moves or changes one."""
 
 from pathlib import Path
 
 import pytest
 
-from tune_lm.private_api import find_cluster_address
+from tune_lm.tuning.private_api import find_cluster_address
 
 
 def test_auto_finds_the_cluster_recorded_by_the_last_ray_start(tmp_path, monkeypatch):
@@ -32,7 +32,7 @@ def test_ray_address_wins_over_the_recorded_cluster(tmp_path, monkeypatch):
 
 def test_tune_names_its_state_file_as_we_look_for_it(asha_search):
     """A finished real search has Tune's experiment_state-*.json; an empty folder has not."""
-    from tune_lm.private_api import tune_state_saved
+    from tune_lm.tuning.private_api import tune_state_saved
 
     done, folder = asha_search
     assert done.returncode == 0, done.stderr[-2000:]

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from tune_lm.progress import estimate_remaining_s, expected_epochs, total_trials
-from tune_lm.space import SearchSpace
+from tune_lm.tuning.progress import estimate_remaining_s, expected_epochs, total_trials
+from tune_lm.tuning.space import SearchSpace
 
 
 def space(**sections):

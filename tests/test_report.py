@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tune_lm.report import pareto_front
+from tune_lm.tuning.results import pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -152,7 +152,7 @@ def _hand_made_search(folder, *, truncated_line=False):
 
 
 def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path):
-    from tune_lm.report import load_trials
+    from tune_lm.reporting.report import load_trials
 
     folder = _hand_made_search(tmp_path / "exp", truncated_line=True)
     done = subprocess.run([sys.executable, "-m", "tune_lm.report", str(folder)],
@@ -187,7 +187,7 @@ def test_bad_flags_or_a_truncated_summary_write_nothing(tmp_path, where):
 def test_importances_are_fanova_as_the_plot_says():
     import optuna
 
-    from tune_lm.report_plots import importance_evaluator
+    from tune_lm.reporting.plots import importance_evaluator
 
     evaluator, name = importance_evaluator()
     assert isinstance(evaluator, optuna.importance.FanovaImportanceEvaluator) and name == "fANOVA"
@@ -219,7 +219,7 @@ def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
 
 
 def _record(trial_id, model, lr, status, curve):
-    from tune_lm.report import TrialRecord
+    from tune_lm.reporting.report import TrialRecord
 
     history = [{"epoch": float(e), "val_ppl": v} for e, v in enumerate(curve, start=1)]
     return TrialRecord(trial_id, {"model": model, "lr": lr}, status, min(curve), 1.0, 1.0,
@@ -238,7 +238,7 @@ RECORDS = [
 def test_learning_curves_mark_only_stopped_trials_and_name_the_best():
     import matplotlib.pyplot as plt
 
-    from tune_lm.report_plots import learning_curves_figure
+    from tune_lm.reporting.plots import learning_curves_figure
 
     figure = learning_curves_figure(RECORDS)
     axis = figure.axes[0]
@@ -255,7 +255,7 @@ def test_learning_curves_mark_only_stopped_trials_and_name_the_best():
 def test_parallel_coordinates_put_each_trial_on_its_values():
     import matplotlib.pyplot as plt
 
-    from tune_lm.report_plots import _axis_positions, parallel_coordinates_figure
+    from tune_lm.reporting.plots import _axis_positions, parallel_coordinates_figure
 
     # A log-uniform range on a log axis: 1, 10, 100 at 0, 0.5, 1.
     positions, ticks = _axis_positions([1.0, 10.0, 100.0], {"loguniform": [1.0, 100.0]})
@@ -279,8 +279,8 @@ def test_parallel_coordinates_put_each_trial_on_its_values():
 def test_importances_say_when_too_few_trials_completed(tmp_path, monkeypatch):
     import optuna
 
-    from tune_lm import report_plots
-    from tune_lm.searchers import STUDY_FILE, STUDY_NAME
+    from tune_lm.reporting import plots as report_plots
+    from tune_lm.tuning.searchers import STUDY_FILE, STUDY_NAME
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / STUDY_FILE)))

@@ -16,8 +16,8 @@ import pytest
 from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
 from mlflow.tracking import MlflowClient
 
-from tune_lm.data import load_corpus, write_corpus_folder
-from tune_lm.synthetic import make_synthetic_corpus
+from tune_lm.lm.data import load_corpus, write_corpus_folder
+from tune_lm.lm.synthetic import make_synthetic_corpus
 
 SPACE = """
 name: resumed

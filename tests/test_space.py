@@ -5,7 +5,13 @@ import time
 
 import pytest
 
-from tune_lm.space import SHIPPED_SPACES, SpaceError, load_space, parse_duration, to_tune_space
+from tune_lm.tuning.space import (
+    SHIPPED_SPACES,
+    SpaceError,
+    load_space,
+    parse_duration,
+    to_tune_space,
+)
 
 SHIPPED = sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml"))
 
@@ -200,7 +206,7 @@ def test_an_empty_space_is_refused(tmp_path, text):
 
 
 def test_a_large_grid_runs_when_asked_for_and_is_announced(tmp_path):
-    from tune_lm.space_checks import grid_warning
+    from tune_lm.tuning.space_checks import grid_warning
 
     grid = "searcher: {type: grid}\nparameters: {model: {grid: [LSTM, GRU]}}\n"
     one = "budget: {num_samples: 1}\n"

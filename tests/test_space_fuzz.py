@@ -13,9 +13,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tune_lm.config import TrainConfig
-from tune_lm.errors import TuneLMError
-from tune_lm.space import PARAMETER_KINDS, SHIPPED_SPACES, SearchSpace, load_space
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import TuneLMError
+from tune_lm.tuning.space import PARAMETER_KINDS, SHIPPED_SPACES, SearchSpace, load_space
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 QUICK = yaml.safe_load((SHIPPED_SPACES / "quick.yaml").read_text())

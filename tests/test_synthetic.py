@@ -1,4 +1,4 @@
-"""Tests of tune_lm.synthetic: the Markov source and the corpus made from it."""
+"""Tests of tune_lm.lm.synthetic: the Markov source and the corpus made from it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from tune_lm.data import load_corpus, write_corpus_folder
-from tune_lm.errors import DataError
-from tune_lm.synthetic import EOS_STATE, make_source, make_synthetic_corpus
+from tune_lm.lm.data import load_corpus, write_corpus_folder
+from tune_lm.lm.errors import DataError
+from tune_lm.lm.synthetic import EOS_STATE, make_source, make_synthetic_corpus
 
 
 def test_same_seed_same_source_and_corpus():

@@ -9,8 +9,8 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tune_lm.config import TrainConfig
-from tune_lm.errors import TuneLMError
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import TuneLMError
 
 
 def flag_name(field: str) -> str:

@@ -1,4 +1,5 @@
-"""Perplexity of a model on a split: every token scored exactly once."""
+"""``python -m tune_lm.evaluate``: a trained model's perplexity on a split of a corpus
+(every token scored exactly once, by :func:`tune_lm.lm.evaluate.evaluate_loss`)."""
 
 from __future__ import annotations
 
@@ -9,42 +10,9 @@ from collections.abc import Sequence
 
 import torch
 
-from tune_lm.batching import eval_layout, eval_windows
-from tune_lm.data import EOS, UNK, Corpus
-from tune_lm.errors import DataError
-from tune_lm.model import RNNLanguageModel, detach_hidden
-
-
-class EvalSplit:
-    """A split laid out for evaluation once, then reused at every evaluation."""
-
-    def __init__(
-        self, tokens: torch.Tensor, batch_size: int, eos_id: int, device: torch.device
-    ) -> None:
-        inputs, targets = eval_layout(tokens, batch_size, eos_id)
-        self.inputs, self.targets = inputs.to(device), targets.to(device)  # (rows, batch)
-        self.batch_size = inputs.size(1)
-        self.token_count = tokens.numel()
-
-
-@torch.no_grad()
-def evaluate_loss(model: RNNLanguageModel, split: EvalSplit, bptt: int) -> float:
-    """Mean NLL per token over the whole split (perplexity = exp of it).
-
-    The hidden state starts at zero in each column and is carried across windows,
-    as in training; dropout is off.
-    """
-    was_training = model.training
-    model.eval()
-    hidden = model.init_hidden(split.batch_size)
-    total_nll = torch.zeros((), dtype=torch.float64, device=split.inputs.device)
-    for rows in eval_windows(split.inputs.size(0), bptt):
-        features, hidden = model(split.inputs[rows], hidden)  # (L, batch, nhid)
-        total_nll += model.nll_sum(features, split.targets[rows])
-        hidden = detach_hidden(hidden)
-    model.train(was_training)
-    return total_nll.item() / split.token_count  # one host sync per evaluation
-
+from tune_lm.lm.data import EOS, UNK, Corpus
+from tune_lm.lm.errors import DataError
+from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 
 # Above this share of a split's tokens unknown to the model, its perplexity says nothing
 # about the model: those words all become <unk>, an easy, frequent token.
@@ -105,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "tokens are words the model never saw (as <unk>)")  # fmt: skip
     args = parser.parse_args(argv)
     check_model_flags(args)
-    from tune_lm.data import load_corpus
-    from tune_lm.metrics import perplexity
+    from tune_lm.lm.data import load_corpus
+    from tune_lm.lm.metrics import perplexity
 
     model, config, vocab = load_for_inference(args.checkpoint, args.model, args.tracking_uri)
     corpus = load_corpus(args.data)

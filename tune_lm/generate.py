@@ -15,9 +15,9 @@ import torch
 
 from tune_lm import inference
 from tune_lm.cli import run_main
-from tune_lm.data import EOS
-from tune_lm.errors import ConfigError
-from tune_lm.model import RNNLanguageModel
+from tune_lm.lm.data import EOS
+from tune_lm.lm.errors import ConfigError
+from tune_lm.lm.model import RNNLanguageModel
 
 
 @torch.no_grad()

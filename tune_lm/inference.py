@@ -8,7 +8,7 @@ From any file a user has at hand:
   (the best-validation ones) and config, but no vocabulary. That is the corpus the
   experiment pinned in ``EXPERIMENT/search.json``, loaded again and checked against
   the fingerprint recorded there;
-- a registered MLflow model (``models:/NAME/VERSION``), see :mod:`tune_lm.mlflow_model`.
+- a registered MLflow model (``models:/NAME/VERSION``), see :mod:`tune_lm.tracking.registry`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import logging
 from pathlib import Path
 
-from tune_lm.checkpoint import (
+from tune_lm.lm.checkpoint import (
     MODEL_FORMAT,
     STATE_FILE,
     model_from_weights,
@@ -26,10 +26,10 @@ from tune_lm.checkpoint import (
     saved_config,
     state_weights,
 )
-from tune_lm.config import TrainConfig
-from tune_lm.errors import ConfigError, TuneLMError
-from tune_lm.experiment import SETTINGS_FILE, SETTINGS_FORMAT, SPACE_FILE
-from tune_lm.model import RNNLanguageModel
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import ConfigError, TuneLMError
+from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.tuning.experiment import SETTINGS_FILE, SETTINGS_FORMAT, SPACE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def load_for_inference(
     """(model, config, vocab) from a checkpoint file or a registered MLflow model."""
     if checkpoint is not None:
         return load_checkpoint_file(checkpoint)
-    from tune_lm.mlflow_model import load_registered
+    from tune_lm.tracking.registry import load_registered
 
     return load_registered(str(model_uri), tracking_uri)
 
@@ -103,7 +103,7 @@ def experiment_vocab(path: Path, ntokens: int, config: TrainConfig) -> list[str]
 
 
 def _pinned_vocab(path: Path, folder: Path, ntokens: int) -> list[str]:
-    from tune_lm.data import load_corpus
+    from tune_lm.lm.data import load_corpus
 
     settings_file = folder / SETTINGS_FILE
     try:
@@ -140,7 +140,7 @@ def _pinned_vocab(path: Path, folder: Path, ntokens: int) -> list[str]:
 
 
 def _unverified_vocab(path: Path, folder: Path, ntokens: int, data: str) -> list[str]:
-    from tune_lm.data import load_corpus
+    from tune_lm.lm.data import load_corpus
 
     try:
         corpus = load_corpus(data)

@@ -11,216 +11,17 @@ against wall-clock time, and Optuna's parameter importances.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import logging
-import math
-import os
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from tune_lm import metrics as M
 from tune_lm.cli import run_main
-from tune_lm.errors import TuneLMError
-from tune_lm.summary import SUMMARY_JSON, markdown_table
-
-REPORT_DIR = "report"
-log = logging.getLogger("tune_lm.report")  # not __main__ under python -m
-
-
-@dataclass
-class TrialRecord:
-    trial_id: str
-    params: dict[str, Any]
-    status: str
-    best_val_ppl: float
-    epoch_time_s: float
-    tokens_per_s: float
-    history: list[dict[str, float]]  # one dict per evaluation, with "timestamp"
-
-
-def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of the points that no other point dominates (every coordinate minimised:
-    another point at least as good everywhere and better somewhere)."""
-    front = []
-    for i, point in enumerate(points):
-        if not all(math.isfinite(v) for v in point):
-            continue
-        dominated = any(
-            all(a <= b for a, b in zip(other, point, strict=True)) and tuple(other) != tuple(point)
-            for j, other in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
-
-
-def parse_summary(text: str | bytes, source: str) -> dict[str, Any]:
-    """A search's summary.json, checked: a half-written or foreign file names itself."""
-    try:
-        summary = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise TuneLMError(
-            f"{source} is not complete JSON ({error}): the search was still writing it, or it "
-            "was cut off while being copied. Wait for the search to end (or --resume it, "
-            "which writes it again), copy it again whole, then run the report again"
-        ) from None
-    space = summary.get("space") if isinstance(summary, dict) else None
-    trials = summary.get("trials") if isinstance(summary, dict) else None
-    row_keys = ("trial_id", "status", M.BEST_VAL_PPL)
-    if not (
-        isinstance(space, dict)
-        and isinstance(space.get("parameters"), dict)
-        and isinstance(space.get("fixed"), dict)
-        and isinstance(trials, list)
-        and all(isinstance(row, dict) and all(k in row for k in row_keys) for row in trials)
-    ):
-        raise TuneLMError(
-            f"{source} is not the {SUMMARY_JSON} of a tune_lm search (it lacks the space's "
-            f"parameters and fixed values, or trials with {', '.join(row_keys)}); give the "
-            "folder of a search that has ended"
-        )
-    return summary
-
-
-def check_by(summary: dict[str, Any], by: Sequence[str]) -> None:
-    """Every ``--by`` name is a searched or fixed parameter of the search."""
-    known = [*summary["space"]["parameters"], *summary["space"]["fixed"]]
-    unknown = [name for name in by if name not in known]
-    if unknown:
-        raise TuneLMError(f"--by {' '.join(unknown)}: not a parameter of this search; it has "
-                          f"{', '.join(known)}")  # fmt: skip
-
-
-def read_history(result_file: Path) -> list[dict[str, Any]]:
-    """A trial's per-evaluation results (Ray's result.json, one JSON object per line). A
-    line cut off by a search still writing it is skipped with a warning."""
-    history = []
-    for number, line in enumerate(result_file.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            entry = None
-        if not isinstance(entry, dict):
-            log.warning("%s: line %d is not a complete JSON result (a search still writing "
-                        "it?); skipped", result_file, number)  # fmt: skip
-            continue
-        history.append(entry)
-    return history
-
-
-def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
-    """The search's summary.json plus each trial's per-evaluation results."""
-    summary_file = folder / SUMMARY_JSON
-    if not summary_file.is_file():
-        raise TuneLMError(
-            f"{folder}: no {SUMMARY_JSON} here; give the folder of a search "
-            "(tune_lm_runs/NAME) whose run has ended"
-        )
-    summary = parse_summary(summary_file.read_bytes(), str(summary_file))
-    histories: dict[str, list[dict[str, float]]] = {}
-    for result_file in folder.glob("*/result.json"):
-        lines = read_history(result_file)
-        if lines:
-            histories[str(lines[0].get("trial_id"))] = lines
-    params = list(summary["space"]["parameters"])
-    records = [
-        TrialRecord(
-            trial_id=str(row["trial_id"]),
-            params={name: row.get(name) for name in params},
-            status=row["status"],
-            best_val_ppl=_number(row[M.BEST_VAL_PPL], missing=math.inf),  # none: last
-            epoch_time_s=_number(row.get(M.EPOCH_TIME_S)),
-            tokens_per_s=_number(row.get(M.TOKENS_PER_S)),
-            history=histories.get(str(row["trial_id"]), []),
-        )
-        for row in summary["trials"]
-    ]
-    return summary, records
-
-
-def _number(value: Any, missing: float = math.nan) -> float:
-    """A table value as a float; absent is ``missing``, unreadable is NaN (drawn as
-    missing)."""
-    try:
-        return float(value) if value is not None else missing
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def grouped(records: list[TrialRecord], by: str) -> list[dict[str, Any]]:
-    """One row per value of ``by``: trials, best val ppl (and which trial), median s/epoch."""
-    groups: dict[Any, list[TrialRecord]] = {}
-    for record in records:
-        groups.setdefault(record.params.get(by), []).append(record)
-    rows = []
-    for value, members in groups.items():
-        best = min(members, key=lambda r: r.best_val_ppl)
-        times = [r.epoch_time_s for r in members if math.isfinite(r.epoch_time_s)]
-        rows.append(
-            {
-                by: value,
-                "trials": len(members),
-                M.BEST_VAL_PPL: best.best_val_ppl,
-                "best_trial": best.trial_id,
-                "median_epoch_time_s": statistics.median(times) if times else None,
-            }
-        )
-    return sorted(rows, key=lambda row: row[M.BEST_VAL_PPL])
-
-
-def _write_table(rows: list[dict[str, Any]], columns: list[str], stem: Path) -> list[Path]:
-    stem.with_suffix(".md").write_text(markdown_table(rows, columns) + "\n")
-    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
-
-
-def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
-    """Every table and picture of the report; returns the files written. Everything is
-    read and checked (the summary, ``by``) before the first file is written."""
-    summary, records = load_trials(folder)
-    check_by(summary, by)
-    from tune_lm import report_plots  # matplotlib (and its cache) only once all is checked
-
-    out = folder / REPORT_DIR
-    check_writable(out, "the report folder")
-    out.mkdir(exist_ok=True)
-    params = list(summary["space"]["parameters"])
-    columns = ["trial_id", *params, M.EPOCHS_RUN, "status", M.BEST_VAL_PPL, M.EPOCH_TIME_S,
-               M.TOKENS_PER_S, M.TEST_PPL]  # fmt: skip
-    written = _write_table(summary["trials"], columns, out / "trials")
-    for name in dict.fromkeys(["model", *by]):
-        if name not in params and name not in summary["space"]["fixed"]:
-            continue  # a search that fixed no cell type
-        for record in records:
-            record.params.setdefault(name, summary["space"]["fixed"].get(name))
-        rows = grouped(records, name)
-        header = [name, "trials", M.BEST_VAL_PPL, "best_trial", "median_epoch_time_s"]
-        written += _write_table(rows, header, out / f"by_{name}")
-    written += report_plots.draw_all(records, folder, out, summary["space"]["parameters"])
-    return written
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """``folder`` is, or can be made, a folder we may write in; else say so before writing."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise TuneLMError(f"{what} {folder} cannot be made: {existing} is a file, not a folder. "
-                          "Give another place")  # fmt: skip
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise TuneLMError(
-            f"{what} {folder} cannot be written ({existing} is read-only). Copy the "
-            "experiment somewhere writable, or give another place"
-        )
+from tune_lm.reporting.report import (
+    REPORT_DIR,
+    check_by,
+    check_writable,
+    parse_summary,
+    write_report,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _local_copy(args: argparse.Namespace) -> Path:
     """A local copy of a remote or MLflow experiment, made only once its summary has been
     read and the flags checked against it."""
-    from tune_lm import report_sources
+    from tune_lm.reporting import sources as report_sources
 
     name = args.mlflow or args.experiment.rstrip("/").rsplit("/", 1)[-1]
     out = Path(args.out or name)
@@ -267,7 +68,7 @@ def _local_copy(args: argparse.Namespace) -> Path:
         check_by(parse_summary(summary_text, source), args.by)
 
     if args.mlflow is not None:
-        from tune_lm.parent_run import default_tracking_uri, move_credentials
+        from tune_lm.tracking.parent_run import default_tracking_uri, move_credentials
 
         uri = move_credentials(args.tracking_uri or default_tracking_uri())
         return report_sources.fetch_mlflow(args.mlflow, uri, out, check)

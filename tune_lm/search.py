@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tune_lm import metrics as M
-from tune_lm.atomic import probe_writable
 from tune_lm.cli import run_main
-from tune_lm.config import TrainConfig
-from tune_lm.console import LOG_FILE, console, say
-from tune_lm.errors import ConfigError, TuneLMError
-from tune_lm.experiment import (
+from tune_lm.lm import metrics as M
+from tune_lm.lm.atomic import probe_writable
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import ConfigError, TuneLMError
+from tune_lm.tuning.console import LOG_FILE, console, say
+from tune_lm.tuning.experiment import (
     SPACE_FILE,
     Pinned,
     SearchSettings,
@@ -35,10 +35,10 @@ from tune_lm.experiment import (
     resume_conflicts,
     write_pinned,
 )
-from tune_lm.report import pareto_front
-from tune_lm.space import SearchSpace, load_space, parse_duration, resolve_space_path
-from tune_lm.space_checks import grid_warning
-from tune_lm.summary import (
+from tune_lm.tuning.results import pareto_front
+from tune_lm.tuning.space import SearchSpace, load_space, parse_duration, resolve_space_path
+from tune_lm.tuning.space_checks import grid_warning
+from tune_lm.tuning.summary import (
     TrialRow,
     describe,
     make_row,
@@ -277,15 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%s", notice)
     # Bad flags and spaces have failed by now, in a fraction of a second: Ray, MLflow and
     # torch take seconds to import (importing them starts nothing).
-    from tune_lm import tuner as ray_side
-    from tune_lm.data import load_corpus
-    from tune_lm.parent_run import (
+    from tune_lm.lm.data import load_corpus
+    from tune_lm.tracking.parent_run import (
         check_tracking_server,
         check_tracking_uri,
         default_tracking_uri,
         move_credentials,
     )
-    from tune_lm.tracking import limit_http_retries
+    from tune_lm.tracking.trial_runs import limit_http_retries
+    from tune_lm.tuning import tuner as ray_side
 
     # Everything that can be wrong is checked before anything is written or started.
     restore = ray_side.check_experiment(path, resume=args.resume)
@@ -373,8 +373,8 @@ def _run(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from tune_lm import tuner as ray_side
-    from tune_lm.parent_run import start_parent_run
+    from tune_lm.tracking.parent_run import start_parent_run
+    from tune_lm.tuning import tuner as ray_side
 
     settings = pinned.settings if pinned else None
     ray_side.connect_ray(address)
@@ -417,12 +417,12 @@ def _search_and_report(
 ) -> int:  # fmt: skip
     """Run (or resume) the trials, score on test, write the summary and the report, and
     finish the search's MLflow run."""
-    from tune_lm import tuner as ray_side
-    from tune_lm.parent_run import record_results
-    from tune_lm.progress import ProgressPrinter
-    from tune_lm.searchers import STUDY_FILE, fail_unfinished_trials
-    from tune_lm.tracking import MLflowTrialLogger
-    from tune_lm.trainable import test_perplexity
+    from tune_lm.tracking.parent_run import record_results
+    from tune_lm.tracking.trial_runs import MLflowTrialLogger
+    from tune_lm.tuning import tuner as ray_side
+    from tune_lm.tuning.progress import ProgressPrinter
+    from tune_lm.tuning.searchers import STUDY_FILE, fail_unfinished_trials
+    from tune_lm.tuning.trainable import test_perplexity
 
     ledger = ray_side.stop_ledger(path)
     trial_logger = MLflowTrialLogger(
@@ -540,7 +540,7 @@ def _resume_command(args: argparse.Namespace, path: str) -> str:
 
 def _delete_lost_runs(client: MlflowClient, experiment_id: str, parent_id: str,
                       trial_folders: list[str]) -> None:  # fmt: skip
-    from tune_lm.tracking import delete_lost_trial_runs
+    from tune_lm.tracking.trial_runs import delete_lost_trial_runs
 
     try:
         lost = delete_lost_trial_runs(client, experiment_id, parent_id, trial_folders)
@@ -592,11 +592,11 @@ def _point(row: TrialRow, space: SearchSpace) -> tuple[float, ...]:
 def _write_report(folder: Path, path: str) -> dict[str, Path]:
     """The report's tables and pictures (a failure there never fails the search). With
     remote storage the trials' results are copied beside the summary first."""
-    from tune_lm.report import write_report
+    from tune_lm.reporting.report import write_report
 
     try:
         if "://" in path:
-            from tune_lm.report_sources import fetch_trial_results
+            from tune_lm.reporting.sources import fetch_trial_results
 
             fetch_trial_results(path, folder)
         return {f"report:{p.name}": p for p in write_report(folder)}

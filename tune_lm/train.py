@@ -1,7 +1,7 @@
 """``python -m tune_lm.train``: train one language model from the command line.
 
 The flags, names and defaults follow the PyTorch word-language-model example
-(hyphenated: ``--batch-size``). The loop itself is :func:`tune_lm.fit.fit`.
+(hyphenated: ``--batch-size``). The loop itself is :func:`tune_lm.lm.fit.fit`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tune_lm import metrics as M
-from tune_lm.atomic import probe_writable
 from tune_lm.cli import add_config_flags, config_from_args, run_main
-from tune_lm.config import TrainConfig
-from tune_lm.errors import ConfigError
+from tune_lm.lm import metrics as M
+from tune_lm.lm.atomic import probe_writable
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tune_lm.fit import FitResult, TrainState
+    from tune_lm.lm.fit import FitResult, TrainState
 
 __all__ = ["main"]
 
@@ -75,14 +75,14 @@ def _print_evaluation(epoch: float, result: dict[str, float], _state: TrainState
 
 def _write_outputs(args: argparse.Namespace, config: TrainConfig, result: FitResult) -> None:
     if args.save:
-        from tune_lm.checkpoint import save_model
-        from tune_lm.model import RNNLanguageModel
+        from tune_lm.lm.checkpoint import save_model
+        from tune_lm.lm.model import RNNLanguageModel
 
         model = RNNLanguageModel.from_config(config, len(result.vocab))
         save_model(args.save, model, config, result.vocab, result.metrics, result.best_model_state)
         print(f"saved the best weights to {args.save}")
     if args.metrics_json:
-        from tune_lm.atomic import atomic_file
+        from tune_lm.lm.atomic import atomic_file
 
         path = Path(args.metrics_json)
         payload = {"config": config.to_dict(), "final": result.metrics, "history": result.history,
@@ -121,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_path("--save", args.save)
     check_output_path("--metrics-json", args.metrics_json)
     # Bad flags have failed by now, in a fraction of a second: torch takes seconds to import.
-    from tune_lm.data import load_corpus
-    from tune_lm.fit import fit
+    from tune_lm.lm.data import load_corpus
+    from tune_lm.lm.fit import fit
 
     corpus = load_corpus(config.data)
     print(

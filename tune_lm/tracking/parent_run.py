@@ -1,5 +1,5 @@
 """The MLflow parent run of a search: settings, versions and data in; summary and best
-model out. Trials nest under it (see :mod:`tune_lm.tracking`)."""
+model out. Trials nest under it (see :mod:`tune_lm.tracking.trial_runs`)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 import tune_lm
-from tune_lm import metrics as M
-from tune_lm.atomic import probe_writable
-from tune_lm.config import TrainConfig
-from tune_lm.data import Corpus
-from tune_lm.errors import ConfigError
-from tune_lm.space import SearchSpace
-from tune_lm.summary import TrialRow, describe, human, outcome_counts
-from tune_lm.tracking import TAG_KIND, TAG_PATH
+from tune_lm.lm import metrics as M
+from tune_lm.lm.atomic import probe_writable
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import Corpus
+from tune_lm.lm.errors import ConfigError
+from tune_lm.tracking.trial_runs import TAG_KIND, TAG_PATH
+from tune_lm.tuning.space import SearchSpace
+from tune_lm.tuning.summary import TrialRow, describe, human, outcome_counts
 
 NOTE_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description
 
@@ -265,8 +265,8 @@ def record_results(
     the best model logged into its trial's run and registered, the summary and the
     description into the search's run, which ends. Returns (the registered model's URI,
     what could not be logged): a tracking server that went away loses nothing else."""
-    from tune_lm.mlflow_model import log_best_model
-    from tune_lm.tracking import settle_trial_runs
+    from tune_lm.tracking.registry import log_best_model
+    from tune_lm.tracking.trial_runs import settle_trial_runs
 
     failures: list[str] = []
     model_uri = None

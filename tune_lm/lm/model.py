@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tune_lm.batching import IGNORE
-from tune_lm.config import TrainConfig
+from tune_lm.lm.batching import IGNORE
+from tune_lm.lm.config import TrainConfig
 
 # Hidden state: (h, c) for an LSTM, h alone for GRU / Elman cells; each (nlayers, batch, nhid).
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]

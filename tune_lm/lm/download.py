@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from tune_lm.errors import DataError
+from tune_lm.lm.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from typing import Any
 
 from ray.tune import Callback
 
-from tune_lm import metrics as M
-from tune_lm.console import say
-from tune_lm.searchers import StopLedger
-from tune_lm.space import SearchSpace, parse_duration
-from tune_lm.summary import describe, trial_status
+from tune_lm.lm import metrics as M
+from tune_lm.tuning.console import say
+from tune_lm.tuning.searchers import StopLedger
+from tune_lm.tuning.space import SearchSpace, parse_duration
+from tune_lm.tuning.summary import describe, trial_status
 
 log = logging.getLogger(__name__)
 

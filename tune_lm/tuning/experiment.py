@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tune_lm.atomic import atomic_file
-from tune_lm.config import describe_validation_error
-from tune_lm.errors import ConfigError
-from tune_lm.space import SearchSpace
+from tune_lm.lm.atomic import atomic_file
+from tune_lm.lm.config import describe_validation_error
+from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.space import SearchSpace
 
 SPACE_FILE = "space.json"  # the validated space, as the experiment started with it
 SETTINGS_FILE = "search.json"

@@ -8,7 +8,7 @@ Every line is split on whitespace and ends with one ``<eos>``, empty lines inclu
 
 ``wikitext-2`` and ``ptb`` are looked up in ``$TUNE_LM_DATA_DIR/NAME``, then in the
 cache folder, and downloaded there (checksummed) when absent; ``synthetic`` is built
-in memory by :mod:`tune_lm.synthetic`. Token ids are cached under
+in memory by :mod:`tune_lm.lm.synthetic`. Token ids are cached under
 ``<cache_root>/tokenized/<fingerprint>.pt`` so a second load skips tokenising.
 
 Degenerate files are refused (:class:`DataError`, the file named): empty, NUL bytes
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from tune_lm.atomic import atomic_file
-from tune_lm.download import CORPUS_SHA256, CORPUS_SOURCES, SPLITS, download_corpus
-from tune_lm.errors import DataError
+from tune_lm.lm.atomic import atomic_file
+from tune_lm.lm.download import CORPUS_SHA256, CORPUS_SOURCES, SPLITS, download_corpus
+from tune_lm.lm.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def load_corpus(data: str, *, cache_dir: str | Path | None = None) -> Corpus:
     if path.is_dir():
         return load_corpus_folder(path, name=data, cache_dir=cache_dir)
     if data == "synthetic":
-        from tune_lm.synthetic import make_synthetic_corpus  # imported late: it imports us
+        from tune_lm.lm.synthetic import make_synthetic_corpus  # imported late: it imports us
 
         return make_synthetic_corpus()
     if data in CORPUS_SOURCES:

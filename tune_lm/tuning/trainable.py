@@ -3,7 +3,7 @@
 This is the only module that talks to a Tune *trial* session (``tune.report``,
 ``tune.get_checkpoint``, ``tune.Checkpoint``: the Ray 2.60 API), so Ray's API churn
 stays here. Every evaluation reports ``val_ppl`` and the other metrics of
-:mod:`tune_lm.metrics` with a checkpoint holding the whole training state, from which
+:mod:`tune_lm.lm.metrics` with a checkpoint holding the whole training state, from which
 the trial resumes exactly.
 """
 
@@ -20,16 +20,16 @@ import ray
 import torch
 from ray import tune
 
-from tune_lm import faults
-from tune_lm import metrics as M
-from tune_lm.checkpoint import STATE_FILE, atomic_torch_save
-from tune_lm.config import TrainConfig
-from tune_lm.data import Corpus
-from tune_lm.errors import TuneLMError
-from tune_lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.fit import TrainState, fit, resolve_device
-from tune_lm.model import RNNLanguageModel
-from tune_lm.space import SearchSpace
+from tune_lm.lm import metrics as M
+from tune_lm.lm.checkpoint import STATE_FILE, atomic_torch_save
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import Corpus
+from tune_lm.lm.errors import TuneLMError
+from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.lm.fit import TrainState, fit, resolve_device
+from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.tuning import faults
+from tune_lm.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
 

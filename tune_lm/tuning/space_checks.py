@@ -3,7 +3,7 @@ closest valid one suggested), keys the chosen searcher or scheduler would ignore
 types, ranges whose kind does not fit their option (floats for a whole number), empty
 or inverted ranges, cycles in ``derived``, grids too big to mean it, searcher and
 objective combinations, and the training configs at the corners of the space, which
-:class:`~tune_lm.config.TrainConfig` must accept.
+:class:`~tune_lm.lm.config.TrainConfig` must accept.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tune_lm.config import TrainConfig, describe_validation_error
-from tune_lm.errors import ConfigError, short_repr
-from tune_lm.space import (
+from tune_lm.lm.config import TrainConfig, describe_validation_error
+from tune_lm.lm.errors import ConfigError, short_repr
+from tune_lm.tuning.space import (
     GRID_MAX_TRIALS,
     GRID_WARN_TRIALS,
     PARAMETER_KINDS,

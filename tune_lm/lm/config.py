@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tune_lm.errors import ConfigError, short_repr
+from tune_lm.lm.errors import ConfigError, short_repr
 
 CellType = Literal["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 OptimizerName = Literal["sgd", "adamw"]

@@ -19,10 +19,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tune_lm import metrics as M
-from tune_lm.errors import TuneLMError
-from tune_lm.searchers import STUDY_FILE
-from tune_lm.summary import SUMMARY_JSON
+from tune_lm.lm import metrics as M
+from tune_lm.lm.errors import TuneLMError
+from tune_lm.tuning.searchers import STUDY_FILE
+from tune_lm.tuning.summary import SUMMARY_JSON
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
     never created."""
     from mlflow.tracking import MlflowClient
 
-    from tune_lm.parent_run import check_store_exists
-    from tune_lm.tracking import PARENT_TAG, TAG_KIND, TAG_TRIAL
+    from tune_lm.tracking.parent_run import check_store_exists
+    from tune_lm.tracking.trial_runs import PARENT_TAG, TAG_KIND, TAG_TRIAL
 
     check_store_exists(tracking_uri, f"--mlflow {experiment}")
     client = MlflowClient(tracking_uri)

@@ -1,11 +1,11 @@
 """Search spaces as data: the YAML format and its conversion for Tune (the checks that
-run on every space are in :mod:`tune_lm.space_checks`).
+run on every space are in :mod:`tune_lm.tuning.space_checks`).
 
 A space file names the parameters to search, the fixed values, the searcher, the
 scheduler, the budget, the per-trial resources, the corpus and a seed (see the README
 for a complete example). Everything is checked before anything starts: unknown keys
 (with the closest valid one suggested), wrong types, empty or inverted ranges, values
-and combinations that :class:`~tune_lm.config.TrainConfig` rejects.
+and combinations that :class:`~tune_lm.lm.config.TrainConfig` rejects.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tune_lm.config import TrainConfig
-from tune_lm.errors import ConfigError
-from tune_lm.space_yaml import (
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.space_yaml import (
     SpaceFileError,
     describe_yaml_error,
     parse_space_yaml,
@@ -230,7 +230,7 @@ class SearchSpace(_Strict):
                 raw.setdefault("fixed", {})["epochs"] = value
             else:
                 raw[key] = value
-        from tune_lm.space_checks import validate
+        from tune_lm.tuning.space_checks import validate
 
         given = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in overrides.items()
                          if value is not None)  # fmt: skip
@@ -314,7 +314,7 @@ def load_space(name_or_path: str) -> SearchSpace:
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: the top level must be a mapping of keys (name, parameters, ...)")
     raw.setdefault("name", path.stem)
-    from tune_lm.space_checks import validate  # it imports this module's classes
+    from tune_lm.tuning.space_checks import validate  # it imports this module's classes
 
     return validate(raw, source=str(path))
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune_lm import metrics as M
-from tune_lm.atomic import atomic_file
-from tune_lm.space import SearchSpace
+from tune_lm.lm import metrics as M
+from tune_lm.lm.atomic import atomic_file
+from tune_lm.tuning.space import SearchSpace
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"

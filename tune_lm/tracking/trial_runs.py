@@ -21,12 +21,12 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from tune_lm import metrics as M
-from tune_lm.checkpoint import save_model
-from tune_lm.model import RNNLanguageModel
-from tune_lm.searchers import StopLedger
-from tune_lm.space import SearchSpace
-from tune_lm.summary import TrialRow, short_label, trial_status
+from tune_lm.lm import metrics as M
+from tune_lm.lm.checkpoint import save_model
+from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.tuning.searchers import StopLedger
+from tune_lm.tuning.space import SearchSpace
+from tune_lm.tuning.summary import TrialRow, short_label, trial_status
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class MLflowTrialLogger(Callback):
 
     def _log_weights(self, trial: Any, checkpoint: Any, folder: str, which: str) -> None:
         """A model checkpoint (weights + config + vocabulary) as an artifact of the run."""
-        from tune_lm.trainable import load_state  # the Ray-side checkpoint layout
+        from tune_lm.tuning.trainable import load_state  # the Ray-side checkpoint layout
 
         run_id = self._runs.get(trial.trial_id)
         state = self._safe("read the checkpoint", load_state, checkpoint)

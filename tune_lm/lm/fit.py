@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from tune_lm import metrics as M
-from tune_lm.batching import batchify, get_window, window_starts
-from tune_lm.config import TrainConfig
-from tune_lm.data import Corpus, load_corpus
-from tune_lm.errors import ConfigError, DataError
-from tune_lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.model import Hidden, RNNLanguageModel, detach_hidden
+from tune_lm.lm import metrics as M
+from tune_lm.lm.batching import batchify, get_window, window_starts
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import Corpus, load_corpus
+from tune_lm.lm.errors import ConfigError, DataError
+from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.lm.model import Hidden, RNNLanguageModel, detach_hidden
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TrainState:
 
 @dataclass
 class FitResult:
-    metrics: dict[str, float]  # best_val_ppl, test_ppl, ... (see tune_lm.metrics)
+    metrics: dict[str, float]  # best_val_ppl, test_ppl, ... (see tune_lm.lm.metrics)
     history: list[dict[str, float]]  # one dict of EVALUATION_METRICS per evaluation
     best_model_state: dict[str, torch.Tensor]
     vocab: tuple[str, ...]

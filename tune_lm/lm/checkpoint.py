@@ -16,18 +16,18 @@ from typing import Any
 
 import torch
 
-from tune_lm.atomic import atomic_file
-from tune_lm.config import TrainConfig
-from tune_lm.errors import TuneLMError
-from tune_lm.fit import STATE_FORMAT
-from tune_lm.model import RNNLanguageModel
+from tune_lm.lm.atomic import atomic_file
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import TuneLMError
+from tune_lm.lm.fit import STATE_FORMAT
+from tune_lm.lm.model import RNNLanguageModel
 
 MODEL_FORMAT = "tune_lm.model/1"
-STATE_FILE = "train_state.pt"  # a trial's checkpoint (see tune_lm.trainable)
+STATE_FILE = "train_state.pt"  # a trial's checkpoint (see tune_lm.tuning.trainable)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` written whole or not at all (see :func:`tune_lm.atomic.atomic_file`)."""
+    """``torch.save`` written whole or not at all (see :func:`tune_lm.lm.atomic.atomic_file`)."""
     with atomic_file(path) as out:
         torch.save(obj, out)
 

@@ -23,8 +23,8 @@ from functools import cached_property
 
 import torch
 
-from tune_lm.data import EOS, Corpus
-from tune_lm.errors import DataError
+from tune_lm.lm.data import EOS, Corpus
+from tune_lm.lm.errors import DataError
 
 EOS_STATE = 0
 # Part of the fingerprint: bump it when the construction below changes.
@@ -149,7 +149,7 @@ def make_synthetic_corpus(
     Train, valid and test are consecutive stretches of one run of the chain, started
     from its stationary distribution. Each split runs on past its requested length to
     the next ``<eos>`` (about 1 / pi[<eos>] extra tokens on average), so that written
-    as lines with :func:`tune_lm.data.write_corpus_folder` it reads back exactly. Token
+    as lines with :func:`tune_lm.lm.data.write_corpus_folder` it reads back exactly. Token
     ids are state indices and ``vocab`` lists the words in id order.
     """
     if min(train_tokens, valid_tokens, test_tokens) < 1:

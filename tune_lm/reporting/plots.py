@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from tune_lm import metrics as M  # noqa: E402
-from tune_lm.summary import human, short_label  # noqa: E402
+from tune_lm.lm import metrics as M  # noqa: E402
+from tune_lm.tuning.summary import human, short_label  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def parallel_coordinates(records: list[Any], parameters: dict[str, Any], path: P
 
 
 def pareto_plot(records: list[Any], path: Path) -> Path:
-    from tune_lm.report import pareto_front
+    from tune_lm.tuning.results import pareto_front
 
     usable = [r for r in records if math.isfinite(r.best_val_ppl) and math.isfinite(r.epoch_time_s)]
     points = [(r.epoch_time_s, r.best_val_ppl) for r in usable]
@@ -212,7 +212,7 @@ def importances(folder: Path, path: Path) -> Path | None:
     fewer than ``MIN_TRIALS_FOR_IMPORTANCE`` the picture says so instead of drawing bars."""
     import optuna
 
-    from tune_lm.searchers import STUDY_FILE, STUDY_NAME
+    from tune_lm.tuning.searchers import STUDY_FILE, STUDY_NAME
 
     journal = folder / STUDY_FILE
     if not journal.is_file():

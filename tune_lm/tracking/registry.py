@@ -21,13 +21,13 @@ import mlflow
 import torch
 
 import tune_lm
-from tune_lm import metrics as M
-from tune_lm.checkpoint import load_model, save_model
-from tune_lm.config import TrainConfig
-from tune_lm.data import EOS, UNK, tokenize
-from tune_lm.errors import TuneLMError
-from tune_lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.model import RNNLanguageModel
+from tune_lm.lm import metrics as M
+from tune_lm.lm.checkpoint import load_model, save_model
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.data import EOS, UNK, tokenize
+from tune_lm.lm.errors import TuneLMError
+from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.lm.model import RNNLanguageModel
 
 
 class LanguageModelPyfunc(mlflow.pyfunc.PythonModel):
@@ -90,7 +90,7 @@ def log_best_model(
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="best_model",
-                python_model=str(Path(__file__).with_name("mlflow_model_code.py")),
+                python_model=str(Path(__file__).with_name("model_code.py")),
                 artifacts={"checkpoint": str(checkpoint)},
                 registered_model_name=name,
                 pip_requirements=[
@@ -118,7 +118,11 @@ def load_registered(
     already (MLflow would create an empty ``./mlflow.db`` merely by being asked), and an
     unknown name or version is refused with the ones that exist.
     """
-    from tune_lm.parent_run import check_store_exists, default_tracking_uri, move_credentials
+    from tune_lm.tracking.parent_run import (
+        check_store_exists,
+        default_tracking_uri,
+        move_credentials,
+    )
 
     if model_uri.startswith(("models:/", "runs:/")):
         tracking_uri = move_credentials(tracking_uri or default_tracking_uri())

@@ -14,8 +14,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_lm import metrics as M
-from tune_lm.space import SearchSpace, to_tune_space
+from tune_lm.lm import metrics as M
+from tune_lm.tuning.space import SearchSpace, to_tune_space
 
 log = logging.getLogger(__name__)
 

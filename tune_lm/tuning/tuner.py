@@ -12,13 +12,13 @@ import ray
 import torch
 from ray import tune
 
-from tune_lm import metrics as M
-from tune_lm.data import Corpus
-from tune_lm.errors import ConfigError
-from tune_lm.private_api import find_cluster_address, require_token_auth, tune_state_saved
-from tune_lm.searchers import StopLedger, make_scheduler, make_searcher
-from tune_lm.space import SearchSpace, parse_duration, to_tune_space
-from tune_lm.trainable import load_state, test_perplexity, train_trial
+from tune_lm.lm import metrics as M
+from tune_lm.lm.data import Corpus
+from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.private_api import find_cluster_address, require_token_auth, tune_state_saved
+from tune_lm.tuning.searchers import StopLedger, make_scheduler, make_searcher
+from tune_lm.tuning.space import SearchSpace, parse_duration, to_tune_space
+from tune_lm.tuning.trainable import load_state, test_perplexity, train_trial
 
 log = logging.getLogger(__name__)
 # How often (s) the driver snapshots the experiment's state: what a killed driver loses.
