@@ -21,7 +21,8 @@ from textbook import textbook_train  # benchmarks/ is on sys.path when run as a 
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.data import Corpus, load_corpus
+from tune_lm.lm.corpus import Corpus
+from tune_lm.lm.data import load_corpus
 from tune_lm.lm.fit import fit
 
 # name: (corpus, TrainConfig changes); every other setting is the example's default

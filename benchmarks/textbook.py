@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tune_lm.lm.batching import batchify, get_window, window_starts
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.data import Corpus
+from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.model import RNNLanguageModel, detach_hidden
 
 

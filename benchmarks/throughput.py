@@ -43,7 +43,8 @@ import torch
 from textbook import textbook_train  # benchmarks/ is on sys.path when run as a script
 
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.data import Corpus, load_corpus
+from tune_lm.lm.corpus import Corpus
+from tune_lm.lm.data import load_corpus
 from tune_lm.lm.fit import bf16_is_fast, fit
 
 REPO = Path(__file__).resolve().parents[1]

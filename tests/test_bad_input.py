@@ -559,7 +559,8 @@ def test_resuming_with_a_saved_space_this_version_refuses_names_it(tmp_path):
     """A space saved before a check existed (here reduction_factor 1.5) is a clear error on
     --resume, not a pydantic traceback."""
     from tune_lm.lm.errors import ConfigError
-    from tune_lm.tuning.experiment import SPACE_FILE, read_pinned
+    from tune_lm.tuning.experiment import read_pinned
+    from tune_lm.tuning.layout import SPACE_FILE
 
     (tmp_path / SPACE_FILE).write_text('{"scheduler": {"reduction_factor": 1.5}}')
     with pytest.raises(ConfigError, match="reduction_factor") as error:

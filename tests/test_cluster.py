@@ -16,7 +16,7 @@ from conftest import free_port, stop_process  # noqa: E402  (tests/ is on sys.pa
 from mlflow.tracking import MlflowClient
 
 from tune_lm.lm import metrics as M
-from tune_lm.tracking.trial_runs import TAG_KIND
+from tune_lm.tracking.tags import TAG_KIND
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 # Ray 2.60 turns token authentication on; every process of the cluster must use it, with

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tune_lm.tuning.console import LOG_FILE
+from tune_lm.tuning.layout import LOG_FILE
 from tune_lm.tuning.space import SHIPPED_SPACES, load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

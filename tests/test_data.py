@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tune_lm.lm import data
-from tune_lm.lm.data import Corpus, load_corpus, tokenize, write_corpus_folder
+from tune_lm.lm.corpus import Corpus, tokenize
+from tune_lm.lm.data import load_corpus, write_corpus_folder
 from tune_lm.lm.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from tune_lm.lm import metrics as M
 from tune_lm.lm.data import load_corpus
 from tune_lm.lm.fit import fit
-from tune_lm.tuning.searchers import STUDY_FILE, STUDY_NAME
+from tune_lm.tuning.layout import STUDY_FILE, STUDY_NAME
 from tune_lm.tuning.space import load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +229,7 @@ def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypat
 
 
 def test_credentials_leave_the_tracking_uri(monkeypatch):
-    from tune_lm.tracking.parent_run import move_credentials
+    from tune_lm.tracking.store import move_credentials
 
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
@@ -243,7 +243,8 @@ def test_credentials_leave_the_tracking_uri(monkeypatch):
 def test_runs_of_trials_lost_with_a_killed_driver_are_deleted(tmp_path):
     """A trial started after Ray's last snapshot has an MLflow run but no place in the
     resumed experiment: that run goes, the others stay."""
-    from tune_lm.tracking.trial_runs import PARENT_TAG, TAG_KIND, TAG_TRIAL, delete_lost_trial_runs
+    from tune_lm.tracking.tags import PARENT_TAG, TAG_KIND, TAG_TRIAL
+    from tune_lm.tracking.trial_runs import delete_lost_trial_runs
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("lost")

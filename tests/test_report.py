@@ -219,11 +219,12 @@ def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
 
 
 def _record(trial_id, model, lr, status, curve):
-    from tune_lm.reporting.report import TrialRecord
+    from tune_lm.tuning.results import TrialRow
 
     history = [{"epoch": float(e), "val_ppl": v} for e, v in enumerate(curve, start=1)]
-    return TrialRecord(trial_id, {"model": model, "lr": lr}, status, min(curve), 1.0, 1.0,
-                       history)  # fmt: skip
+    return TrialRow(trial_id, {"model": model, "lr": lr}, epochs_run=len(curve),
+                    best_val_ppl=min(curve), epoch_time_s=1.0, tokens_per_s=1.0,
+                    status=status, history=history)  # fmt: skip
 
 
 RECORDS = [
@@ -280,7 +281,7 @@ def test_importances_say_when_too_few_trials_completed(tmp_path, monkeypatch):
     import optuna
 
     from tune_lm.reporting import plots as report_plots
-    from tune_lm.tuning.searchers import STUDY_FILE, STUDY_NAME
+    from tune_lm.tuning.layout import STUDY_FILE, STUDY_NAME
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / STUDY_FILE)))

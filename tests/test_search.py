@@ -15,8 +15,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tune_lm.tracking.trial_runs import TAG_KIND, TAG_STATUS, TAG_TRIAL
-from tune_lm.tuning.searchers import STUDY_FILE, STUDY_NAME
+from tune_lm.tracking.tags import TAG_KIND, TAG_STATUS, TAG_TRIAL
+from tune_lm.tuning.layout import STUDY_FILE, STUDY_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,8 @@ from tune_lm.lm.checkpoint import load_model
 from tune_lm.lm.data import write_corpus_folder
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.synthetic import make_synthetic_corpus
-from tune_lm.tracking.trial_runs import LOGGED_METRICS, PARENT_TAG, TAG_KIND, TAG_STATUS
+from tune_lm.tracking.tags import PARENT_TAG, TAG_KIND, TAG_STATUS
+from tune_lm.tracking.trial_runs import LOGGED_METRICS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINAL_METRICS = {M.BEST_VAL_PPL, M.EPOCHS_RUN, M.TEST_PPL}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tune_lm.lm.data import EOS, UNK, Corpus
+from tune_lm.lm.corpus import EOS, UNK, Corpus
 from tune_lm.lm.errors import DataError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 

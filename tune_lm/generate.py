@@ -15,7 +15,7 @@ import torch
 
 from tune_lm import inference
 from tune_lm.cli import run_main
-from tune_lm.lm.data import EOS
+from tune_lm.lm.corpus import EOS
 from tune_lm.lm.errors import ConfigError
 from tune_lm.lm.model import RNNLanguageModel
 

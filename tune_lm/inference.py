@@ -29,7 +29,8 @@ from tune_lm.lm.checkpoint import (
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError, TuneLMError
 from tune_lm.lm.model import RNNLanguageModel
-from tune_lm.tuning.experiment import SETTINGS_FILE, SETTINGS_FORMAT, SPACE_FILE
+from tune_lm.tuning.experiment import SETTINGS_FORMAT
+from tune_lm.tuning.layout import SETTINGS_FILE, SPACE_FILE
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ def _local_copy(args: argparse.Namespace) -> Path:
         check_by(parse_summary(summary_text, source), args.by)
 
     if args.mlflow is not None:
-        from tune_lm.tracking.parent_run import default_tracking_uri, move_credentials
+        from tune_lm.tracking.store import default_tracking_uri, move_credentials
 
         uri = move_credentials(args.tracking_uri or default_tracking_uri())
         return report_sources.fetch_mlflow(args.mlflow, uri, out, check)

@@ -25,22 +25,20 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
 import torch
 
 from tune_lm.lm.atomic import atomic_file
-from tune_lm.lm.download import CORPUS_SHA256, CORPUS_SOURCES, SPLITS, download_corpus
+from tune_lm.lm.corpus import EOS, SPLITS, UNK, Corpus, tokenize
+from tune_lm.lm.download import CORPUS_SHA256, CORPUS_SOURCES, download_corpus
 from tune_lm.lm.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-EOS = "<eos>"
-UNK = "<unk>"
 KNOWN_CORPORA = ("wikitext-2", "ptb", "synthetic")
-__all__ = ["CORPUS_SHA256", "CORPUS_SOURCES", "Corpus", "download_corpus", "load_corpus"]
+__all__ = ["CORPUS_SHA256", "CORPUS_SOURCES", "download_corpus", "load_corpus"]
 # Part of every fingerprint: bump it when tokenising changes so old caches are ignored.
 TOKENIZER_VERSION = "tune_lm.tokenizer/2"  # 2: byte-order marks at line starts removed
 CACHE_FORMAT = "tune_lm.corpus/1"
@@ -49,49 +47,6 @@ _FOLDER_HINT = "a corpus folder must hold train.txt, valid.txt and test.txt (UTF
 BOM = "\ufeff"  # a byte-order mark: Windows editors start UTF-8 files with it
 _LINE_START_BOMS = re.compile(f"^{BOM}+", re.MULTILINE)
 _UNK_WARN_FRACTION = 0.5  # more of a valid/test split unknown than this: warn
-
-
-@dataclass(frozen=True, eq=False)
-class Corpus:
-    """A tokenised corpus: one vocabulary (from train only) and three id tensors."""
-
-    name: str  # "ptb", "wikitext-2", "synthetic", or the folder path given
-    vocab: tuple[str, ...]  # id -> word, in order of first appearance in train
-    train: torch.Tensor  # (n_train_tokens,) int64
-    valid: torch.Tensor  # (n_valid_tokens,) int64
-    test: torch.Tensor  # (n_test_tokens,) int64
-    fingerprint: str  # sha256 hex of the contents
-    unk_counts: Mapping[str, int]  # {"valid": n, "test": n} words mapped to <unk>
-
-    @property
-    def ntokens(self) -> int:
-        """Vocabulary size (the model's input and output width)."""
-        return len(self.vocab)
-
-    def split(self, name: str) -> torch.Tensor:
-        """The token ids of split ``name`` ("train", "valid" or "test")."""
-        if name not in SPLITS:
-            raise DataError(f"unknown corpus split {name!r}; use one of {', '.join(SPLITS)}")
-        return getattr(self, name)
-
-    def word_to_id(self) -> dict[str, int]:
-        """A fresh word -> id dict (built on demand; the dataclass is frozen)."""
-        return {word: index for index, word in enumerate(self.vocab)}
-
-
-def tokenize(text: str) -> list[str]:
-    """Split ``text`` into words plus one ``<eos>`` per line, empty lines included.
-
-    A last line without a trailing newline still counts; a trailing newline does not
-    start an extra empty line, and an empty text has no lines.
-    """
-    if not text:
-        return []
-    words: list[str] = []
-    for line in text.removesuffix("\n").split("\n"):
-        words += line.split()
-        words.append(EOS)
-    return words
 
 
 def _decode(path: Path, raw: bytes) -> str:

@@ -13,11 +13,11 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from tune_lm.lm.corpus import SPLITS
 from tune_lm.lm.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 DOWNLOAD_TIMEOUT_S = 60.0
 _WIKITEXT2_URL = (
     "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2"

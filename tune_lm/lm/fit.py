@@ -21,7 +21,8 @@ from tqdm import tqdm
 from tune_lm.lm import metrics as M
 from tune_lm.lm.batching import batchify, get_window, window_starts
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.data import Corpus, load_corpus
+from tune_lm.lm.corpus import Corpus
+from tune_lm.lm.data import load_corpus
 from tune_lm.lm.errors import ConfigError, DataError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.model import Hidden, RNNLanguageModel, detach_hidden

@@ -22,6 +22,9 @@ BEST_VAL_LOSS = "best_val_loss"
 TEST_LOSS = "test_loss"
 TEST_PPL = "test_ppl"  # on the weights with the best validation loss
 
+# Grid studies: test perplexity at chosen epochs (the space's test_at_epochs).
+TEST_AT_EPOCH_PREFIX = "test_ppl_epoch"
+
 EVALUATION_METRICS = (
     EPOCH,
     STEP,
@@ -40,3 +43,12 @@ def perplexity(mean_nll: float) -> float:
     if not math.isfinite(mean_nll) or mean_nll > 700:  # exp(710) overflows a float
         return math.inf
     return math.exp(mean_nll)
+
+
+def test_at_epoch(epoch: int) -> str:
+    """Name of the test perplexity recorded at ``epoch`` (grid studies): test_ppl_epoch20."""
+    return f"{TEST_AT_EPOCH_PREFIX}{epoch}"
+
+
+def is_test_at_epoch(name: str) -> bool:
+    return name.startswith(TEST_AT_EPOCH_PREFIX)

@@ -23,7 +23,7 @@ from functools import cached_property
 
 import torch
 
-from tune_lm.lm.data import EOS, Corpus
+from tune_lm.lm.corpus import EOS, Corpus
 from tune_lm.lm.errors import DataError
 
 EOS_STATE = 0

@@ -212,7 +212,7 @@ def importances(folder: Path, path: Path) -> Path | None:
     fewer than ``MIN_TRIALS_FOR_IMPORTANCE`` the picture says so instead of drawing bars."""
     import optuna
 
-    from tune_lm.tuning.searchers import STUDY_FILE, STUDY_NAME
+    from tune_lm.tuning.layout import STUDY_FILE, STUDY_NAME
 
     journal = folder / STUDY_FILE
     if not journal.is_file():

@@ -1,6 +1,6 @@
 """The report of a search (``python -m tune_lm.report EXPERIMENT``): tables and pictures
-that answer "which cell, at what cost?" from a finished search: its folder, its storage URI (``s3://...``), or
-its MLflow experiment (``--mlflow NAME``).
+that answer "which cell, at what cost?" from a finished search: its folder, its storage
+URI (``s3://...``), or its MLflow experiment (``--mlflow NAME``).
 
 Writes into ``EXPERIMENT/report/``: ``trials.md``/``.csv`` (every trial), one grouped
 table per ``--by`` parameter (cell type always), and PNGs: validation perplexity per
@@ -17,27 +17,17 @@ import math
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.errors import TuneLMError
-from tune_lm.tuning.summary import SUMMARY_JSON, markdown_table
+from tune_lm.tuning.layout import SUMMARY_JSON
+from tune_lm.tuning.results import TrialRow
+from tune_lm.tuning.summary import markdown_table
 
 REPORT_DIR = "report"
 log = logging.getLogger("tune_lm.report")  # not __main__ under python -m
-
-
-@dataclass
-class TrialRecord:
-    trial_id: str
-    params: dict[str, Any]
-    status: str
-    best_val_ppl: float
-    epoch_time_s: float
-    tokens_per_s: float
-    history: list[dict[str, float]]  # one dict per evaluation, with "timestamp"
 
 
 def parse_summary(text: str | bytes, source: str) -> dict[str, Any]:
@@ -96,7 +86,7 @@ def read_history(result_file: Path) -> list[dict[str, Any]]:
     return history
 
 
-def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
+def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRow]]:
     """The search's summary.json plus each trial's per-evaluation results."""
     summary_file = folder / SUMMARY_JSON
     if not summary_file.is_file():
@@ -111,33 +101,14 @@ def load_trials(folder: Path) -> tuple[dict[str, Any], list[TrialRecord]]:
         if lines:
             histories[str(lines[0].get("trial_id"))] = lines
     params = list(summary["space"]["parameters"])
-    records = [
-        TrialRecord(
-            trial_id=str(row["trial_id"]),
-            params={name: row.get(name) for name in params},
-            status=row["status"],
-            best_val_ppl=_number(row[M.BEST_VAL_PPL], missing=math.inf),  # none: last
-            epoch_time_s=_number(row.get(M.EPOCH_TIME_S)),
-            tokens_per_s=_number(row.get(M.TOKENS_PER_S)),
-            history=histories.get(str(row["trial_id"]), []),
-        )
-        for row in summary["trials"]
-    ]
+    records = [TrialRow.from_flat(row, params, histories.get(str(row["trial_id"]), []))
+               for row in summary["trials"]]  # fmt: skip
     return summary, records
 
 
-def _number(value: Any, missing: float = math.nan) -> float:
-    """A table value as a float; absent is ``missing``, unreadable is NaN (drawn as
-    missing)."""
-    try:
-        return float(value) if value is not None else missing
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def grouped(records: list[TrialRecord], by: str) -> list[dict[str, Any]]:
+def grouped(records: list[TrialRow], by: str) -> list[dict[str, Any]]:
     """One row per value of ``by``: trials, best val ppl (and which trial), median s/epoch."""
-    groups: dict[Any, list[TrialRecord]] = {}
+    groups: dict[Any, list[TrialRow]] = {}
     for record in records:
         groups.setdefault(record.params.get(by), []).append(record)
     rows = []
@@ -204,3 +175,18 @@ def check_writable(folder: Path, what: str) -> None:
             f"{what} {folder} cannot be written ({existing} is read-only). Copy the "
             "experiment somewhere writable, or give another place"
         )
+
+
+def write_search_report(folder: Path, path: str) -> dict[str, Path]:
+    """At the end of a search: the report's tables and pictures, keyed ``report:NAME``
+    (a failure here never fails the search). With remote storage the trials' results
+    are copied beside the summary first."""
+    try:
+        if "://" in path:
+            from tune_lm.reporting.sources import fetch_trial_results
+
+            fetch_trial_results(path, folder)
+        return {f"report:{p.name}": p for p in write_report(folder)}
+    except Exception as error:
+        log.warning("the report could not be written: %s", error)
+        return {}

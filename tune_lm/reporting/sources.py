@@ -21,8 +21,7 @@ from pathlib import Path
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.errors import TuneLMError
-from tune_lm.tuning.searchers import STUDY_FILE
-from tune_lm.tuning.summary import SUMMARY_JSON
+from tune_lm.tuning.layout import STUDY_FILE, SUMMARY_JSON
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,8 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
     never created."""
     from mlflow.tracking import MlflowClient
 
-    from tune_lm.tracking.parent_run import check_store_exists
-    from tune_lm.tracking.trial_runs import PARENT_TAG, TAG_KIND, TAG_TRIAL
+    from tune_lm.tracking.store import check_store_exists
+    from tune_lm.tracking.tags import PARENT_TAG, TAG_KIND, TAG_TRIAL
 
     check_store_exists(tracking_uri, f"--mlflow {experiment}")
     client = MlflowClient(tracking_uri)

@@ -24,7 +24,7 @@ import tune_lm
 from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import load_model, save_model
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.data import EOS, UNK, tokenize
+from tune_lm.lm.corpus import EOS, UNK, tokenize
 from tune_lm.lm.errors import TuneLMError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.model import RNNLanguageModel
@@ -118,7 +118,7 @@ def load_registered(
     already (MLflow would create an empty ``./mlflow.db`` merely by being asked), and an
     unknown name or version is refused with the ones that exist.
     """
-    from tune_lm.tracking.parent_run import (
+    from tune_lm.tracking.store import (
         check_store_exists,
         default_tracking_uri,
         move_credentials,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,17 +23,15 @@ from ray.tune import Callback
 from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import save_model
 from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.tracking.tags import PARENT_TAG, TAG_KIND, TAG_STATUS, TAG_TRIAL
+from tune_lm.tuning import private_api
+from tune_lm.tuning.results import TrialRow, trial_status
 from tune_lm.tuning.searchers import StopLedger
 from tune_lm.tuning.space import SearchSpace
-from tune_lm.tuning.summary import TrialRow, short_label, trial_status
+from tune_lm.tuning.summary import short_label
 
 log = logging.getLogger(__name__)
 
-TAG_KIND = "tune_lm.kind"  # "search" (parent) or "trial" (child)
-TAG_PATH = "tune_lm.experiment_path"
-TAG_TRIAL = "tune_lm.trial_id"
-TAG_STATUS = "tune_lm.status"
-PARENT_TAG = "mlflow.parentRunId"  # what makes the UI nest a run under another
 LOGGED_METRICS = tuple(m for m in M.EVALUATION_METRICS if m != M.STEP)
 PAUSE_AFTER_FAILURE_S = 30.0
 PLACEMENT_KEYS = ("node_id", "node_ip", "gpu_ids")  # tags: where a trial last ran
@@ -148,7 +145,7 @@ class MLflowTrialLogger(Callback):
         metrics = [
             Metric(key, float(value), now, step)
             for key, value in result.items()
-            if (key in LOGGED_METRICS or key.startswith("test_ppl_epoch"))
+            if (key in LOGGED_METRICS or M.is_test_at_epoch(key))
             and isinstance(value, int | float)
         ]
         placement = [RunTag(f"tune_lm.{key}", str(result[key]))
@@ -265,21 +262,18 @@ def delete_lost_trial_runs(
     ids. Afterwards MLflow holds one run per trial of the experiment, like Ray and the
     Optuna study (where such trials are FAIL). ``trial_folders``: the folder names of the
     trials Ray knows (``train_trial_<id>_<n>_...``). Returns the trial ids removed."""
-    runs = list(trial_runs(client, experiment_id, parent_run_id).values())
+    try:
+        runs = list(trial_runs(client, experiment_id, parent_run_id).values())
+    except Exception as error:  # the tracking server may be gone: the search stands
+        log.warning("MLflow: could not look for runs of lost trials: %s", error)
+        return []
 
     def known(run: Any) -> bool:
-        return any(f"_{run.data.tags.get(TAG_TRIAL)}_" in name for name in trial_folders)
+        trial_id = str(run.data.tags.get(TAG_TRIAL))
+        return any(private_api.is_trial_folder(name, trial_id) for name in trial_folders)
 
     lost = [run for run in runs if not known(run)]
     for run in lost:
         client.set_tag(run.info.run_id, TAG_STATUS, "lost with a killed driver; run again")
         client.delete_run(run.info.run_id)
     return [str(run.data.tags.get(TAG_TRIAL)) for run in lost]
-
-
-def limit_http_retries() -> None:
-    """MLflow retries an unreachable server for minutes by default; a search should not
-    stall on its logging, so calls give up after a few seconds (what failed is reported)."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

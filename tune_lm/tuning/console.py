@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-LOG_FILE = "search.log"
+from tune_lm.tuning import private_api
 
 
 class _DropRayRestoreHint(logging.Filter):
@@ -54,9 +54,9 @@ class Console:
         """Send the process's stdout and stderr into ``log_path`` (appended to) while the
         block runs; ``verbose`` leaves them on the console. Either way Ray's worker
         output carries no colour codes unless the console is a terminal."""
-        logging.getLogger("ray.tune.tune").addFilter(_DropRayRestoreHint())
+        logging.getLogger(private_api.RESTORE_HINT_LOGGER).addFilter(_DropRayRestoreHint())
         if not verbose or not self.stream.isatty():  # a log file or a pipe: plain text
-            os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+            private_api.plain_ray_output()
         if verbose:
             yield
             return

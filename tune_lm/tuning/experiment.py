@@ -21,12 +21,10 @@ from pydantic import ValidationError
 from tune_lm.lm.atomic import atomic_file
 from tune_lm.lm.config import describe_validation_error
 from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.layout import FINISHED_FILE, SETTINGS_FILE, SPACE_FILE
 from tune_lm.tuning.space import SearchSpace
 
-SPACE_FILE = "space.json"  # the validated space, as the experiment started with it
-SETTINGS_FILE = "search.json"
 SETTINGS_FORMAT = "tune_lm.search/1"
-FINISHED_FILE = "finished.json"  # written when a search has ended for good
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,30 @@
-"""Uses of Ray's private or undocumented surfaces, kept in one place.
+"""Every use of a private or undocumented Ray or Optuna surface, kept in one place.
 
 Each one here has a canary test (tests/test_private_api.py) that fails loudly when a Ray
-upgrade changes it. (Older uses elsewhere are to move here with the layered redesign.)
+or Optuna upgrade changes it: Ray's address record and token setup, Tune's state-file
+and trial-folder naming, Tune's SIGINT handler, ``Tuner._local_tuner``, OptunaSearch's
+``_ot_study``/``_ot_trials``/``_completed_trials``, Tune's logger names and the
+environment knobs set below. Nothing else in tune_lm touches them.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
+from typing import Any
+
+# Ray's and Tune's environment knobs, read by Ray at start-up or by Tune at fit():
+# name -> (value, why). Each is looked up in Ray's source by a canary test.
+TUNE_ENV_DEFAULTS = {
+    # How often (s) the driver snapshots the experiment's state: what a killed driver loses.
+    "TUNE_GLOBAL_CHECKPOINT_S": "5",
+    # Tune warns when a snapshot is slow; on a laptop's disk that is noise.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+PLAIN_OUTPUT_ENV = "RAY_COLOR_PREFIX"  # "0": worker lines without ANSI colour codes
+SIGINT_OPT_OUT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"  # set: Tune leaves Ctrl-C alone
+RESTORE_HINT_LOGGER = "ray.tune.tune"  # logs "Resume experiment with: Tuner.restore(...)"
 
 
 def find_cluster_address() -> str:
@@ -49,3 +67,75 @@ def tune_state_saved(experiment_dir: Path) -> bool:
     own file naming) into a local experiment folder: before that, ``tuner.pkl`` alone
     makes the folder look restorable while Tune cannot restore it."""
     return any(experiment_dir.glob("experiment_state-*.json"))
+
+
+def set_tune_env_defaults() -> None:
+    """Tune's knobs at tune_lm's values, unless the user set them."""
+    for name, value in TUNE_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def plain_ray_output() -> None:
+    """Ray's worker lines without colour codes (for a log file or a pipe)."""
+    os.environ.setdefault(PLAIN_OUTPUT_ENV, "0")
+
+
+def is_trial_folder(folder_name: str, trial_id: str) -> bool:
+    """Whether a trial folder (Tune names them ``train_trial_<id>_<n>_<params>_<date>``)
+    belongs to trial ``trial_id``."""
+    return f"_{trial_id}_" in folder_name
+
+
+def tuner_callbacks(tuner: Any) -> list:
+    """The callbacks a (possibly restored) Tuner runs with: a restored Tuner holds its
+    own unpickled copies, reachable only through ``Tuner._local_tuner``."""
+    internal = getattr(tuner, "_local_tuner", None)
+    run_config = internal.get_run_config() if internal is not None else None
+    return list(getattr(run_config, "callbacks", None) or [])
+
+
+def fit_noting_interrupt(tuner: Any) -> tuple[Any, str | None]:
+    """``tuner.fit()``, and what interrupted it: "Ctrl-C", "SIGTERM" or None.
+
+    On the first SIGINT Tune stops the trials gracefully (state saved) and puts back the
+    handler it found installed: finding ours back afterwards is how we know it happened.
+    SIGTERM (``kill``, ``timeout``, Kubernetes) is turned into that same graceful stop."""
+    received: list[str] = []
+
+    def noted(signum: int, frame: Any) -> None:  # only runs on a second Ctrl-C
+        raise KeyboardInterrupt
+
+    def terminate(signum: int, frame: Any) -> None:
+        received.append("SIGTERM")
+        signal.raise_signal(signal.SIGINT)  # Tune's own graceful stop
+
+    signal.signal(signal.SIGINT, noted)
+    previous_term = signal.signal(signal.SIGTERM, terminate)
+    try:
+        results = tuner.fit()
+    finally:
+        interrupted = signal.getsignal(signal.SIGINT) is noted and not int(
+            os.environ.get(SIGINT_OPT_OUT_ENV, "0")
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous_term)
+    if not (interrupted or received):
+        return results, None
+    return results, received[0] if received else "Ctrl-C"
+
+
+# Ray's OptunaSearch keeps its study and trials in private attributes; the pruned-aware
+# searcher (tuning.searchers) reads and updates them through these three.
+def optuna_study(searcher: Any) -> Any:
+    """The ``optuna.Study`` behind a Ray OptunaSearch (None before its space is set)."""
+    return getattr(searcher, "_ot_study", None)
+
+
+def optuna_trials(searcher: Any) -> dict[str, Any]:
+    """Tune trial id -> the ``optuna.Trial`` OptunaSearch asked for it."""
+    return searcher._ot_trials
+
+
+def closed_trials(searcher: Any) -> set[str]:
+    """Tune trial ids that OptunaSearch has already told its study about."""
+    return searcher._completed_trials

@@ -22,9 +22,10 @@ from ray.tune import Callback
 
 from tune_lm.lm import metrics as M
 from tune_lm.tuning.console import say
+from tune_lm.tuning.results import trial_status
 from tune_lm.tuning.searchers import StopLedger
 from tune_lm.tuning.space import SearchSpace, parse_duration
-from tune_lm.tuning.summary import describe, trial_status
+from tune_lm.tuning.summary import describe
 
 log = logging.getLogger(__name__)
 

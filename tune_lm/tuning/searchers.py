@@ -15,15 +15,14 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_lm.lm import metrics as M
+from tune_lm.tuning import private_api
+from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
 from tune_lm.tuning.space import SearchSpace, to_tune_space
 
 log = logging.getLogger(__name__)
 
-STUDY_FILE = "optuna_study.journal"  # the Optuna study, inside the experiment folder
-STUDY_NAME = "tune_lm"
 
 
-STOPS_FILE = "asha_stops.jsonl"  # ASHA's stop decisions, one JSON object a line
 
 
 class StopLedger:
@@ -104,13 +103,14 @@ class EpochAwareOptunaSearch(OptunaSearch):
         except optuna.exceptions.UpdateFinishedTrialError:
             # After a driver kill, Ray may re-run a trial from its last snapshot that the
             # (live) study already closed; the study's record stands, the search goes on.
-            self._completed_trials.add(trial_id)
+            private_api.closed_trials(self).add(trial_id)
         self._last_step[trial_id] = result.get(TRAINING_ITERATION)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        told, asked = private_api.closed_trials(self), private_api.optuna_trials(self)
+        if trial_id in told or trial_id not in asked:
             return super().on_trial_complete(trial_id, result, error)
         stopped_early = (
             not error
@@ -120,13 +120,13 @@ class EpochAwareOptunaSearch(OptunaSearch):
         )
         if not stopped_early:
             return super().on_trial_complete(trial_id, result, error)
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial, study = asked[trial_id], private_api.optuna_study(self)
         step = result.get(TRAINING_ITERATION)
         if self._ledger is not None and trial_id not in self._ledger.stopped():
             closed = (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError)
             with contextlib.suppress(*closed):  # stopped by the time budget, not by ASHA
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-            self._completed_trials.add(trial_id)
+                study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            told.add(trial_id)
             return None
         try:
             single_objective = not isinstance(self.metric, list)  # MO trials take no report
@@ -134,10 +134,10 @@ class EpochAwareOptunaSearch(OptunaSearch):
                 # Ray withholds the result that made ASHA stop a trial; it is the value
                 # the trial was judged on, so Optuna gets it as its last value.
                 ot_trial.report(result[M.VAL_PPL], step)
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as error:
             log.warning("optuna: trial %s was already closed (%s)", trial_id, error)
-        self._completed_trials.add(trial_id)
+        told.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:
         """After a driver restart, trials Optuna handed out after Ray's last snapshot of
@@ -147,10 +147,10 @@ class EpochAwareOptunaSearch(OptunaSearch):
 
     def fail_orphans(self) -> None:
         """Mark FAIL the study's RUNNING trials that this searcher does not know."""
-        study = getattr(self, "_ot_study", None)
+        study = private_api.optuna_study(self)
         if study is None:
             return
-        known = {trial.number for trial in self._ot_trials.values()}
+        known = {trial.number for trial in private_api.optuna_trials(self).values()}
         for trial in study.get_trials(deepcopy=False):
             if trial.state == optuna.trial.TrialState.RUNNING and trial.number not in known:
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

@@ -12,105 +12,14 @@ import json
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.atomic import atomic_file
+from tune_lm.tuning.layout import GRID_TABLE_MD, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD
+from tune_lm.tuning.results import TrialRow
 from tune_lm.tuning.space import SearchSpace
-
-SUMMARY_CSV = "summary.csv"
-SUMMARY_JSON = "summary.json"
-SUMMARY_MD = "summary.md"
-GRID_TABLE_MD = "grid_table.md"
-
-
-@dataclass
-class TrialRow:
-    trial_id: str
-    params: dict[str, Any]  # the searched parameters
-    epochs_run: float
-    best_val_ppl: float
-    epoch_time_s: float  # median over evaluations
-    tokens_per_s: float
-    status: str  # completed | stopped early by ASHA at epoch E | diverged | failed: ...
-    test_ppl: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)  # e.g. test_ppl_epoch20
-    evaluated: int = -1  # evaluations it reported (-1: not known)
-
-    def flat(self) -> dict[str, Any]:
-        return {
-            "trial_id": self.trial_id,
-            **self.params,
-            M.EPOCHS_RUN: self.epochs_run,
-            # inf: diverged; none: never evaluated (inf only to rank it last)
-            M.BEST_VAL_PPL: None if self.evaluated == 0 else self.best_val_ppl,
-            M.EPOCH_TIME_S: self.epoch_time_s,
-            M.TOKENS_PER_S: self.tokens_per_s,
-            "status": self.status,
-            M.TEST_PPL: self.test_ppl,
-            **self.extra,
-        }
-
-
-def trial_status(history: list[dict[str, float]], error: str | None, space: SearchSpace,
-                 *, asha_stopped: bool = False, interrupted: str | None = None) -> str:  # fmt: skip
-    """What became of a trial. Only ``asha_stopped`` (ASHA's own record of its decision)
-    makes an early end "stopped early by ASHA"; otherwise it was the Ctrl-C/SIGTERM
-    ``interrupted`` names, or the time budget."""
-    if error:
-        return f"failed: {error.strip().splitlines()[-1][:200]}"
-    if not history:
-        if interrupted:
-            return f"stopped by {interrupted} before its first evaluation"
-        if space.budget.time_budget:
-            return "stopped by the time budget before its first evaluation"
-        return "stopped before its first evaluation"
-    if not math.isfinite(history[-1].get(M.VAL_PPL, math.inf)):
-        return "diverged"
-    last_epoch = history[-1].get(M.EPOCH, 0.0)
-    if last_epoch >= space.epochs:
-        return "completed"
-    if asha_stopped:
-        return f"stopped early by ASHA at epoch {last_epoch:g}"
-    if interrupted:
-        return f"stopped at epoch {last_epoch:g} by {interrupted} (--resume continues it)"
-    if space.budget.time_budget:
-        return f"stopped at epoch {last_epoch:g} by the time budget"
-    return f"stopped at epoch {last_epoch:g}"
-
-
-def make_row(
-    trial_id: str,
-    params: dict[str, Any],
-    history: list[dict[str, float]],
-    error: str | None,
-    space: SearchSpace,
-    *,
-    asha_stopped: bool = False,
-    interrupted: str | None = None,
-) -> TrialRow:
-    val = [h[M.VAL_PPL] for h in history if M.VAL_PPL in h]
-    times = [h[M.EPOCH_TIME_S] for h in history if M.EPOCH_TIME_S in h]
-    speeds = [h[M.TOKENS_PER_S] for h in history if M.TOKENS_PER_S in h]
-    extra = {}
-    for entry in history:
-        extra.update(
-            {k: v for k, v in entry.items() if k.startswith("test_ppl_epoch") and v == v}
-        )  # (v == v drops the NaNs that fill evaluations without that metric)
-    return TrialRow(
-        trial_id=trial_id,
-        params=params,
-        epochs_run=history[-1].get(M.EPOCH, 0.0) if history else 0.0,
-        best_val_ppl=min(val) if val else math.inf,
-        epoch_time_s=statistics.median(times) if times else math.nan,
-        tokens_per_s=statistics.median(speeds) if speeds else math.nan,
-        status=trial_status(history, error, space, asha_stopped=asha_stopped,
-                            interrupted=interrupted),
-        extra=extra,
-        evaluated=len(val),
-    )
 
 
 def human(value: Any) -> str:
@@ -211,7 +120,7 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
 def _grid_cell(rows: list[TrialRow], epoch: int, last_epoch: int) -> str:
     """"test ppl (s/epoch)"; over repeats (one seed each) the mean, ± the standard
     deviation, and how many seeds."""
-    scores = [row.test_ppl if epoch == last_epoch else row.extra.get(f"test_ppl_epoch{epoch}")
+    scores = [row.test_ppl if epoch == last_epoch else row.extra.get(M.test_at_epoch(epoch))
               for row in rows]  # fmt: skip
     scores = [score for score in scores if score]
     seconds = statistics.median(row.epoch_time_s for row in rows)
@@ -276,4 +185,26 @@ def outcome_counts(rows: list[TrialRow]) -> str:
     if counts["diverged"]:
         parts.append(f"{counts['diverged']} diverged")
     parts.append(f"{counts['failed']} failed")
+    return ", ".join(parts)
+
+
+def describe_plan(space: SearchSpace) -> str:
+    """What the search will do, in one line."""
+    if space.searcher.type == "grid":
+        searcher = "every combination of the grid"
+    else:
+        searcher = f"Optuna {space.searcher.sampler.upper()} proposing"
+    if space.scheduler.type == "asha":
+        rungs = ", ".join(f"{r:g}" for r in space.asha_rungs)
+        at = f"epoch{'s' if len(space.asha_rungs) > 1 else ''} {rungs}"
+        scheduler = (f"ASHA keeping the best 1/{space.scheduler.reduction_factor:g} at {at}"
+                     if rungs else "ASHA (no rung before the last epoch)")  # fmt: skip
+    else:
+        scheduler = "every trial runs to the end (FIFO)"
+    budget = space.budget
+    parts = [f"{space.total_trials} trials of {space.epochs} epochs ({searcher}; {scheduler})"]
+    if budget.max_concurrent:
+        parts.append(f"{budget.max_concurrent} at a time")
+    if budget.time_budget:
+        parts.append(f"time budget {budget.time_budget}")
     return ", ".join(parts)

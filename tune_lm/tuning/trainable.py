@@ -23,7 +23,7 @@ from ray import tune
 from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import STATE_FILE, atomic_torch_save
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.data import Corpus
+from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.errors import TuneLMError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.fit import TrainState, fit, resolve_device
@@ -32,11 +32,6 @@ from tune_lm.tuning import faults
 from tune_lm.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
-
-
-def test_metric_name(epoch: int) -> str:
-    """Name of the test perplexity recorded at ``epoch`` in grid studies."""
-    return f"test_ppl_epoch{epoch}"
 
 
 def trial_resources(config: TrainConfig) -> TrainConfig:
@@ -136,7 +131,7 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
         metrics = {**result, **placement}
         if epoch in test_epochs and train_state.best_model is not None:
             # Grid studies report every configuration, each on its own best weights so far.
-            metrics[test_metric_name(int(epoch))] = test_perplexity(
+            metrics[M.test_at_epoch(int(epoch))] = test_perplexity(
                 config, corpus, train_state.best_model
             )
         with tempfile.TemporaryDirectory() as folder:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,16 @@ import torch
 from ray import tune
 
 from tune_lm.lm import metrics as M
-from tune_lm.lm.data import Corpus
+from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning import private_api
 from tune_lm.tuning.private_api import find_cluster_address, require_token_auth, tune_state_saved
+from tune_lm.tuning.results import Conclusion, TrialOutcome
 from tune_lm.tuning.searchers import StopLedger, make_scheduler, make_searcher
 from tune_lm.tuning.space import SearchSpace, parse_duration, to_tune_space
 from tune_lm.tuning.trainable import load_state, test_perplexity, train_trial
 
 log = logging.getLogger(__name__)
-# How often (s) the driver snapshots the experiment's state: what a killed driver loses.
-EXPERIMENT_SNAPSHOT_S = "5"
 CHECKPOINTS_KEPT = 2  # the latest holds the best weights too; one spare in case of a crash
 
 
@@ -191,10 +190,7 @@ def build_tuner(
     """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`).
 
     A restored Tuner keeps the callbacks it was created with (Ray pickles them)."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)
-    # Ray also snapshots whenever trials checkpoint num_to_keep times in between: wanted
-    # (a killed driver loses less), so its "excessive snapshots" warning is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    private_api.set_tune_env_defaults()  # snapshots every 5 s; no "excessive snapshots" noise
     check_experiment(path, resume=resume)
     if resume:
         return tune.Tuner.restore(
@@ -239,13 +235,6 @@ def build_tuner(
     )
 
 
-def tuner_callbacks(tuner: tune.Tuner) -> list:
-    """The callbacks a (possibly restored) Tuner runs with."""
-    internal = getattr(tuner, "_local_tuner", None)
-    run_config = internal.get_run_config() if internal is not None else None
-    return list(getattr(run_config, "callbacks", None) or [])
-
-
 def best_weights(result: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]] | None:
     """(config, best-validation weights) of a trial, from its latest checkpoint."""
     if result.checkpoint is None:
@@ -255,7 +244,39 @@ def best_weights(result: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]] 
     return config.replace(device="auto", threads=None), state["best_model"]
 
 
-def test_trial(result: Any, space: SearchSpace, corpus: Corpus) -> float | None:
-    """Test perplexity of a trial's best-validation weights, evaluated once, here."""
-    found = best_weights(result, space)
-    return test_perplexity(found[0], corpus, found[1]) if found else None
+def score_on_test(conclusion: Conclusion, outcomes: list[TrialOutcome], space: SearchSpace,
+                  corpus: Corpus) -> tuple[Any, dict[str, Any]] | None:  # fmt: skip
+    """Test perplexity of each trial the conclusion names, once, on its best-validation
+    weights (set on its row); returns the winner's (config, weights) for the registry."""
+    sources = {outcome.trial_id: outcome.source for outcome in outcomes}
+    best_model = None
+    for row in conclusion.to_test:
+        found = best_weights(sources[row.trial_id], space)
+        if found:
+            row.test_ppl = test_perplexity(found[0], corpus, found[1])
+            best_model = found if row is conclusion.best else best_model
+    return best_model
+
+
+def trial_outcomes(results: Any, space: SearchSpace) -> list[TrialOutcome]:
+    """Tune's results as plain values for :func:`tune_lm.tuning.results.conclude`. A
+    trial Tune created but never started (e.g. after Ctrl-C) has no config: left out."""
+    return [
+        TrialOutcome(
+            trial_id=result.metrics.get("trial_id", result.path),
+            params=space.searched(result.config),
+            history=_history(result),
+            error=str(result.error) if result.error else None,
+            source=result,
+        )
+        for result in results
+        if result.config
+    ]
+
+
+def _history(result: Any) -> list[dict[str, float]]:
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty:
+        return []
+    keep = [c for c in frame.columns if c in M.EVALUATION_METRICS or M.is_test_at_epoch(c)]
+    return frame[keep].to_dict("records")

@@ -1,0 +1,127 @@
+"""Where MLflow logs: the tracking URI (default, credentials, checks before anything
+starts) and how patiently a search waits for a tracking server. No Ray here: the report
+and the inference commands use it too."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import mlflow
+
+from tune_lm.lm.atomic import probe_writable
+from tune_lm.lm.errors import ConfigError
+
+
+def default_tracking_uri() -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else MLflow's own default (./mlflow.db)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def move_credentials(uri: str) -> str:
+    """``uri`` without its ``user:password@``, which move to MLflow's own
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD variables for this process: the
+    clean URI is what gets printed, pickled with the experiment's state and logged."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    if parts.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+    if parts.password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
+                    "databricks-uc", "uc")  # fmt: skip
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A tracking URI MLflow 3 accepts, whose store can be written, before anything starts
+    (MLflow itself would fail only at the first write, or retry an unwritable SQLite file
+    for minutes)."""
+    flag = "--tracking-uri (or MLFLOW_TRACKING_URI)"
+    fix = "use sqlite:///PATH/mlflow.db or http(s)://HOST:PORT of an MLflow server"
+    if any(char.isspace() for char in uri):
+        raise ConfigError(f"{flag} {uri!r} contains white space; quote nothing into it: {fix}")
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":
+            return
+        raise ConfigError(f"{flag} {uri!r} is a folder (MLflow's file store), which MLflow 3 "
+                          f"no longer accepts: {fix}")  # fmt: skip
+    if scheme not in TRACKING_SCHEMES:
+        known = ", ".join(TRACKING_SCHEMES)
+        raise ConfigError(f"{flag} {uri!r}: MLflow has no tracking store for scheme "
+                          f"{scheme!r} (it knows {known}): {fix}")  # fmt: skip
+    if scheme in ("http", "https") and not urllib.parse.urlsplit(uri).hostname:
+        raise ConfigError(f"{flag} {uri!r} names no host: {fix}")
+    if scheme == "sqlite":
+        _check_sqlite_path(flag, uri, fix)
+
+
+def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
+    raw = uri.split("://", 1)[1]
+    if not raw.startswith("/") or raw in ("/", "/:memory:"):
+        raise ConfigError(f"{flag} {uri!r} names no database file: {fix}")
+    database = Path(raw[1:])  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+    if database.is_dir():
+        raise ConfigError(f"{flag} {uri!r}: {database} is a folder, not a database file: {fix}")
+    try:
+        probe_writable(database, create_missing=False)  # SQLite makes no folders
+    except OSError as error:
+        raise ConfigError(f"{flag} {uri!r}: the database cannot be written there "
+                          f"({error.strerror or error}): {fix}") from None
+
+
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """An http(s) tracking server must answer before any trial starts."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+            if answer.status == 200:
+                return
+            problem = f"HTTP {answer.status}"
+    except (urllib.error.URLError, OSError) as error:
+        problem = str(getattr(error, "reason", error))
+    raise ConfigError(
+        f"--tracking-uri {uri}: the MLflow tracking server does not answer ({problem}). "
+        "Start it (e.g. mlflow server --host 127.0.0.1 --port 5000), fix the URI "
+        "(--tracking-uri or MLFLOW_TRACKING_URI), or leave it out to log to ./mlflow.db"
+    )
+
+
+def check_store_exists(uri: str, flag: str) -> None:
+    """For commands that only read (report --mlflow, generate/evaluate --model): the
+    tracking store must exist already. Asking MLflow about a SQLite file that does not
+    exist creates an empty one (by default ./mlflow.db in the working folder)."""
+    fix = ("Give the store the search logged to: --tracking-uri sqlite:///PATH/mlflow.db "
+           "(a search logs to mlflow.db in the folder it ran from unless told otherwise) "
+           "or http://HOST:PORT of an MLflow server, or set MLFLOW_TRACKING_URI")  # fmt: skip
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme == "sqlite":
+        raw = uri.split("://", 1)[1]
+        database = Path(raw[1:]) if raw.startswith("/") and raw not in ("/", "/:memory:") else None
+        if database is None or not database.is_file():
+            where = f"{database} does not exist" if database else "it names no database file"
+            raise ConfigError(f"{flag}: there is no MLflow store at {uri} ({where}; nothing "
+                              f"was created). {fix}")  # fmt: skip
+    elif scheme in ("", "file"):
+        folder = Path(urllib.parse.urlsplit(uri).path if scheme else uri)
+        if not folder.is_dir():
+            raise ConfigError(f"{flag}: there is no MLflow store at {uri} ({folder} is not "
+                              f"a folder). {fix}")  # fmt: skip
+    elif scheme in ("http", "https"):
+        check_tracking_server(uri)
+
+
+def limit_http_retries() -> None:
+    """MLflow retries an unreachable server for minutes by default; a search should not
+    stall on its logging, so calls give up after a few seconds (what failed is reported)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -1,0 +1,25 @@
+"""What an experiment folder holds, by file name, defined once.
+
+    tune_lm_runs/NAME/            one search (Ray Tune's experiment folder)
+      space.json                  the validated space, as the experiment started with it
+      search.json                 corpus fingerprint and MLflow settings it is pinned to
+      optuna_study.journal        the Optuna study (journal storage)
+      asha_stops.jsonl            ASHA's stop decisions, one JSON object a line
+      search.log                  Ray's, MLflow's and Optuna's output (unless --verbose)
+      summary.{csv,json,md}       every trial's row; grid_table.md for grid studies
+      finished.json               written when the search has ended for good
+      report/                     tables and pictures (python -m tune_lm.report)
+      train_trial_*/              Ray's trial folders (checkpoints, result.json)
+"""
+
+SPACE_FILE = "space.json"
+SETTINGS_FILE = "search.json"
+STUDY_FILE = "optuna_study.journal"
+STUDY_NAME = "tune_lm"  # the Optuna study's name inside its journal
+STOPS_FILE = "asha_stops.jsonl"
+LOG_FILE = "search.log"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+GRID_TABLE_MD = "grid_table.md"
+FINISHED_FILE = "finished.json"

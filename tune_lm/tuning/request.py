@@ -1,0 +1,256 @@
+"""What a search command asks for: its flags checked, the experiment it names (new, or
+resumed exactly as it started), and the command that continues it. Nothing here starts
+Ray or MLflow; every refusal names the flag and the fix."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from tune_lm.lm.atomic import probe_writable
+from tune_lm.lm.errors import ConfigError, TuneLMError
+from tune_lm.tuning.experiment import (
+    Pinned,
+    clean_tracking_uri,
+    read_pinned,
+    resume_conflicts,
+)
+from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE
+from tune_lm.tuning.space import SearchSpace, load_space, parse_duration
+
+DEFAULT_STORAGE = "tune_lm_runs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_lm.search",
+        description="Search RNN language-model hyper-parameters with Ray Tune, ASHA and Optuna.",
+        allow_abbrev=False,
+    )
+    add = parser.add_argument
+    add("--space", help="search-space YAML: a path, or a shipped name (cells.yaml); "
+        "not needed with --resume (the experiment keeps its own copy)")
+    add("--data", help="corpus: wikitext-2, ptb, synthetic, or a folder (overrides the space)")
+    add("--num-samples", type=int, help="number of trials (a grid: repeats of the grid)")
+    add("--max-epochs", type=int, help="epochs per trial, ASHA's max_t")
+    add("--cpus-per-trial", type=float, help="CPUs per trial (torch threads)")
+    add("--gpus-per-trial", type=float, help="GPUs per trial; 0.25 packs four trials per GPU")
+    add("--max-concurrent", type=int, help="trials running at once")
+    add("--time-budget", help="stop starting trials after this long: 90s, 30m, 2h")
+    add("--max-failures", type=int,
+        help="retries of a failed trial, each from its last checkpoint (default 2)")  # fmt: skip
+    add("--seed", type=int, help="seed of the sampler and the trials")
+    add("--address", default=os.environ.get("RAY_ADDRESS"),
+        help="join a Ray cluster (auto, ray://host:10001); default: a local Ray")  # fmt: skip
+    add("--storage", default=DEFAULT_STORAGE,
+        help=f"experiment storage: a folder or s3://... (default ./{DEFAULT_STORAGE})")  # fmt: skip
+    add("--name", help="experiment name (default: the space's name)")
+    add("--resume", action="store_true", help="continue the experiment --name after a stop")
+    add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    add("--log-checkpoints", choices=["best", "all", "none"],
+        help="checkpoints logged to each trial's MLflow run (default: best)")  # fmt: skip
+    add("--progress-every", type=float, metavar="SECONDS",
+        help="print a progress line this often, and when a trial ends (default: 30)")  # fmt: skip
+    add("--smoke", action="store_true",
+        help="a tiny run of the space on the synthetic corpus, named NAME-smoke")  # fmt: skip
+    add("--verbose", action="store_true",
+        help=f"show Ray's status tables and Ray's, MLflow's and Optuna's messages here "
+             f"(default: in {LOG_FILE} in the experiment folder)")  # fmt: skip
+    return parser
+
+
+def smoke_space(space: SearchSpace, *, gpus: bool = True) -> SearchSpace:
+    """The same space shrunk to seconds: synthetic corpus, 2 short epochs, 2 samples of
+    one CPU each (and no GPU unless ``gpus``), under its own name (``NAME-smoke``), so it
+    never takes the real search's experiment, MLflow experiment or registered model."""
+    raw = space.model_dump()
+    name = space.name or "search"
+    raw["name"] = name if name.endswith("-smoke") else f"{name}-smoke"
+    raw["data"] = "synthetic"
+    raw["resources"].update(cpus_per_trial=1)
+    if not gpus:
+        raw["resources"].update(gpus_per_trial=0)
+    raw["fixed"].update(epochs=2, max_tokens_per_epoch=2000)
+    raw["budget"].update(num_samples=min(2, raw["budget"]["num_samples"]), time_budget=None)
+    raw["scheduler"]["grace_period"] = 1
+    raw["test_at_epochs"] = [1] if raw["test_at_epochs"] else []
+    return SearchSpace(**raw)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    for flag in ("num_samples", "max_epochs", "max_concurrent"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.max_failures is not None and args.max_failures < 0:
+        raise ConfigError(f"--max-failures must be 0 or more, got {args.max_failures}")
+    if args.progress_every is not None and not 0 < args.progress_every < math.inf:
+        raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
+            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    if args.time_budget is not None:
+        try:
+            parse_duration(args.time_budget)
+        except ValueError as error:
+            raise ConfigError(f"--time-budget: {error}") from None
+    check_storage(args.storage)
+    if args.name is not None and (
+        not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")
+    ):
+        raise ConfigError(f"--name {args.name!r} must be a plain name (no / or \\, not . or ..): "
+                          "it is a folder inside --storage")  # fmt: skip
+
+
+def check_storage(storage: str) -> None:
+    """--storage: a folder that can be made and written, or a URI pyarrow (Ray's
+    filesystem layer) can open; checked before anything is written."""
+    if "://" in storage:
+        import pyarrow.fs
+
+        try:
+            filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
+            filesystem.get_file_info(root)
+        except Exception as error:  # pyarrow's errors: unknown scheme, no bucket, no access
+            raise ConfigError(
+                f"--storage {storage}: cannot use it ({str(error).splitlines()[0]}). Give a "
+                "local folder, or a URI Ray can write to (s3://bucket/path, gs://bucket/path) "
+                "with its credentials set"
+            ) from None
+        return
+    try:  # (a probe file inside the storage folder: its nearest existing ancestor)
+        probe_writable(Path(storage).expanduser() / "probe")
+    except OSError as error:
+        raise ConfigError(f"--storage {storage}: cannot write there ({error.strerror or error}); "
+                          "give a folder you can write to (it is made if missing)") from None
+
+
+def experiment_path(storage: str, name: str) -> str:
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{name}"
+    return str(Path(storage).expanduser().resolve() / name)
+
+
+def space_from_args(args: argparse.Namespace) -> SearchSpace:
+    space = load_space(args.space).with_overrides(**overrides(args))
+    if not args.smoke:
+        return space
+    if args.address or not space.resources.gpus_per_trial:
+        return smoke_space(space)
+    import torch  # a smoke run on a CPU-only machine drops the space's GPU requests
+
+    return smoke_space(space, gpus=torch.cuda.is_available())
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(data=args.data, num_samples=args.num_samples, max_epochs=args.max_epochs,
+                cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                max_concurrent=args.max_concurrent, time_budget=args.time_budget,
+                seed=args.seed, max_failures=args.max_failures)  # fmt: skip
+
+
+def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace, Pinned | None]:
+    """(name, path, space, what the experiment pinned): on --resume the space and the
+    settings the experiment started with, and a refusal of any flag that disagrees."""
+    if not args.resume:
+        if not args.space:
+            raise ConfigError("--space is required (a YAML file or a shipped name, e.g. "
+                              "quick.yaml); only --resume can do without it")  # fmt: skip
+        space = space_from_args(args)
+        name = args.name or space.name or "search"
+        return name, experiment_path(args.storage, name), absolute_data(space), None
+    name = args.name or (space_from_args(args).name if args.space else None)
+    if not name:
+        raise ConfigError("--resume needs --name (the experiment's name), or the --space "
+                          "it was started with")  # fmt: skip
+    path = experiment_path(args.storage, name)
+    pinned = read_pinned(path)
+    if pinned is None:  # stopped before it pinned anything: start-up is repeated
+        if not args.space:
+            raise ConfigError(
+                f"--resume: no experiment with a saved space at {path}. Check --name and "
+                "--storage; if it was stopped during start-up, give its --space too"
+            )
+        return name, path, absolute_data(space_from_args(args)), None
+    refuse_changes(args, pinned)
+    return name, path, pinned.space, pinned
+
+
+def refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
+    """--resume continues an experiment as it started: a flag given anew that disagrees
+    would be applied by half of it (Ray restores its own copy), so it is refused."""
+    space, conflicts = pinned.space, []
+    for key, value in overrides(args).items():
+        if value is None:
+            continue
+        if key == "data" and Path(value).expanduser().is_dir():
+            value = str(Path(value).expanduser().resolve())
+        try:
+            same = space.with_overrides(**{key: value}) == space
+        except TuneLMError:
+            same = False
+        if not same:
+            conflicts.append(f"--{key.replace('_', '-')} {value}")
+    if args.smoke and smoke_space(space) != space:
+        conflicts.append("--smoke")
+    if args.space:
+        try:
+            same_space = absolute_data(space_from_args(args)) == space
+        except TuneLMError:
+            same_space = False
+        if not same_space:
+            conflicts.append(f"--space {args.space} (it differs from the experiment's own "
+                             f"copy, {SPACE_FILE})")  # fmt: skip
+    settings = pinned.settings
+    if settings is not None:
+        uri = clean_tracking_uri(args.tracking_uri) if args.tracking_uri else None
+        conflicts += resume_conflicts({
+            "--tracking-uri": (uri, settings.tracking_uri),
+            "--log-checkpoints": (args.log_checkpoints, settings.log_checkpoints),
+            "--progress-every": (args.progress_every, settings.progress_every),
+        })  # fmt: skip
+    if conflicts:
+        raise ConfigError(
+            "--resume continues the experiment exactly as it started (same space, corpus "
+            f"and MLflow store), but these flags disagree with it: {'; '.join(conflicts)}. "
+            "Leave them out (the experiment keeps its own copy of each), or start a new "
+            "search with --name NEW_NAME"
+        )
+
+
+def absolute_data(space: SearchSpace) -> SearchSpace:
+    """A corpus given as a folder, made absolute: a resume from elsewhere finds it."""
+    if space.data and Path(space.data).expanduser().is_dir():
+        return space.with_overrides(data=str(Path(space.data).expanduser().resolve()))
+    return space
+
+
+def resume_command(args: argparse.Namespace, path: str) -> str:
+    """The whole command that continues this experiment (the experiment pins the space,
+    the corpus and the MLflow store; a cluster address is not pinned, so it is repeated)."""
+    storage, name = path.rsplit("/", 1)
+    command = f"python -m tune_lm.search --resume --storage {storage} --name {name}"
+    return command + (f" --address {args.address}" if args.address else "")
+
+
+def check_corpus(corpus: Any, space: SearchSpace, settings: Any) -> None:
+    """The corpus can feed the space's largest batch, and a resumed search trains on the
+    corpus it started with (``settings``: what the experiment pinned, or None)."""
+    batch_size = space.largest("batch_size")
+    if corpus.train.numel() < 2 * batch_size:  # what every trial's fit() would refuse
+        raise ConfigError(
+            f"corpus {corpus.name!r} has {corpus.train.numel()} training tokens, fewer than "
+            f"one batch of the largest batch_size in the space ({batch_size}) needs "
+            f"({2 * batch_size}). Lower batch_size in the space, or use a larger corpus"
+        )
+    if settings is not None and corpus.fingerprint != settings.fingerprint:
+        raise ConfigError(
+            f"--resume: the corpus {settings.data!r} is not the one this experiment started "
+            f"with (its files changed: fingerprint {corpus.fingerprint[:12]} now, "
+            f"{settings.fingerprint[:12]} then). A resumed search must train on the corpus "
+            "it started with: restore those files, or start a new search with --name"
+        )
