@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 
 from tune_lm.lm.config import TrainConfig
 
@@ -143,11 +144,6 @@ def asha_search(tmp_path_factory):
     root = tmp_path_factory.mktemp("asha_search")
     space = root / "space.yaml"
     space.write_text(ASHA_SPACE)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.search", "--space", str(space), "--storage",
-         str(root / "runs"), "--name", "t"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT,
-    )  # fmt: skip
+    done = run_cli("search", "--space", space, "--storage", root / "runs", "--name", "t",
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
     return done, root / "runs" / "t"

@@ -13,13 +13,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_cli
 
 GOOD_SPACE = """\
 data: synthetic
@@ -491,10 +491,7 @@ def test_bad_input_exits_2_naming_the_problem_and_leaves_nothing(tmp_path, case)
     args = [arg.replace("{port}", port) for arg in case.args]
     before = snapshot(tmp_path)
 
-    done = subprocess.run(
-        [sys.executable, "-m", f"tune_lm.{case.cli}", *args],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path), timeout=60,
-    )  # fmt: skip
+    done = run_cli(case.cli, *args, cwd=tmp_path, env=_env(tmp_path), timeout=60)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -541,8 +538,7 @@ def test_a_dead_cluster_left_behind_never_hangs_a_search(tmp_path, address):
     before = snapshot(tmp_path)
     try:
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "tune_lm.search", *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=90)  # fmt: skip
+        done = run_cli("search", *args, cwd=tmp_path, env=env, timeout=90)
         seconds = time.monotonic() - started
     finally:
         subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], capture_output=True)

@@ -2,11 +2,11 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_cli, start_cli
 
 from tune_lm.lm.checkpoint import load_model
 from tune_lm.lm.data import load_corpus
@@ -17,13 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_train(*flags, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "tune_lm.train", *flags],
-        capture_output=True,
-        text=True,
-        cwd=cwd or REPO_ROOT,
-        timeout=300,
-    )
+    return run_cli("train", *flags, cwd=cwd, timeout=300)
 
 
 @pytest.fixture
@@ -166,12 +160,9 @@ def test_ctrl_c_keeps_the_best_weights_and_the_metrics(tmp_path):
     import signal
     import time
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tune_lm.train", "--smoke", "--epochs", "500", "--save",
-         "best.pt", "--metrics-json", "metrics.json"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    process = start_cli("train", "--smoke", "--epochs", "500", "--save", "best.pt",
+                        "--metrics-json", "metrics.json", cwd=tmp_path, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)  # fmt: skip
     lines = []
     deadline = time.time() + 120
     while sum(line.startswith("| epoch") for line in lines) < 2:

@@ -2,14 +2,12 @@
 --verbose; a finished search's --resume changes nothing; --smoke keeps the real name free."""
 
 import hashlib
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 from mlflow.tracking import MlflowClient
 
 from tune_lm.tuning.layout import LOG_FILE
@@ -21,9 +19,8 @@ RAY_TABLE = "Trial status:"  # the head of Ray's status table
 
 
 def search(*flags, cwd, tracking, timeout=600, **env_extra):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": tracking, **env_extra}
-    return subprocess.run([sys.executable, "-m", "tune_lm.search", *flags], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return run_cli("search", *flags, cwd=cwd, timeout=timeout,
+                   env={"MLFLOW_TRACKING_URI": tracking, **env_extra})
 
 
 def folder_digest(folder: Path) -> dict[str, str]:

@@ -8,13 +8,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_run import run_cli, start_cli
 from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
 from mlflow.tracking import MlflowClient
 
@@ -62,12 +62,9 @@ def test_diverging_killed_and_failing_trials(tmp_path):
         {"kind": "raise", "epoch": 2, "when": {"model": "RNN_TANH"}},  # every attempt
     ]  # fmt: skip
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_LM_FAULTS": json.dumps(faults)}
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.search", "--space", str(space_file), "--storage",
-         str(tmp_path / "runs"), "--tracking-uri", tracking, "--max-failures", "1"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT,
-    )  # fmt: skip
+    done = run_cli("search", "--space", space_file, "--storage", tmp_path / "runs",
+                   "--tracking-uri", tracking, "--max-failures", "1",
+                   env={"TUNE_LM_FAULTS": json.dumps(faults)})  # fmt: skip
     output = done.stdout[-4000:] + done.stderr[-4000:]
     assert done.returncode == 0, output
     folder = tmp_path / "runs" / "faults"
@@ -119,13 +116,10 @@ def launch(tmp_path, name, *extra):
     """The search as a terminal would run it: its own process group (Ctrl-C reaches the
     whole group), output in a file."""
     log = open(tmp_path / f"{name}.log", "a")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tune_lm.search", "--space", str(tmp_path / f"{name}.yaml"),
-         "--storage", str(tmp_path / "runs"), "--tracking-uri",
-         f"sqlite:///{tmp_path / 'mlflow.db'}", *extra],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    return start_cli("search", "--space", str(tmp_path / f"{name}.yaml"), "--storage",
+                     str(tmp_path / "runs"), "--tracking-uri",
+                     f"sqlite:///{tmp_path / 'mlflow.db'}", *extra, stdout=log,
+                     stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)  # fmt: skip
 
 
 def agree_on_trials(tmp_path, name, expected):

@@ -3,10 +3,9 @@
 import json
 import math
 import re
-import subprocess
-import sys
 
 import pytest
+from cli_run import run_cli
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import save_model
@@ -37,8 +36,7 @@ def tiny_config_module():
 
 
 def run(module, *flags):
-    return subprocess.run([sys.executable, "-m", module, *flags], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return run_cli(module, *flags, timeout=300)
 
 
 def test_generation_is_reproducible_and_uses_only_vocabulary_words(trained):
@@ -227,3 +225,15 @@ def test_registered_names_of_other_scripts_stay_apart():
     assert len(set(registered)) == len(names), registered
     assert registered_name("quick") == "tune_lm-quick"  # plain names stay as they were
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", name) for name in registered)
+
+
+def test_generate_and_evaluate_smoke_modes_train_a_tiny_model_and_use_it():
+    """``--smoke``: a tiny model trained in seconds on the synthetic corpus, offline."""
+    generated = run("tune_lm.generate", "--smoke", "--words", "30")
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    words = generated.stdout.split()
+    assert words and all(re.fullmatch(r"w\d+", word) for word in words), generated.stdout
+    scored = run("tune_lm.evaluate", "--smoke")
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    ppl = float(re.search(r"test perplexity ([\d.]+)", scored.stdout).group(1))
+    assert 1 < ppl < 50 / 2, scored.stdout  # far below a uniform guess over its 50 words

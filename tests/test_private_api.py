@@ -1,10 +1,14 @@
-"""Canaries for the private Ray surfaces tune_lm uses (tune_lm/tuning/private_api.py): each fails
-loudly when a Ray upgrade moves or changes one."""
+"""Canaries for the private Ray and Optuna surfaces tune_lm uses (all of them in
+tune_lm/tuning/private_api.py): each fails loudly when an upgrade moves or changes one."""
 
+import importlib.util
+import inspect
+import json
 from pathlib import Path
 
 import pytest
 
+from tune_lm.tuning import private_api
 from tune_lm.tuning.private_api import find_cluster_address
 
 
@@ -38,3 +42,72 @@ def test_tune_names_its_state_file_as_we_look_for_it(asha_search):
     assert done.returncode == 0, done.stderr[-2000:]
     assert tune_state_saved(folder)
     assert not tune_state_saved(folder / "nothing-here")
+
+
+def _ray_source_files():
+    root = Path(importlib.util.find_spec("ray").origin).parent
+    return [p for sub in ("tune", "_private", "train") for p in (root / sub).rglob("*.py")]
+
+
+@pytest.mark.parametrize("knob", [*private_api.TUNE_ENV_DEFAULTS, private_api.PLAIN_OUTPUT_ENV,
+                                  private_api.SIGINT_OPT_OUT_ENV])  # fmt: skip
+def test_ray_still_reads_each_environment_knob_we_set(knob):
+    """A knob Ray no longer reads would be silently ignored: find it in Ray's source."""
+    assert any(knob in path.read_text(errors="ignore") for path in _ray_source_files()), (
+        f"Ray no longer mentions {knob}: see tune_lm/tuning/private_api.py"
+    )
+
+
+def test_tune_logs_its_restore_hint_and_handles_sigint_where_we_expect():
+    """The logger whose "Tuner.restore(" hint the console filters, and Tune's own SIGINT
+    handler (which fit_noting_interrupt relies on to stop trials gracefully)."""
+    module = importlib.import_module(private_api.RESTORE_HINT_LOGGER)
+    source = inspect.getsource(module)
+    assert "Tuner.restore(" in source
+    assert "logging.getLogger(__name__)" in source
+    assert "signal.SIGINT" in source and private_api.SIGINT_OPT_OUT_ENV in source
+
+
+def test_a_tuner_exposes_its_callbacks_through_its_internal_tuner():
+    from ray import tune
+
+    class Marker(tune.Callback):
+        pass
+
+    marker = Marker()
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(callbacks=[marker]))
+    assert marker in private_api.tuner_callbacks(tuner)
+    assert private_api.tuner_callbacks(object()) == []
+
+
+def test_optuna_search_keeps_its_study_and_trials_where_we_read_them():
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(space={"x": tune.uniform(0.0, 1.0)}, metric="m", mode="min")
+    assert isinstance(private_api.optuna_study(searcher), optuna.Study)
+    config = searcher.suggest("t1")
+    assert 0.0 <= config["x"] <= 1.0
+    assert isinstance(private_api.optuna_trials(searcher)["t1"], optuna.Trial)
+    assert "t1" not in private_api.closed_trials(searcher)
+    searcher.on_trial_complete("t1", {"m": 0.5})
+    assert "t1" in private_api.closed_trials(searcher)
+    assert private_api.optuna_study(searcher).trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_tune_names_trial_folders_after_their_trial_ids(asha_search):
+    """Each trial folder of a real search holds the results of the trial it is named for,
+    and of no other."""
+    done, folder = asha_search
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = list(folder.glob("*/result.json"))
+    assert results
+    ids = set()
+    for result in results:
+        first = json.loads(result.read_text().splitlines()[0])
+        ids.add(first["trial_id"])
+        assert private_api.is_trial_folder(result.parent.name, first["trial_id"])
+    for result in results:
+        others = ids - {json.loads(result.read_text().splitlines()[0])["trial_id"]}
+        assert not any(private_api.is_trial_folder(result.parent.name, i) for i in others)

@@ -2,10 +2,9 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_run import run_cli
 
 from tune_lm.tuning.results import pareto_front
 
@@ -32,10 +31,7 @@ def test_report_of_a_real_search(finished_search):
     # Written automatically at the end of the search...
     assert (report / "trials.md").is_file() and (report / "by_model.md").is_file()
     # ...and again on demand, grouped by another parameter.
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.report", str(folder), "--by", "nhid"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_cli("report", str(folder), "--by", "nhid", timeout=300)
     assert done.returncode == 0, done.stderr
     with open(report / "trials.csv") as handle:
         trials = list(csv.DictReader(handle))
@@ -67,10 +63,7 @@ def test_report_from_a_storage_uri_or_the_mlflow_experiment(finished_search, tmp
         store = folder.parent.parent / "mlflow.db"
         flags = ["--mlflow", "t", "--tracking-uri", f"sqlite:///{store}"]
     out = tmp_path / "copy"
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.report", *flags, "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_cli("report", *flags, "--out", str(out), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not list(out.rglob("checkpoint_*")), "checkpoints are not copied"
     original, copied = _rows(folder / "report" / "trials.csv"), _rows(out / "report" / "trials.csv")
@@ -94,30 +87,21 @@ def test_report_of_an_unknown_mlflow_experiment_exits_2(tmp_path):
 
     store = tmp_path / "mlflow.db"
     MlflowClient(f"sqlite:///{store}").create_experiment("quick")
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.report", "--mlflow", "nope", "--tracking-uri",
-         f"sqlite:///{store}", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_cli("report", "--mlflow", "nope", "--tracking-uri", f"sqlite:///{store}",
+                   "--out", tmp_path / "out", timeout=120)
     assert done.returncode == 2 and "no experiment 'nope'" in done.stderr, done.stderr
     assert "quick" in done.stderr  # what there is
     assert not (tmp_path / "out").exists()
     # A store that does not exist is named, never created (MLflow would create it).
     missing = tmp_path / "elsewhere.db"
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.report", "--mlflow", "quick", "--tracking-uri",
-         f"sqlite:///{missing}", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_cli("report", "--mlflow", "quick", "--tracking-uri", f"sqlite:///{missing}",
+                   "--out", tmp_path / "out", timeout=120)
     assert done.returncode == 2 and str(missing) in done.stderr, done.stderr
     assert not missing.exists() and not (tmp_path / "out").exists()
 
 
 def test_report_of_a_folder_without_a_search_exits_2(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.report", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_cli("report", str(tmp_path), timeout=120)
     assert done.returncode == 2 and "summary.json" in done.stderr
 
 
@@ -155,8 +139,7 @@ def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path):
     from tune_lm.reporting.report import load_trials
 
     folder = _hand_made_search(tmp_path / "exp", truncated_line=True)
-    done = subprocess.run([sys.executable, "-m", "tune_lm.report", str(folder)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = run_cli("report", str(folder), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "trial_1/result.json" in done.stderr and "line 3" in done.stderr
     assert (folder / "report" / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -171,8 +154,7 @@ def test_bad_flags_or_a_truncated_summary_write_nothing(tmp_path, where):
                                                      str(tmp_path / "copy")]  # fmt: skip
 
     def report(*flags):
-        return subprocess.run([sys.executable, "-m", "tune_lm.report", *source, *flags],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return run_cli("report", *source, *flags, timeout=120)
 
     done = report("--by", "nhid", "emsize")
     assert done.returncode == 2 and "--by emsize" in done.stderr and "nhid" in done.stderr
@@ -197,7 +179,6 @@ def test_importances_are_fanova_as_the_plot_says():
 def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
     """Storage given as a URI (file:// takes the same pyarrow path as s3://): the summary
     is written in ./NAME, and the end-of-search report there has every trial's curve."""
-    import os
 
     (tmp_path / "space.yaml").write_text(
         "data: synthetic\nsearcher: {type: optuna, sampler: random}\nscheduler: {type: fifo}\n"
@@ -205,12 +186,9 @@ def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
         "fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,\n"
         "        max_tokens_per_epoch: 1600}\nparameters: {lr: {loguniform: [1.0, 20.0]}}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.search", "--space", "space.yaml", "--storage",
-         f"file://{tmp_path / 'remote'}", "--name", "far"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"},
-    )  # fmt: skip
+    done = run_cli("search", "--space", "space.yaml", "--storage",
+                   f"file://{tmp_path / 'remote'}", "--name", "far", cwd=tmp_path,
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     local = tmp_path / "far"
     assert len(list(local.glob("*/result.json"))) == 2

@@ -4,7 +4,6 @@ disagree with the experiment are refused, never half applied. SIGTERM stops a se
 Ctrl-C does."""
 
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from cli_run import run_cli, start_cli
 from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
 from mlflow.tracking import MlflowClient
 
@@ -32,9 +32,10 @@ parameters:
 """
 
 
-def run(args, cwd, timeout=300):
-    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+def run(command, cwd, timeout=300):
+    """A printed ``python -m tune_lm.search ...`` command, run as printed."""
+    assert command[:3] == [sys.executable, "-m", "tune_lm.search"], command
+    return run_cli("search", *command[3:], cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -46,12 +47,9 @@ def test_sigterm_then_the_printed_resume_command_keeps_corpus_and_settings(tmp_p
     (tmp_path / "space.yaml").write_text(textwrap.dedent(SPACE))
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log = open(tmp_path / "search.log", "w")  # noqa: SIM115 (closed with the process)
-    search = subprocess.Popen(
-        [sys.executable, "-m", "tune_lm.search", "--space", "space.yaml", "--data", "corpus_a",
-         "--storage", "runs", "--tracking-uri", tracking],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    search = start_cli("search", "--space", "space.yaml", "--data", "corpus_a", "--storage",
+                       "runs", "--tracking-uri", tracking, stdout=log, stderr=subprocess.STDOUT,
+                       cwd=tmp_path, start_new_session=True)  # fmt: skip
     folder = tmp_path / "runs" / "resumed"
     deadline = time.time() + 300
     while not list(folder.glob("*/result.json")):

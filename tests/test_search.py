@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_run import run_cli, start_cli
 from mlflow.tracking import MlflowClient
 
 from tune_lm.tracking.tags import TAG_KIND, TAG_STATUS, TAG_TRIAL
@@ -39,13 +39,10 @@ def write_space(tmp_path, body, epochs=3, tokens=1600, name="space.yaml"):
 
 
 def run_search(*flags, timeout=600, tracking=None, **kwargs):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    env = {"RAY_DEDUP_LOGS": "0"}
     if tracking:  # else each test's MLFLOW_TRACKING_URI (see the fixture below)
         env["MLFLOW_TRACKING_URI"] = tracking
-    return subprocess.run(
-        [sys.executable, "-m", "tune_lm.search", *flags],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT, **kwargs,
-    )  # fmt: skip
+    return run_cli("search", *flags, timeout=timeout, env=env, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -241,10 +238,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     storage, folder = tmp_path / "runs", tmp_path / "runs" / "k"
     flags = ["--space", str(space), "--storage", str(storage), "--name", "k"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "tune_lm.search", *flags], cwd=REPO_ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    driver = start_cli("search", *flags, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         final = "checkpoint_000003"  # a trial's 4th and last evaluation

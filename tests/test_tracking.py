@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from cli_run import run_cli, start_cli
 from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
 from mlflow.tracking import MlflowClient
 
@@ -31,11 +31,9 @@ FINAL_METRICS = {M.BEST_VAL_PPL, M.EPOCHS_RUN, M.TEST_PPL}
 def search(tmp_path, uri, name, *extra, space_text, timeout=600):
     space = tmp_path / f"{name}.yaml"
     space.write_text(textwrap.dedent(space_text))
-    return subprocess.run(
-        [sys.executable, "-m", "tune_lm.search", "--space", str(space), "--storage",
-         str(tmp_path / "runs"), "--name", name, "--tracking-uri", uri, *extra],
-        capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    return run_cli(
+        "search", "--space", space, "--storage", tmp_path / "runs", "--name", name,
+        "--tracking-uri", uri, *extra, timeout=timeout, cwd=tmp_path,
     )  # fmt: skip
 
 
@@ -167,10 +165,8 @@ def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
     space.write_text(textwrap.dedent(space_text))
     flags = ["--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "killed",
              "--tracking-uri", mlflow_server]  # fmt: skip
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "tune_lm.search", *flags], cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    driver = start_cli("search", *flags, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     client = MlflowClient(mlflow_server)
     try:
         wait_for_a_logged_val_ppl(client, "killed", driver)  # then kill it mid-way
@@ -178,10 +174,7 @@ def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    done = subprocess.run(
-        [sys.executable, "-m", "tune_lm.search", *flags, "--resume"], cwd=tmp_path,
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = run_cli("search", *flags, "--resume", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     parents, children = runs_of(client, "killed")
     assert len(parents) == 1
@@ -201,11 +194,10 @@ def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, private_ml
     space.write_text(textwrap.dedent(SPACE.replace("max_tokens_per_epoch: 1600",
                                                    "max_tokens_per_epoch: 8000")))  # fmt: skip
     try:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "tune_lm.search", "--space", str(space), "--storage",
-             str(tmp_path / "runs"), "--name", "doomed", "--tracking-uri", uri],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        driver = start_cli("search", "--space", str(space), "--storage", str(tmp_path / "runs"),
+                           "--name", "doomed", "--tracking-uri", uri, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)  # fmt: skip
         client = MlflowClient(uri)
         wait_for_a_logged_val_ppl(client, "doomed", driver)
     finally:

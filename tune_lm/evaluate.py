@@ -66,19 +66,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Perplexity of a trained model on a split of any corpus.",
     )  # fmt: skip
     add_model_flags(parser)
-    parser.add_argument("--data", required=True, help="wikitext-2, ptb, synthetic or a folder")
+    parser.add_argument("--data", help="wikitext-2, ptb, synthetic or a folder (required, "
+                        "except with --smoke: synthetic)")  # fmt: skip
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
     parser.add_argument("--force", action="store_true",
                         help=f"score a corpus even when over {MAX_UNKNOWN_SHARE:.0%} of its "
                         "tokens are words the model never saw (as <unk>)")  # fmt: skip
     args = parser.parse_args(argv)
     check_model_flags(args)
+    if args.data is None and not args.smoke:
+        parser.error("--data is required: the corpus to score (wikitext-2, ptb, synthetic or "
+                     "a folder holding train.txt, valid.txt and test.txt)")  # fmt: skip
     from tune_lm.lm.data import load_corpus
     from tune_lm.lm.metrics import perplexity
 
-    model, config, vocab = load_for_inference(args.checkpoint, args.model, args.tracking_uri)
-    corpus = load_corpus(args.data)
-    model_name = f"--checkpoint {args.checkpoint}" if args.checkpoint else f"--model {args.model}"
+    model, config, vocab = load_for_inference(args.checkpoint, args.model, args.tracking_uri,
+                                              smoke=args.smoke)  # fmt: skip
+    corpus = load_corpus(args.data or "synthetic")
+    model_name = (f"--checkpoint {args.checkpoint}" if args.checkpoint
+                  else "--smoke" if args.smoke else f"--model {args.model}")  # fmt: skip
     tokens = tokens_for_model(corpus, args.split, vocab, model_name, args.force)
     split = EvalSplit(tokens, config.eval_batch_size, vocab.index(EOS), torch.device("cpu"))
     loss = evaluate_loss(model.cpu(), split, config.bptt)
@@ -86,7 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point (``tune-lm-evaluate``)."""
     from tune_lm.cli import run_main
 
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     inference.check_model_flags(args)
     check_sampling_flags(args.words, args.temperature, args.seed)
-    model, _, vocab = inference.load_for_inference(args.checkpoint, args.model, args.tracking_uri)
+    model, _, vocab = inference.load_for_inference(
+        args.checkpoint, args.model, args.tracking_uri, smoke=args.smoke)
     if EOS not in vocab:
         raise ConfigError(f"{args.checkpoint or args.model}: its vocabulary has no {EOS}, "
                           "which every tune_lm corpus has; it is not a tune_lm model")  # fmt: skip
@@ -80,5 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point (``tune-lm-generate``)."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

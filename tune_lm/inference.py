@@ -46,6 +46,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
                         "or a trial's train_state.pt inside its experiment folder")  # fmt: skip
     source.add_argument("--model", metavar="URI", help="a registered MLflow model, "
                         "models:/NAME/VERSION (a search registers tune_lm-NAME)")  # fmt: skip
+    source.add_argument("--smoke", action="store_true", help="instead: a tiny model trained "
+                        "here in seconds on the synthetic corpus (checks the installation, "
+                        "offline)")  # fmt: skip
     parser.add_argument("--tracking-uri", help="with --model: the MLflow store the search "
                         "logged to (default: MLFLOW_TRACKING_URI or ./mlflow.db)")  # fmt: skip
 
@@ -57,14 +60,30 @@ def check_model_flags(args: argparse.Namespace) -> None:
 
 
 def load_for_inference(
-    checkpoint: str | None = None, model_uri: str | None = None, tracking_uri: str | None = None
+    checkpoint: str | None = None, model_uri: str | None = None, tracking_uri: str | None = None,
+    *, smoke: bool = False,
 ) -> tuple[RNNLanguageModel, TrainConfig, list[str]]:
-    """(model, config, vocab) from a checkpoint file or a registered MLflow model."""
+    """(model, config, vocab) from a checkpoint file or a registered MLflow model (or,
+    ``smoke``, a tiny model trained here on the synthetic corpus)."""
+    if smoke:
+        return smoke_model()
     if checkpoint is not None:
         return load_checkpoint_file(checkpoint)
     from tune_lm.tracking.registry import load_registered
 
     return load_registered(str(model_uri), tracking_uri)
+
+
+def smoke_model() -> tuple[RNNLanguageModel, TrainConfig, list[str]]:
+    """``train --smoke``'s model (seconds on a CPU), trained here: its best weights."""
+    from tune_lm.lm.fit import fit
+    from tune_lm.train import SMOKE_CONFIG
+
+    config = TrainConfig.from_dict({**SMOKE_CONFIG, "device": "cpu"}, source="--smoke")
+    result = fit(config)
+    model = RNNLanguageModel.from_config(config, len(result.vocab))
+    model.load_state_dict(result.best_model_state)
+    return model, config, list(result.vocab)
 
 
 def load_checkpoint_file(path: str | Path) -> tuple[RNNLanguageModel, TrainConfig, list[str]]:

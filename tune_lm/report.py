@@ -75,5 +75,10 @@ def _local_copy(args: argparse.Namespace) -> Path:
     return report_sources.fetch_uri(args.experiment, out, check)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point (``tune-lm-report``)."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -38,8 +38,7 @@ from tune_lm.tuning.request import (
     resume_command,
 )
 from tune_lm.tuning.results import Conclusion, conclude
-from tune_lm.tuning.space import SearchSpace, resolve_space_path
-from tune_lm.tuning.space_checks import grid_warning
+from tune_lm.tuning.space import SearchSpace, grid_warning, resolve_space_path
 from tune_lm.tuning.summary import (
     describe,
     describe_plan,
@@ -301,6 +300,7 @@ def print_outcome(job: Job, conclusion: Conclusion, paths: dict[str, Path],
 
 
 def cli() -> None:
+    """Console-script entry point (``tune-lm-search``)."""
     run_main(main)
 
 

@@ -24,17 +24,24 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield out
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp_name, 0o666 & ~_umask())
+        os.chmod(temp_name, new_file_mode())
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """``data`` into ``path``, whole or not at all (:func:`atomic_file`)."""
+    with atomic_file(path) as out:
+        out.write(data)
+
+
+def new_file_mode() -> int:
+    """The permissions a new file gets under this process's umask (e.g. 0o644)."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def probe_writable(path: Path, *, create_missing: bool = True) -> None:

@@ -1,18 +1,19 @@
-"""Downloading the named corpora: every file checked against its sha256, written
-atomically, all three splits or none."""
+"""Downloading the named corpora with torch's downloader: every file checked against its
+sha256 and written atomically, all three splits or none."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import tempfile
+import socket
 import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch.hub
+
+from tune_lm.lm.atomic import new_file_mode
 from tune_lm.lm.corpus import SPLITS
 from tune_lm.lm.errors import DataError
 
@@ -41,36 +42,30 @@ CORPUS_SHA256: Mapping[str, Mapping[str, str]] = {
 }
 
 
-def _fetch(url: str, folder: Path, expected_sha256: str) -> Path:
-    """Download ``url`` to a temp file in ``folder`` and check its sha256; return the file."""
-    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
-    temp = Path(temp_name)
-    digest = hashlib.sha256()
-    n_bytes = 0
+def _fetch(url: str, folder: Path, split: str, expected_sha256: str) -> Path:
+    """Download ``url`` beside the corpus (torch's downloader: a temporary file, its
+    sha256 checked, then moved into place) as a staging file; return the file."""
+    staged = folder / f".download-{split}.txt"
+    logger.info("downloading %s", url)
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch's urlopen takes no timeout
     try:
-        logger.info("downloading %s", url)
-        with (
-            os.fdopen(handle, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                n_bytes += len(chunk)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    if digest.hexdigest() != expected_sha256:
-        temp.unlink(missing_ok=True)
+        torch.hub.download_url_to_file(url, str(staged), hash_prefix=expected_sha256,
+                                       progress=False)  # fmt: skip
+    except RuntimeError as error:  # torch's words for a checksum mismatch
+        staged.unlink(missing_ok=True)
+        if "hash" not in str(error):
+            raise
         raise DataError(
-            f"checksum mismatch for {url}: expected sha256 {expected_sha256}, got "
-            f"{digest.hexdigest()} ({n_bytes} bytes); the file was discarded. The download "
+            f"checksum mismatch for {url}: {error}; the file was discarded. The download "
             "may be truncated or the server may hold another version: retry, or fetch the "
             "right file by hand and pass --data /path/to/folder."
-        )
-    temp.chmod(0o644)  # mkstemp makes files private; a corpus is ordinary readable data
-    logger.info("downloaded %s (%d bytes, sha256 ok)", url, n_bytes)
-    return temp
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    staged.chmod(new_file_mode())  # torch's temporary file is private (0600)
+    logger.info("downloaded %s (sha256 ok)", url)
+    return staged
 
 
 def download_corpus(
@@ -105,7 +100,7 @@ def download_corpus(
         # never leaves a folder that looks complete or holds a partial file.
         for split in SPLITS:
             url = sources[split]
-            temps[split] = _fetch(url, dest, expected[split])
+            temps[split] = _fetch(url, dest, split, expected[split])
         for split in SPLITS:
             os.replace(temps.pop(split), dest / f"{split}.txt")
     except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: malformed URL

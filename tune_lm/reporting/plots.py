@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +224,6 @@ def importances(folder: Path, path: Path) -> Path | None:
     study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     evaluator, method = importance_evaluator()
-    figure, axis = plt.subplots(figsize=(8, 5))
-    scores: dict[str, float] = {}
     problem = None
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         problem = (f"Too few completed trials for parameter importances: {len(complete)} of "
@@ -232,18 +231,24 @@ def importances(folder: Path, path: Path) -> Path | None:
                    "trials stopped early do not count).\nRun more trials, or read the "
                    "parallel coordinates instead.")  # fmt: skip
     else:
-        try:
-            scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        try:  # Optuna's own plot of the importances (an experimental API: no warning)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axis = optuna.visualization.matplotlib.plot_param_importances(
+                    study, evaluator=evaluator)
+            figure = axis.figure
+            figure.set_size_inches(8, 5)
+            for where in ("left", "center", "right"):  # Optuna's title: ours says more
+                axis.set_title("", loc=where)
+            if axis.get_legend() is not None:
+                axis.get_legend().remove()  # one objective: the legend says nothing
+            axis.set(xlabel=f"importance ({method})", ylabel="")
         except (RuntimeError, ValueError) as error:  # e.g. every trial had the same value
             problem = f"No parameter importances: {error}"
-    if problem or not scores:
-        axis.text(0.5, 0.5, problem or "No parameter importances", ha="center",
-                  va="center", wrap=True)  # fmt: skip
+    if problem:
+        figure, axis = plt.subplots(figsize=(8, 5))
+        axis.text(0.5, 0.5, problem, ha="center", va="center", wrap=True)
         axis.set_axis_off()
-    else:
-        names = list(scores)[::-1]
-        axis.barh(names, [scores[n] for n in names])
-        axis.set(xlabel=f"importance ({method})")
     axis.set_title(f"Which parameters mattered ({method} over {len(complete)} completed trials "
                    f"of {len(study.trials)})")  # fmt: skip
     return _save(figure, path)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tune_lm.lm import metrics as M
+from tune_lm.lm.atomic import write_atomic
 from tune_lm.lm.errors import TuneLMError
 from tune_lm.tuning.layout import STUDY_FILE, SUMMARY_JSON
 
@@ -58,7 +59,7 @@ def fetch_uri(uri: str, dest: Path, check: SummaryCheck) -> Path:
             contents[relative] = source.read()
     check(contents[Path(SUMMARY_JSON)], f"{uri.rstrip('/')}/{SUMMARY_JSON}")
     for relative, data in contents.items():
-        _write_atomic(dest / relative, data)
+        write_atomic(dest / relative, data)
     return dest
 
 
@@ -78,7 +79,7 @@ def fetch_trial_results(uri: str, dest: Path) -> int:
         if len(relative.parts) != 2:  # TRIAL/result.json only, never inside checkpoints
             continue
         with filesystem.open_input_stream(info.path) as source:
-            _write_atomic(dest / relative, source.read())
+            write_atomic(dest / relative, source.read())
         copied += 1
     return copied
 
@@ -112,11 +113,11 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
                 continue
             summary_bytes = Path(summary).read_bytes()
             check(summary_bytes, f"summary/{SUMMARY_JSON} of MLflow run {parent.info.run_id}")
-            _write_atomic(dest / SUMMARY_JSON, summary_bytes)
+            write_atomic(dest / SUMMARY_JSON, summary_bytes)
             try:
                 study = client.download_artifacts(parent.info.run_id, f"summary/{STUDY_FILE}",
                                                   scratch)  # fmt: skip
-                _write_atomic(dest / STUDY_FILE, Path(study).read_bytes())
+                write_atomic(dest / STUDY_FILE, Path(study).read_bytes())
             except Exception:  # older searches did not log the study: no importances
                 log.info("no Optuna study in run %s", parent.info.run_id)
         break
@@ -140,12 +141,5 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
                 entry[name] = point.value
                 entry["timestamp"] = max(entry.get("timestamp", 0), point.timestamp / 1000)
         lines = [json.dumps(steps[step]) for step in sorted(steps)]
-        _write_atomic(dest / trial_id / "result.json", ("\n".join(lines) + "\n").encode())
+        write_atomic(dest / trial_id / "result.json", ("\n".join(lines) + "\n").encode())
     return dest
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
