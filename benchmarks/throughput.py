@@ -45,7 +45,8 @@ from textbook import textbook_train  # benchmarks/ is on sys.path when run as a 
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.data import load_corpus
-from tune_lm.lm.fit import bf16_is_fast, fit
+from tune_lm.lm.device import bf16_is_fast
+from tune_lm.lm.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name: (corpus, TrainConfig changes)

@@ -21,6 +21,9 @@ import pytest
 import torch
 from cli_run import run_cli
 
+# Every test here runs a command in a subprocess (seconds each): not in the fast tier.
+pytestmark = pytest.mark.slow
+
 GOOD_SPACE = """\
 data: synthetic
 fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,

@@ -13,6 +13,9 @@ from tune_lm.lm.data import load_corpus
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.metrics import perplexity
 
+# Every test here runs a command in a subprocess (seconds each): not in the fast tier.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

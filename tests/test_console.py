@@ -11,7 +11,7 @@ from cli_run import run_cli
 from mlflow.tracking import MlflowClient
 
 from tune_lm.tuning.layout import LOG_FILE
-from tune_lm.tuning.space import SHIPPED_SPACES, load_space
+from tune_lm.tuning.space_yaml import SHIPPED_SPACES, load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ANSI = "\x1b["

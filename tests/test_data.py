@@ -372,6 +372,7 @@ REAL = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_corpus_matches_readme(name, tmp_path, monkeypatch):

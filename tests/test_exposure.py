@@ -11,7 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT
+
+# It starts a real local Ray in a subprocess (seconds): not in the fast tier.
+pytestmark = pytest.mark.slow
 
 PROBE = """
 import json, subprocess

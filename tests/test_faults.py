@@ -22,7 +22,7 @@ from tune_lm.lm import metrics as M
 from tune_lm.lm.data import load_corpus
 from tune_lm.lm.fit import fit
 from tune_lm.tuning.layout import STUDY_FILE, STUDY_NAME
-from tune_lm.tuning.space import load_space
+from tune_lm.tuning.space_yaml import load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,6 +22,7 @@ def losses(history):
     return [(h[M.TRAIN_LOSS], h[M.VAL_LOSS], h[M.LR]) for h in history]
 
 
+@pytest.mark.slow
 def test_synthetic_corpus_is_learned_close_to_its_entropy_floor():
     corpus = make_synthetic_corpus(seed=0)
     floor = make_source(seed=0).perplexity_floor
@@ -142,6 +143,7 @@ def test_corpus_smaller_than_one_batch_is_a_data_error(tiny_config):
         fit(tiny_config.replace(batch_size=64), corpus=small)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,decoder", [("LSTM", "full"), ("GRU", "full"), ("GRU", "adaptive")])
 def test_bf16_autocast_learns_as_well_as_fp32(model, decoder):
     """precision=bf16 trains in bfloat16 (here on the CPU) and ends within noise of fp32.

@@ -14,6 +14,9 @@ from tune_lm.lm.fit import fit
 from tune_lm.lm.model import RNNLanguageModel
 from tune_lm.lm.synthetic import make_synthetic_corpus
 
+# Every test here runs a command in a subprocess (seconds each): not in the fast tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_config_module):

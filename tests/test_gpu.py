@@ -16,8 +16,9 @@ import torch
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.device import resolve_device, training_autocast
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.lm.fit import fit, resolve_device, training_autocast
+from tune_lm.lm.fit import fit
 from tune_lm.lm.model import RNNLanguageModel
 from tune_lm.lm.synthetic import make_synthetic_corpus
 

@@ -5,11 +5,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 from tune_lm.lm.config import TrainConfig
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_section(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(

@@ -40,6 +40,7 @@ def test_the_package_keeps_its_layer_contract():
         ("lm/corpus.py", "from tune_lm.lm import data", "no import cycles"),
     ],
 )
+@pytest.mark.slow
 def test_the_contract_fails_when_a_module_breaks_it(tmp_path, module, planted, contract):
     """A copy of the package with one forbidden import planted (inside a function, where
     it is easy to miss) breaks the contract, and the output names it."""
@@ -69,6 +70,7 @@ def imported_top_packages(*args: str, cwd: Path | None = None) -> tuple[int, set
     return done.returncode, names, "\n".join(other)
 
 
+@pytest.mark.slow
 def test_evaluating_a_checkpoint_imports_neither_ray_nor_mlflow(tmp_path):
     import torch
 

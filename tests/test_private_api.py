@@ -34,6 +34,7 @@ def test_ray_address_wins_over_the_recorded_cluster(tmp_path, monkeypatch):
     assert find_cluster_address() == "127.0.0.1:7000"
 
 
+@pytest.mark.slow
 def test_tune_names_its_state_file_as_we_look_for_it(asha_search):
     """A finished real search has Tune's experiment_state-*.json; an empty folder has not."""
     from tune_lm.tuning.private_api import tune_state_saved
@@ -96,6 +97,7 @@ def test_optuna_search_keeps_its_study_and_trials_where_we_read_them():
     assert private_api.optuna_study(searcher).trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
+@pytest.mark.slow
 def test_tune_names_trial_folders_after_their_trial_ids(asha_search):
     """Each trial folder of a real search holds the results of the trial it is named for,
     and of no other."""

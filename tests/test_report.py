@@ -25,6 +25,7 @@ def test_pareto_front_on_known_points(points, expected):
     assert set(pareto_front(points)) == expected
 
 
+@pytest.mark.slow
 def test_report_of_a_real_search(finished_search):
     folder = finished_search
     report = folder / "report"
@@ -52,6 +53,7 @@ def _rows(path):
         return sorted(csv.DictReader(handle), key=lambda row: row["trial_id"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["uri", "mlflow"])
 def test_report_from_a_storage_uri_or_the_mlflow_experiment(finished_search, tmp_path, source):
     """The same tables from a copy fetched through pyarrow's filesystems (the s3:// code
@@ -82,6 +84,7 @@ def test_report_from_a_storage_uri_or_the_mlflow_experiment(finished_search, tmp
     assert curves(out) == curves(folder) and len(curves(out)) == 8
 
 
+@pytest.mark.slow
 def test_report_of_an_unknown_mlflow_experiment_exits_2(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -100,6 +103,7 @@ def test_report_of_an_unknown_mlflow_experiment_exits_2(tmp_path):
     assert not missing.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_report_of_a_folder_without_a_search_exits_2(tmp_path):
     done = run_cli("report", str(tmp_path), timeout=120)
     assert done.returncode == 2 and "summary.json" in done.stderr
@@ -135,6 +139,7 @@ def _hand_made_search(folder, *, truncated_line=False):
     return folder
 
 
+@pytest.mark.slow
 def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path):
     from tune_lm.reporting.report import load_trials
 
@@ -147,6 +152,7 @@ def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path):
     assert [len(r.history) for r in records] == [2, 2, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["folder", "uri"])
 def test_bad_flags_or_a_truncated_summary_write_nothing(tmp_path, where):
     folder = _hand_made_search(tmp_path / "exp")

@@ -188,6 +188,7 @@ def test_grid_repeats_run_each_configuration_with_its_own_seed(tmp_path):
     assert table.count("3 seeds") == 2 and "±" in table, table
 
 
+@pytest.mark.slow
 def test_resume_without_experiment_and_bad_flags_exit_2(tmp_path):
     space = write_space(tmp_path, "data: synthetic\nparameters: {lr: {choice: [1.0]}}\n")
     (tmp_path / "runs").mkdir()

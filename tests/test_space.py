@@ -1,17 +1,24 @@
 """Search spaces: every shipped YAML validates; every bad space fails naming the field."""
 
+import subprocess
+import sys
 import textwrap
 import time
 
 import pytest
+from pydantic import ValidationError
 
+from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.params import KINDS
 from tune_lm.tuning.space import (
-    SHIPPED_SPACES,
+    PARAMETER_KINDS,
+    SearchSpace,
     SpaceError,
-    load_space,
+    check_override,
     parse_duration,
-    to_tune_space,
 )
+from tune_lm.tuning.space_yaml import SHIPPED_SPACES, load_space
+from tune_lm.tuning.tune_space import to_tune_space
 
 SHIPPED = sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml"))
 
@@ -27,7 +34,7 @@ def test_every_shipped_space_validates_and_converts(name):
     domains = to_tune_space(space)
     assert set(domains) == set(space.parameters)
     # Any corner of the space is a valid training config.
-    first = {n: next(iter(s.values()))[0] for n, s in space.parameters.items()}
+    first = {name: parameter.corners()[0] for name, parameter in space.parameters.items()}
     assert space.trial_config(first).epochs == space.epochs
 
 
@@ -35,9 +42,9 @@ def test_seed_grid_is_the_classic_study():
     space = load_space("seed_grid")
     assert space.searcher.type == "grid" and space.scheduler.type == "fifo"
     assert space.epochs == 40 and space.test_at_epochs == [20]
-    assert space.parameters["model"] == {"grid": ["LSTM", "GRU"]}
-    assert set(space.parameters["bptt"]["grid"]) == {35, 50}
-    assert set(space.parameters["emsize"]["grid"]) == {100, 200}
+    assert space.parameters["model"].model_dump() == {"grid": ["LSTM", "GRU"]}
+    assert set(space.parameters["bptt"].grid) == {35, 50}
+    assert set(space.parameters["emsize"].values) == {100, 200}
 
 
 def test_derived_parameter_follows_its_source():
@@ -181,7 +188,8 @@ def test_merge_keys_and_plain_aliases_are_not_duplicates(tmp_path):
         budget: {<<: {num_samples: 3}, max_concurrent: 1}
     """
     space = load_space(str(write(tmp_path, text)))
-    assert space.parameters["nhid"] == {"choice": [16, 32]} and space.budget.num_samples == 3
+    assert space.parameters["nhid"].model_dump() == {"choice": [16, 32]}
+    assert space.budget.num_samples == 3
 
 
 @pytest.mark.parametrize("text,key", [
@@ -206,7 +214,7 @@ def test_an_empty_space_is_refused(tmp_path, text):
 
 
 def test_a_large_grid_runs_when_asked_for_and_is_announced(tmp_path):
-    from tune_lm.tuning.space_checks import grid_warning
+    from tune_lm.tuning.space import grid_warning
 
     grid = "searcher: {type: grid}\nparameters: {model: {grid: [LSTM, GRU]}}\n"
     one = "budget: {num_samples: 1}\n"
@@ -260,3 +268,159 @@ def test_a_long_list_is_not_echoed_whole(tmp_path):
     with pytest.raises(SpaceError) as error:
         load_space(str(write(tmp_path, f"parameters: {{lr: {{uniform: [{numbers}]}}}}\n")))
     assert "parameters.lr" in str(error.value) and len(str(error.value)) < 600
+
+
+# --- The space's validity is a property of its type -------------------------------------
+
+KIND_EXAMPLES = {  # kind: (its list, corners, grid size, largest)
+    "choice": (["LSTM", "GRU"], ["LSTM", "GRU"], 1, "LSTM"),
+    "grid": ([35, 50, 70], [35, 50, 70], 3, 70),
+    "uniform": ([0.0, 0.5], [0.0, 0.5], 1, 0.5),
+    "loguniform": ([1, 40], [1, 40], 1, 40),
+    "int": ([1, 3], [1, 3], 1, 3),
+    "logint": ([64, 1024], [64, 1024], 1, 1024),
+    "quniform": ([0.0, 0.5, 0.1], [0.0, 0.5], 1, 0.5),
+    "qint": ([100, 800, 100], [100, 800], 1, 800),
+}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"parameters": {"nhid": {"uniform": [64, 512]}}},  # floats for a whole number
+        {"parameters": {"lr": {"uniform": [5.0, 1.0]}}},  # inverted
+        {"parameters": {"lr": {"between": [1, 2]}}},  # no such kind
+        {"parameters": {"lr": {"loguniform": [0, 1]}}},
+        {"parameters": {"emsiz": {"choice": [1, 2]}}},
+        {"parameters": {"lr": {"choice": [1, 2]}}, "derived": {"nhid": "emsize", "emsize": "nhid"}},
+        {"parameters": {"lr": {"choice": [1, 2]}}, "searcher": {"type": "grid", "sampler": "tpe"}},
+        {"parameters": {"lr": {"choice": [1, 2]}}, "fixed": {"tied": True, "nhid": 2}},
+        {"fixed": {"epochs": 2}},  # nothing searched
+    ],
+)
+def test_the_type_cannot_hold_an_invalid_space(raw):
+    with pytest.raises(ValidationError):
+        SearchSpace(**raw)
+
+
+def test_from_raw_names_the_source_and_field_without_pydantics_wrapping():
+    with pytest.raises(SpaceError) as error:
+        SearchSpace.from_raw({"parameters": {"nhid": {"uniform": [64, 512]}}}, "my.yaml")
+    assert str(error.value) == (
+        "my.yaml: field 'parameters.nhid': nhid is a whole number, but uniform samples floats "
+        "(e.g. 288); use int, e.g. {int: [64, 512]}, or list values with choice"
+    )
+    with pytest.raises(SpaceError) as error:
+        SearchSpace.from_raw({"parameters": {"lr": {"uniform": [5, 1]}}}, "my.yaml")
+    assert str(error.value) == "my.yaml: field 'parameters.lr': low must be below high, got [5, 1]"
+
+
+@pytest.mark.parametrize("kind", list(KIND_EXAMPLES))
+def test_each_kind_knows_its_corners_grid_size_and_largest(kind):
+    values, corners, grid_size, largest = KIND_EXAMPLES[kind]
+    parameter = KINDS[kind](**{kind: values})
+    assert parameter.kind == kind and parameter.values == values
+    assert parameter.corners() == corners and parameter.grid_size == grid_size
+    assert parameter.largest() == largest
+    assert parameter.model_dump() == {kind: values}
+
+
+def test_each_kind_makes_its_tune_domain():
+    from ray import tune
+    from ray.tune.search import sample
+
+    def domain(kind):
+        return KINDS[kind](**{kind: KIND_EXAMPLES[kind][0]}).to_tune(tune)
+
+    assert domain("choice").categories == ["LSTM", "GRU"]
+    assert domain("grid") == {"grid_search": [35, 50, 70]}
+    uniform, loguniform = domain("uniform"), domain("loguniform")
+    assert isinstance(uniform, sample.Float) and (uniform.lower, uniform.upper) == (0.0, 0.5)
+    assert isinstance(loguniform.sampler, sample.Float._LogUniform)
+    assert (loguniform.lower, loguniform.upper) == (1, 40)
+    whole, logint = domain("int"), domain("logint")
+    assert isinstance(whole, sample.Integer)
+    assert (whole.lower, whole.upper) == (1, 4)  # Tune's upper bound is exclusive
+    assert isinstance(logint.sampler, sample.Integer._LogUniform)
+    assert (logint.lower, logint.upper) == (64, 1025)
+    quniform, qint = domain("quniform"), domain("qint")
+    assert isinstance(quniform, sample.Float) and quniform.sampler.q == 0.1
+    assert isinstance(qint, sample.Integer) and qint.sampler.q == 100
+    assert (qint.lower, qint.upper) == (100, 800)  # qrandint's upper bound is inclusive
+
+
+def test_a_quantised_value_prints_as_its_step_writes_it():
+    parameter = KINDS["quniform"](quniform=[0.0, 0.5, 0.1])
+    assert parameter.on_step(0.30000000000000004) == 0.3
+    assert KINDS["uniform"](uniform=[0.0, 0.5]).on_step(0.30000000000000004) != 0.3
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_dumped_space_builds_the_same_space_with_ints_still_ints(name):
+    space = load_space(name)
+    dumped = space.model_dump()
+    assert SearchSpace(**dumped) == space
+    assert SearchSpace.model_validate_json(space.model_dump_json()) == space
+    for parameter in dumped["parameters"].values():
+        ((kind, values),) = parameter.items()
+        assert kind in PARAMETER_KINDS and isinstance(values, list)
+    if name == "quick.yaml":
+        assert dumped["parameters"]["bptt"] == {"choice": [20, 35]}
+        assert dumped["parameters"]["lr"] == {"loguniform": [5.0, 40.0]}
+        assert all(type(v) is int for v in dumped["parameters"]["bptt"]["choice"])
+
+
+def test_a_dump_leaves_out_keys_the_searcher_or_scheduler_would_ignore():
+    space = SearchSpace(
+        searcher={"type": "grid"}, scheduler={"type": "fifo"},
+        parameters={"model": {"grid": ["LSTM", "GRU"]}},
+    )  # fmt: skip
+    dumped = space.model_dump()
+    assert dumped["searcher"] == {"type": "grid"} and dumped["scheduler"] == {"type": "fifo"}
+    assert dumped["budget"]["allow_large_grid"] is False
+    random = SearchSpace(searcher={"sampler": "random"}, parameters={"lr": {"uniform": [1, 2]}})
+    assert "n_startup_trials" not in random.model_dump()["searcher"]
+    assert "allow_large_grid" not in random.model_dump()["budget"]
+    assert SearchSpace(**random.model_dump()) == random
+
+
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("num_samples", 0, "--num-samples must be at least 1, got 0"),
+        ("max_epochs", 0, "--max-epochs must be at least 1, got 0"),
+        ("max_concurrent", 0, "--max-concurrent must be at least 1, got 0"),
+        ("max_failures", -1, "--max-failures must be at least 0, got -1"),
+        ("cpus_per_trial", 0.0, "--cpus-per-trial must be at least 0.1, got 0.0"),
+        ("cpus_per_trial", float("inf"), "--cpus-per-trial must be a finite number"),
+        ("gpus_per_trial", 0.001, "--gpus-per-trial: gpus_per_trial 0.001 would put over 100"),
+        ("time_budget", "soon", "--time-budget: time budget 'soon' is not a duration"),
+        ("time_budget", "2h30", "ambiguous"),
+        ("seed", -1, "--seed must be at least 0, got -1"),
+        ("seed", 2**40, "--seed must be less than 4294967296"),
+    ],
+)
+def test_a_flag_is_checked_against_the_limits_of_the_field_it_sets(key, value, expected):
+    with pytest.raises(ConfigError) as error:
+        check_override(key, value)
+    assert expected in str(error.value) and "leave the flag out" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("num_samples", 1), ("max_epochs", 3), ("cpus_per_trial", 0.5), ("gpus_per_trial", 0.25),
+     ("gpus_per_trial", 0.0), ("time_budget", "1h30m"), ("seed", 2**32 - 1), ("max_failures", 0)],
+)  # fmt: skip
+def test_a_flag_within_its_limits_passes(key, value):
+    check_override(key, value)
+
+
+def test_the_space_modules_do_not_import_ray():
+    code = (
+        "import sys; import tune_lm.tuning.space, tune_lm.tuning.params, "
+        "tune_lm.tuning.space_parts, tune_lm.tuning.space_yaml; "
+        "tune_lm.tuning.space_yaml.load_space('quick'); "
+        "sys.exit(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

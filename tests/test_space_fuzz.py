@@ -1,4 +1,5 @@
-"""The space loader on arbitrary input: a SearchSpace or a TuneLMError, never a crash.
+"""The space loader on arbitrary input: a SearchSpace or a TuneLMError, never a crash;
+what loads is a space its own dump rebuilds.
 
 Three sources of input: random text, random nested data dumped as YAML, and random
 mutations (dropped, renamed and retyped keys) of the shipped quick.yaml.
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import TuneLMError
-from tune_lm.tuning.space import PARAMETER_KINDS, SHIPPED_SPACES, SearchSpace, load_space
+from tune_lm.tuning.space import PARAMETER_KINDS, SearchSpace
+from tune_lm.tuning.space_yaml import SHIPPED_SPACES, load_space
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 QUICK = yaml.safe_load((SHIPPED_SPACES / "quick.yaml").read_text())
@@ -52,7 +54,8 @@ def space_file(tmp_path_factory):
 
 
 def load(space_file, text: str | bytes) -> None:
-    """Loads ``text`` as a space file: anything but a SearchSpace or our error fails."""
+    """Loads ``text`` as a space file: anything but a SearchSpace or our error fails, and a
+    space that loads is a valid one, which its dump builds again."""
     if isinstance(text, bytes):
         space_file.write_bytes(text)
     else:
@@ -62,6 +65,7 @@ def load(space_file, text: str | bytes) -> None:
     except TuneLMError:
         return
     assert isinstance(space, SearchSpace)
+    assert SearchSpace(**space.model_dump()) == space
 
 
 @FUZZ

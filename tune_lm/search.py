@@ -38,7 +38,8 @@ from tune_lm.tuning.request import (
     resume_command,
 )
 from tune_lm.tuning.results import Conclusion, conclude
-from tune_lm.tuning.space import SearchSpace, grid_warning, resolve_space_path
+from tune_lm.tuning.space import SearchSpace, grid_warning
+from tune_lm.tuning.space_yaml import resolve_space_path
 from tune_lm.tuning.summary import (
     describe,
     describe_plan,

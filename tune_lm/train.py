@@ -22,7 +22,8 @@ from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tune_lm.lm.fit import FitResult, TrainState
+    from tune_lm.lm.fit import FitResult
+    from tune_lm.lm.train_state import TrainState
 
 __all__ = ["main"]
 

@@ -19,8 +19,8 @@ import torch
 from tune_lm.lm.atomic import atomic_file
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import TuneLMError
-from tune_lm.lm.fit import STATE_FORMAT
 from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.lm.train_state import STATE_FORMAT
 
 MODEL_FORMAT = "tune_lm.model/1"
 STATE_FILE = "train_state.pt"  # a trial's checkpoint (see tune_lm.tuning.trainable)

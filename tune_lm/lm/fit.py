@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,46 +23,20 @@ from tune_lm.lm.batching import batchify, get_window, window_starts
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.data import load_corpus
+from tune_lm.lm.device import resolve_device, training_autocast
 from tune_lm.lm.errors import ConfigError, DataError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.model import Hidden, RNNLanguageModel, detach_hidden
+from tune_lm.lm.train_state import (
+    TrainState,
+    check_resumable,
+    hidden_from_list,
+    hidden_to_list,
+    reseed,
+    rng_state,
+)
 
 log = logging.getLogger(__name__)
-
-STATE_FORMAT = "tune_lm.train_state/1"
-# Fields that may differ between a saved state and the config that resumes it.
-_RESUMABLE_CHANGES = {"epochs", "device", "threads", "data"}
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue a run exactly where an evaluation left it."""
-
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    lr: float
-    epoch: int  # completed epochs
-    window: int  # windows done in the current epoch
-    cursor: int  # index of the next training window in the corpus (wraps when capped)
-    hidden: list[torch.Tensor] | None  # training hidden state at the cursor
-    best_val_loss: float
-    best_model: dict[str, torch.Tensor] | None
-    train_time_s: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    rng: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A deep copy of plain tensors/primitives, safe to ``torch.save`` and to load
-        with ``weights_only=True``. Call it inside the callback: the live state moves on."""
-        return copy.deepcopy({"format": STATE_FORMAT, **self.__dict__})
-
-    @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
-        if saved.get("format") != STATE_FORMAT:
-            raise ConfigError(f"not a tune_lm training state (expected {STATE_FORMAT})")
-        return cls(**{key: value for key, value in saved.items() if key != "format"})
-
 
 @dataclass
 class FitResult:
@@ -77,58 +51,6 @@ class FitResult:
 EpochCallback = Callable[[float, dict[str, float], TrainState], None]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
-def training_autocast(config: TrainConfig, device: torch.device) -> TrainingPrecision:
-    """bf16 autocast for the training forward pass (``precision: bf16``), else a no-op.
-
-    Weights, optimizer state and gradients stay fp32; evaluation is not autocast, so the
-    reported perplexities are fp32 scores of the trained weights. Reusable: enter it once
-    per batch."""
-    enabled = config.precision == "bf16"
-    emulated = enabled and not bf16_is_fast(device)
-    if emulated:
-        log.warning("precision=bf16 on %s without native bf16 support: expect it slower", device)
-    return TrainingPrecision(device, enabled, keep_onednn=not (emulated and device.type == "cpu"))
-
-
-class TrainingPrecision:
-    """torch.autocast, plus oneDNN switched off while it is active on a CPU without native
-    bf16: oneDNN has no bf16 LSTM there (it fails to build the primitive), while torch's
-    own kernels run the recurrent layers in fp32 and the rest in emulated bf16."""
-
-    def __init__(self, device: torch.device, enabled: bool, keep_onednn: bool = True) -> None:
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-        self.keep_onednn = keep_onednn
-        self._onednn_was = True
-
-    def __enter__(self) -> TrainingPrecision:
-        if not self.keep_onednn:
-            self._onednn_was = torch.backends.mkldnn.enabled
-            torch.backends.mkldnn.enabled = False
-        self.autocast.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.autocast.__exit__(*exc_info)
-        if not self.keep_onednn:
-            torch.backends.mkldnn.enabled = self._onednn_was
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
 def _check_corpus(corpus: Corpus, config: TrainConfig) -> None:
     needed = 2 * config.batch_size
     if corpus.train.numel() < needed:
@@ -137,34 +59,6 @@ def _check_corpus(corpus: Corpus, config: TrainConfig) -> None:
             f"fewer than one batch needs (2 x batch_size = {needed}); lower batch_size or "
             "use a larger corpus"
         )
-
-
-def _hidden_to_list(hidden: Hidden | None) -> list[torch.Tensor] | None:
-    if hidden is None:
-        return None
-    return [hidden] if isinstance(hidden, torch.Tensor) else list(hidden)
-
-
-def _hidden_from_list(parts: list[torch.Tensor] | None, device: torch.device) -> Hidden | None:
-    if parts is None:
-        return None
-    parts = [part.to(device) for part in parts]
-    return parts[0] if len(parts) == 1 else tuple(parts)
-
-
-def _rng_state() -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {"cpu": torch.get_rng_state(), "cuda": cuda}
-
-
-def _reseed(seed: int, evaluations: int) -> None:
-    """Seed every generator from (seed, evaluations done) at each evaluation boundary.
-
-    A run resumed from a boundary then draws exactly the random numbers an unbroken run
-    draws after it: restoring saved generator states would not do that on a GPU, where
-    cuDNN keeps its own dropout stream between layers that torch re-initialises only
-    after a manual seed."""
-    torch.manual_seed((seed * 1_000_003 + evaluations) % 2**63)
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -239,11 +133,11 @@ def fit(
         hidden = None
     else:
         state = state if isinstance(state, TrainState) else TrainState.from_dict(state)
-        _check_resumable(state, config)
+        check_resumable(state, config)
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
-        hidden = _hidden_from_list(state.hidden, device)
-        _reseed(config.seed, len(state.history))
+        hidden = hidden_from_list(state.hidden, device)
+        reseed(config.seed, len(state.history))
     for group in optimizer.param_groups:
         group["lr"] = state.lr
 
@@ -352,9 +246,9 @@ def _train(
             bar.close()
             bar = None
         state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
-        state.hidden = _hidden_to_list(detach_hidden(hidden) if hidden is not None else None)
-        _reseed(config.seed, len(state.history))
-        state.rng = _rng_state()  # kept for inspection; resuming re-seeds as above
+        state.hidden = hidden_to_list(detach_hidden(hidden) if hidden is not None else None)
+        reseed(config.seed, len(state.history))
+        state.rng = rng_state()  # kept for inspection; resuming re-seeds as above
         if on_epoch_end is not None:
             on_epoch_end(result[M.EPOCH], result, state)
         segment = _Segment()
@@ -382,16 +276,3 @@ class _Segment:
         return loss_sum / max(self.tokens, 1), time.perf_counter() - self.start
 
 
-def _check_resumable(state: TrainState, config: TrainConfig) -> None:
-    current = config.to_dict()
-    changed = sorted(
-        key
-        for key in current
-        if key not in _RESUMABLE_CHANGES and state.config.get(key) != current[key]
-    )
-    if changed:
-        details = ", ".join(f"{k}: {state.config.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ConfigError(
-            f"cannot resume: the saved state was trained with a different config ({details}). "
-            "Resume with the original values, or start a new run"
-        )

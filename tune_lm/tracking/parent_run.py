@@ -52,7 +52,7 @@ def _space_params(space: SearchSpace) -> dict[str, str]:
         for key, value in getattr(space, section).model_dump().items():
             params[f"{section}.{key}"] = str(value)
     params.update({f"fixed.{k}": str(v) for k, v in space.fixed.items()})
-    params.update({f"search.{k}": str(v) for k, v in space.parameters.items()})
+    params.update({f"search.{k}": str(v.model_dump()) for k, v in space.parameters.items()})
     params.update({f"derived.{k}": v for k, v in space.derived.items()})
     return params
 

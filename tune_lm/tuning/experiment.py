@@ -53,7 +53,7 @@ def read_pinned(path: str) -> Pinned | None:
     if space_text is None:
         return None
     try:
-        space = SearchSpace.model_validate_json(space_text)
+        space = SearchSpace.model_validate_json(space_text, context={"saved": True})
         settings_text = _read(path, SETTINGS_FILE)
         settings = None
         if settings_text is not None:

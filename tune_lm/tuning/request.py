@@ -19,7 +19,8 @@ from tune_lm.tuning.experiment import (
     resume_conflicts,
 )
 from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE
-from tune_lm.tuning.space import SearchSpace, load_space, parse_duration
+from tune_lm.tuning.space import SearchSpace, check_override
+from tune_lm.tuning.space_yaml import load_space
 
 DEFAULT_STORAGE = "tune_lm_runs"
 
@@ -75,29 +76,24 @@ def smoke_space(space: SearchSpace, *, gpus: bool = True) -> SearchSpace:
         raw["resources"].update(gpus_per_trial=0)
     raw["fixed"].update(epochs=2, max_tokens_per_epoch=2000)
     raw["budget"].update(num_samples=min(2, raw["budget"]["num_samples"]), time_budget=None)
-    raw["scheduler"]["grace_period"] = 1
+    if raw["scheduler"]["type"] == "asha":
+        raw["scheduler"]["grace_period"] = 1
     raw["test_at_epochs"] = [1] if raw["test_at_epochs"] else []
     return SearchSpace(**raw)
 
 
+OVERRIDE_FLAGS = ("num_samples", "max_epochs", "max_concurrent", "max_failures",
+                  "cpus_per_trial", "gpus_per_trial", "time_budget", "seed")  # fmt: skip
+
+
 def check_flags(args: argparse.Namespace) -> None:
-    for flag in ("num_samples", "max_epochs", "max_concurrent"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
-    if args.max_failures is not None and args.max_failures < 0:
-        raise ConfigError(f"--max-failures must be 0 or more, got {args.max_failures}")
+    """Every flag, before any space is read: the ones that override a space field by that
+    field's own limits (one source of the limits), the others here."""
+    for key in OVERRIDE_FLAGS:  # each against the limits of the space field it sets
+        if getattr(args, key) is not None:
+            check_override(key, getattr(args, key))
     if args.progress_every is not None and not 0 < args.progress_every < math.inf:
         raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
-    for flag in ("cpus_per_trial", "gpus_per_trial"):
-        value = getattr(args, flag)
-        if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
-            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    if args.time_budget is not None:
-        try:
-            parse_duration(args.time_budget)
-        except ValueError as error:
-            raise ConfigError(f"--time-budget: {error}") from None
     check_storage(args.storage)
     if args.name is not None and (
         not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")

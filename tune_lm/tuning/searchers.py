@@ -17,7 +17,8 @@ from ray.tune.search.optuna import OptunaSearch
 from tune_lm.lm import metrics as M
 from tune_lm.tuning import private_api
 from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
-from tune_lm.tuning.space import SearchSpace, to_tune_space
+from tune_lm.tuning.space import SearchSpace
+from tune_lm.tuning.tune_space import to_tune_space
 
 log = logging.getLogger(__name__)
 

@@ -1,118 +1,74 @@
-"""Search spaces as data: the YAML format and its conversion for Tune (the checks that
-run on every space are in :mod:`tune_lm.tuning.space_checks`).
+"""Search spaces as data: the YAML format and the validated :class:`SearchSpace` it becomes.
 
 A space file names the parameters to search, the fixed values, the searcher, the
 scheduler, the budget, the per-trial resources, the corpus and a seed (see the README
-for a complete example). Everything is checked before anything starts: unknown keys
-(with the closest valid one suggested), wrong types, empty or inverted ranges, values
-and combinations that :class:`~tune_lm.lm.config.TrainConfig` rejects.
+for a complete example). A :class:`SearchSpace` cannot hold an invalid one: each part
+checks itself when it is built (:mod:`tune_lm.tuning.params`,
+:mod:`tune_lm.tuning.space_parts`), and the space checks what spans the parts: keys the
+chosen searcher or scheduler would ignore, searcher and objective combinations, grids too
+big to mean it, epochs, something searched. :meth:`SearchSpace.from_raw` turns pydantic's
+error into a :class:`SpaceError` naming the file and the field, with the fix. Tune's form
+of a space is made in :mod:`tune_lm.tuning.tune_space`, where Ray comes in.
 """
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal
-from pathlib import Path
+import difflib
+import importlib.util
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError, ValidationInfo, model_serializer, model_validator
 
-from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.config import describe_validation_error
 from tune_lm.lm.errors import ConfigError
-from tune_lm.tuning.space_yaml import (
-    SpaceFileError,
-    describe_yaml_error,
-    parse_space_yaml,
-    read_space_text,
+from tune_lm.tuning.params import (
+    PARAMETER_ERROR,
+    PARAMETER_KIND_ERROR,
+    PARAMETER_KINDS,
+    SPACE_ERROR,
+    space_error,
+)
+from tune_lm.tuning.space_parts import (
+    MIN_REDUCTION_FACTOR,
+    OVERRIDES,
+    BudgetSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearcherSpec,
+    TrainingSpace,
+    check_override,
+    parse_duration,
 )
 
-SHIPPED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
-MIN_REDUCTION_FACTOR = 2.0
+__all__ = [  # and, from the modules it is built of, what users of a space need
+    "GRID_MAX_TRIALS", "GRID_WARN_TRIALS", "MIN_REDUCTION_FACTOR", "PARAMETER_KINDS",
+    "BudgetSpec", "ResourcesSpec", "SchedulerSpec", "SearchSpace",
+    "SearcherSpec", "SpaceError", "check_override", "grid_warning",
+    "parse_duration",
+]  # fmt: skip
+
 GRID_WARN_TRIALS = 100  # a grid this big gets a warning with its count
 GRID_MAX_TRIALS = 1000  # and one bigger is refused unless budget.allow_large_grid is true
-PARAMETER_KINDS = {
-    # kind: (meaning, number of values in its list)
-    "choice": "one of the listed values, e.g. {choice: [LSTM, GRU]}",
-    "grid": "every listed value, one trial each (searcher type: grid), e.g. {grid: [35, 50]}",
-    "uniform": "a float in [low, high], e.g. {uniform: [0.0, 0.5]}",
-    "loguniform": "a float in [low, high] on a log scale, low > 0, e.g. {loguniform: [1, 40]}",
-    "int": "an integer in [low, high], both included, e.g. {int: [1, 3]}",
-    "logint": "an integer in [low, high] on a log scale, e.g. {logint: [64, 1024]}",
-    "quniform": "a float in [low, high] in steps of q, e.g. {quniform: [0.0, 0.5, 0.1]}",
-    "qint": "an integer in [low, high] in steps of q, e.g. {qint: [100, 800, 100]}",
-}
+_GRID_ONLY = "without 'searcher: {type: grid}' (only a grid's size is limited)"
+_OPTUNA_ONLY = "with 'searcher: {type: grid}' (a grid runs every combination; only Optuna samples)"
+_ASHA_ONLY = "with 'scheduler: {type: fifo}' (FIFO stops no trial early; only ASHA reads it)"
 
 
 class SpaceError(ConfigError):
     """A search space that cannot be run; the message names the file and field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class SearchSpace(TrainingSpace):
+    """A validated search space: what every trial trains (:class:`TrainingSpace`) and how
+    the trials are searched. Build one with :func:`load_space` or :meth:`from_raw`."""
 
-
-class SearcherSpec(_Strict):
-    type: Literal["optuna", "grid"] = "optuna"
-    sampler: Literal["tpe", "random", "cmaes", "gp", "nsga2"] = "tpe"
-    n_startup_trials: int | None = Field(None, ge=0)  # TPE's random warm-up trials
-
-
-class SchedulerSpec(_Strict):
-    type: Literal["asha", "fifo"] = "asha"
-    grace_period: float = Field(1.0, gt=0)  # epochs every trial gets before a stop
-    reduction_factor: float = 3.0
-
-    @field_validator("reduction_factor")
-    @classmethod
-    def _sane_reduction(cls, value: float) -> float:
-        if not value >= MIN_REDUCTION_FACTOR:
-            raise ValueError(
-                f"must be at least {MIN_REDUCTION_FACTOR:g}. ASHA keeps 1 in reduction_factor "
-                "trials at each rung, and rungs sit at grace_period x reduction_factor**k "
-                "epochs: near 1 it stops almost nothing and makes thousands of rungs "
-                "(log(max_t) / log(reduction_factor); Ray allocates them all up front). "
-                "Use 2 to 4 (default 3)"
-            )
-        return value
-
-
-class BudgetSpec(_Strict):
-    num_samples: int = Field(10, ge=1)  # trials (with a grid: repeats of the whole grid)
-    max_concurrent: int | None = Field(None, ge=1)
-    time_budget: str | None = None  # "90s", "30m", "2h", "1h30m"
-    max_failures: int = Field(2, ge=0)  # retries of a trial that raised, from its checkpoint
-    allow_large_grid: bool = False  # a grid of more than GRID_MAX_TRIALS trials, on purpose
-
-    @model_validator(mode="after")
-    def _parse_budget(self) -> BudgetSpec:
-        if self.time_budget is not None:
-            parse_duration(self.time_budget)
-        return self
-
-
-class ResourcesSpec(_Strict):
-    # Below a tenth of a core (or a hundredth of a GPU) per trial, Ray would pack hundreds
-    # of trials onto one core or GPU; Ray itself counts only to 1/10000.
-    cpus_per_trial: float = Field(1.0, ge=0.1)
-    gpus_per_trial: float = Field(0.0, ge=0)
-
-    @model_validator(mode="after")
-    def _gpu_share(self) -> ResourcesSpec:
-        if 0 < self.gpus_per_trial < 0.01:
-            raise ValueError(
-                f"gpus_per_trial {self.gpus_per_trial:g} would put over 100 trials on one "
-                "GPU; use 0 (no GPU) or at least 0.01"
-            )
-        return self
-
-
-class SearchSpace(_Strict):
-    """A validated search space (use :func:`load_space`)."""
-
-    name: str | None = None
-    data: str | None = None  # corpus; default: the config default (wikitext-2)
-    seed: int = Field(0, ge=0, lt=2**32)  # the sampler's and (unless set) every trial's
+    searcher: SearcherSpec = SearcherSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    budget: BudgetSpec = BudgetSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    test_at_epochs: list[int] = []  # grid studies: test perplexity at these epochs
+    # What Optuna optimises: val_ppl first (ASHA stops on it), optionally a cost too.
+    objectives: list[Literal["val_ppl", "epoch_time_s", "tokens_per_s"]] = ["val_ppl"]
 
     @model_validator(mode="before")
     @classmethod
@@ -126,32 +82,137 @@ class SearchSpace(_Strict):
             if kind == "grid" and (budget is None or isinstance(budget, dict)):
                 raw = {**raw, "budget": {"num_samples": 1, **(budget or {})}}
         return raw
-    searcher: SearcherSpec = SearcherSpec()
-    scheduler: SchedulerSpec = SchedulerSpec()
-    budget: BudgetSpec = BudgetSpec()
-    resources: ResourcesSpec = ResourcesSpec()
-    fixed: dict[str, Any] = {}
-    parameters: dict[str, dict[str, Any]] = {}
-    derived: dict[str, str] = {}  # field: other field whose value it takes
-    test_at_epochs: list[int] = []  # grid studies: test perplexity at these epochs
-    # What Optuna optimises: val_ppl first (ASHA stops on it), optionally a cost too.
-    objectives: list[Literal["val_ppl", "epoch_time_s", "tokens_per_s"]] = ["val_ppl"]
 
-    def largest(self, option: str) -> Any:
-        """The largest value ``option`` can take in this space (fixed, searched, or the
-        config default)."""
-        if option in self.parameters:
-            (kind, values), = self.parameters[option].items()
-            return max(values[:2] if kind not in ("choice", "grid") else values)
-        return self.fixed.get(option, TrainConfig.model_fields[option].default)
+    def _without_effect(self) -> list[tuple[str, str, str, str]]:
+        """(section, key, why, fix) of each key the chosen searcher or scheduler never reads."""
+        grid, fifo = self.searcher.type == "grid", self.scheduler.type == "fifo"
+        sampler = self.searcher.sampler
+        rules = [  # (section, key, has no effect when, why, fix)
+            ("searcher", "sampler", grid, _OPTUNA_ONLY, "remove it, or use type: optuna"),
+            ("searcher", "n_startup_trials", grid, _OPTUNA_ONLY, "remove it, or use type: optuna"),
+            ("searcher", "n_startup_trials", sampler != "tpe", f"with sampler {sampler} (only "
+             "the tpe sampler takes it)", "remove it, or use sampler: tpe"),
+            ("scheduler", "grace_period", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
+            ("scheduler", "reduction_factor", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
+            ("budget", "allow_large_grid", not grid, _GRID_ONLY, "remove it"),
+        ]  # fmt: skip
+        return [(section, key, why, fix) for section, key, ignored, why, fix in rules if ignored]
+
+    @model_validator(mode="after")
+    def _every_key_takes_effect(self, info: ValidationInfo) -> SearchSpace:
+        """A key given that the chosen searcher or scheduler never reads is refused: the
+        user believes it acts. Only keys given count (``model_fields_set``), not defaults.
+        A space tune_lm saved itself (context ``saved``: an experiment's space.json, which
+        versions before 0.2 wrote with every key) is read as it was written."""
+        if (info.context or {}).get("saved"):
+            return self
+        for section, key, why, fix in self._without_effect():
+            if key in getattr(self, section).model_fields_set:
+                raise space_error(f"field '{section}.{key}' has no effect {why}; {fix}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_only_keys_that_take_effect(self, handler: Any) -> Any:
+        """So that a dumped space (space.json, a smoke copy) builds the same space again."""
+        data = handler(self)
+        for section, key, _, _ in self._without_effect():
+            if isinstance(data, dict) and isinstance(data.get(section), dict):
+                data[section].pop(key, None)
+        return data
+
+    @model_validator(mode="after")
+    def _searcher_fits(self) -> SearchSpace:
+        objectives, searcher = self.objectives, self.searcher
+        if not objectives or objectives[0] != "val_ppl" or len(set(objectives)) != len(objectives):
+            raise space_error(
+                "field 'objectives' must start with val_ppl (ASHA stops trials on it) and name "
+                f"each objective once, e.g. [val_ppl, epoch_time_s]; got {objectives}"
+            )
+        if len(objectives) > 1 and searcher.type != "optuna":
+            raise space_error("field 'objectives' lists several objectives, which needs "
+                              "'searcher: {type: optuna}' (tpe or nsga2)")  # fmt: skip
+        if len(objectives) > 1 and searcher.sampler in ("cmaes", "gp"):
+            raise space_error(f"field 'searcher.sampler' {searcher.sampler} optimises one "
+                              "objective; use tpe or nsga2 with several objectives")  # fmt: skip
+        kinds = {name: parameter.kind for name, parameter in self.parameters.items()}
+        if searcher.type == "grid":
+            other = [name for name, kind in kinds.items() if kind != "grid"]
+            if other:
+                raise space_error(
+                    "with 'searcher: {type: grid}' every parameter must be a grid; "
+                    f"field 'parameters.{other[0]}' is {kinds[other[0]]}"
+                )
+            return self
+        grid = [name for name, kind in kinds.items() if kind == "grid"]
+        if grid:
+            raise space_error(
+                f"field 'parameters.{grid[0]}' is a grid, which Optuna does not "
+                "sample; use 'choice' for Optuna, or set 'searcher: {type: grid}'"
+            )
+        needs = {"cmaes": "cmaes", "gp": "scipy"}.get(searcher.sampler)
+        if needs and importlib.util.find_spec(needs) is None:
+            raise space_error(f"field 'searcher.sampler' is {searcher.sampler}, which needs the "
+                              f"'{needs}' package: pip install {needs}")  # fmt: skip
+        if self.test_at_epochs:
+            raise space_error(
+                "field 'test_at_epochs' is for grid studies, where every "
+                "configuration is reported; a search scores only its winner on test"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _grid_meant(self) -> SearchSpace:
+        grid, trials = self.searcher.type == "grid", self.total_trials
+        if grid and trials > GRID_MAX_TRIALS and not self.budget.allow_large_grid:
+            raise space_error(
+                f"the grid runs {trials:,} trials (budget.num_samples {self.budget.num_samples} "
+                f"x {_grid_shape(self)}), more than {GRID_MAX_TRIALS:,}. Shorten the grid "
+                "lists, use 'searcher: {type: optuna}' with 'choice' to sample it, or set "
+                "'budget: {allow_large_grid: true}' if you mean it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _epochs_fit(self) -> SearchSpace:
+        """After the corners: ``self.epochs`` reads fixed.epochs, which they validate."""
+        grace = self.scheduler.grace_period
+        if self.scheduler.type == "asha" and grace > self.epochs:
+            raise space_error(
+                f"field 'scheduler.grace_period' is {grace:g}, more than the {self.epochs} "
+                "epochs a trial runs (fixed.epochs); lower it"
+            )
+        for epoch in self.test_at_epochs:
+            if not 1 <= epoch <= self.epochs:
+                raise space_error(f"field 'test_at_epochs' has {epoch}, outside "
+                                  f"1..{self.epochs} (fixed.epochs)")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _something_searched(self) -> SearchSpace:
+        """Last, so that a more specific mistake is named first."""
+        if not self.parameters:
+            raise space_error(
+                "field 'parameters' is missing or empty, so nothing is searched and every "
+                "trial would train the same configuration. Add the options to search, e.g. "
+                "'parameters: {lr: {loguniform: [1.0, 40.0]}}' (or train one model with "
+                "python -m tune_lm.train)"
+            )
+        return self
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any], source: str) -> SearchSpace:
+        """The space ``raw`` (plain data, e.g. a parsed YAML file) describes, or a
+        :class:`SpaceError` naming ``source``, the field and the fix."""
+        try:
+            return cls(**raw)
+        except ValidationError as error:
+            raise SpaceError(f"{source}: {_explain(error)}") from None
+        except TypeError as error:  # a key that is not a string
+            raise SpaceError(f"{source}: {error}") from None
 
     @property
     def objective_modes(self) -> list[str]:
         return ["max" if name == "tokens_per_s" else "min" for name in self.objectives]
-
-    @property
-    def epochs(self) -> int:
-        return int(self.fixed.get("epochs", TrainConfig.model_fields["epochs"].default))
 
     @property
     def asha_rungs(self) -> list[float]:
@@ -180,9 +241,8 @@ class SearchSpace(_Strict):
     def total_trials(self) -> int:
         """Trials the search will run: num_samples, times the grid's size for a grid."""
         grid = 1
-        for spec in self.parameters.values():
-            if "grid" in spec:
-                grid *= len(spec["grid"])
+        for parameter in self.parameters.values():
+            grid *= parameter.grid_size
         return self.budget.num_samples * grid
 
     def searched(self, tune_config: dict[str, Any]) -> dict[str, Any]:
@@ -192,148 +252,61 @@ class SearchSpace(_Strict):
         return {name: self._on_step(name, tune_config[name])
                 for name in names if name in tune_config}  # fmt: skip
 
-    def _on_step(self, name: str, value: Any) -> Any:
-        """A quantised value as its step writes it: 0.3, not the sampler's
-        0.30000000000000004 (which would show in configs, MLflow params and tables)."""
-        spec = self.parameters.get(name, {})
-        if "quniform" not in spec or not isinstance(value, float):
-            return value
-        step = Decimal(repr(float(spec["quniform"][2])))
-        return round(value, max(-int(step.as_tuple().exponent), 0))
-
-    def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
-        """The TrainConfig of one trial: fixed values, then sampled, then derived."""
-        sampled = {name: self._on_step(name, value) for name, value in sampled.items()}
-        values = {"seed": self.seed, **self.fixed, **sampled}
-        if self.data is not None:
-            values["data"] = self.data
-        for name, source in self.derived.items():
-            for _ in self.derived:  # a chain (a: b, b: c) ends at c; a cycle is refused earlier
-                if source not in self.derived:
-                    break
-                source = self.derived[source]
-            values[name] = values.get(source, TrainConfig.model_fields[source].default)
-        return TrainConfig.from_dict(values, source=f"search space {self.name!r}")
-
     def with_overrides(self, **overrides: Any) -> SearchSpace:
         """A copy with command-line overrides applied (``None`` = not given), revalidated."""
-        raw = self.model_dump(exclude_unset=True)  # what the file set: see _check_ignored_keys
-        sections = {"num_samples": "budget", "max_concurrent": "budget",
-                    "time_budget": "budget", "max_failures": "budget",
-                    "cpus_per_trial": "resources", "gpus_per_trial": "resources"}  # fmt: skip
+        raw = self.model_dump(exclude_unset=True)  # what the file set: see _every_key_takes_effect
         for key, value in overrides.items():
-            if value is None:
-                continue
-            if key in sections:
-                raw.setdefault(sections[key], {})[key] = value
-            elif key == "max_epochs":
-                raw.setdefault("fixed", {})["epochs"] = value
-            else:
-                raw[key] = value
-        from tune_lm.tuning.space_checks import validate
-
+            if value is not None:
+                section, _, name = OVERRIDES.get(key, key).rpartition(".")
+                (raw.setdefault(section, {}) if section else raw)[name] = value
         given = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in overrides.items()
                          if value is not None)  # fmt: skip
-        return validate(raw, source=f"space {self.name!r} with {given or 'no overrides'}")
+        source = f"space {self.name!r} with {given or 'no overrides'}"
+        return SearchSpace.from_raw(raw, source=source)
 
 
-def parse_duration(text: str | float | int) -> float:
-    """'90s', '30m', '2h', '1h30m', '1h 30m 10s' or a bare number of seconds -> seconds (> 0).
-
-    After an h or m part every number needs its unit: '2h30' could mean 2 h 30 min or
-    2 h 30 s, so it is refused rather than guessed. Zero is refused too: Ray reads a zero
-    budget as no budget at all; leave the budget out for that."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        number = r"(\d+(?:\.\d+)?)"
-        stripped = text.strip()
-        # Spaces only after a unit letter: runs of optional \s* side by side backtrack for
-        # minutes on a long run of spaces.
-        match = re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?(?:{number}s)?", stripped)
-        bare = re.fullmatch(number, stripped)
-        if bare:
-            seconds = float(bare.group(1))
-        elif match and any(match.groups()):
-            hours, minutes, secs = (float(part) if part else 0.0 for part in match.groups())
-            seconds = hours * 3600 + minutes * 60 + secs
-        elif re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?{number}", stripped):
-            raise ValueError(
-                f"time budget {text!r} is ambiguous: give every number its unit "
-                "(e.g. 2h30m or 2h30s)"
-            )
-        else:
-            raise ValueError(f"time budget {text!r} is not a duration like 90s, 30m, 2h or 1h30m")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(
-            f"time budget {text!r} must be more than 0 seconds (Ray would read 0 as no limit); "
-            "leave the budget out to run without one"
-        )
-    return seconds
+def _explain(error: ValidationError) -> str:
+    """pydantic's error as one paragraph: a type or limit error first (with the closest
+    key to a misspelled one), else the first problem a check of the space found."""
+    problems = error.errors()
+    ours = {SPACE_ERROR, PARAMETER_ERROR, PARAMETER_KIND_ERROR}
+    plain = [problem for problem in problems if problem["type"] not in ours]
+    if not plain:
+        problem = problems[0]
+        if problem["type"] == SPACE_ERROR:
+            return problem["msg"]
+        where = f"field 'parameters.{problem['loc'][1]}'"  # loc: parameters, NAME, ...
+        separator = " " if problem["type"] == PARAMETER_KIND_ERROR else ": "
+        return f"{where}{separator}{problem['msg']}"
+    if len(plain) < len(problems):  # describe only the plain ones, as before the checks ran
+        keys = ("type", "loc", "input", "ctx")
+        details = [{key: p[key] for key in keys if key in p} for p in plain]
+        error = ValidationError.from_exception_data(error.title, details)  # type: ignore[arg-type]
+    known = set(SearchSpace.model_fields)
+    for model in (SearcherSpec, SchedulerSpec, BudgetSpec, ResourcesSpec):
+        known |= set(model.model_fields)
+    hints = []
+    for problem in plain:
+        if problem["type"] == "extra_forbidden":
+            key = str(problem["loc"][-1])
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            if close:
+                hints.append(f"Did you mean {close[0]!r} instead of {key!r}?")
+    return " ".join([describe_validation_error(error), *hints])
 
 
-def resolve_space_path(name_or_path: str) -> Path:
-    """A path as given, else a shipped space by bare name (``cells`` or ``cells.yaml``)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
-    shipped = SHIPPED_SPACES / f"{stem}.yaml"
-    if path.parent == Path(".") and shipped.is_file():
-        return shipped
-    available = ", ".join(sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml")))
-    raise SpaceError(
-        f"search space {name_or_path!r} not found: it is neither a file nor a shipped "
-        f"space. Shipped spaces: {available or 'none'}; or give a path to a YAML file"
+def grid_warning(space: SearchSpace) -> str | None:
+    """A line for the user when a grid search is big (the CLI logs it once), else None."""
+    if space.searcher.type != "grid" or space.total_trials <= GRID_WARN_TRIALS:
+        return None
+    return (
+        f"the grid runs {space.total_trials:,} trials (budget.num_samples "
+        f"{space.budget.num_samples} x {_grid_shape(space)}) of up to {space.epochs} epochs "
+        "each (fixed.epochs)"
     )
 
 
-def load_space(name_or_path: str) -> SearchSpace:
-    """Read, parse (safely, within bounds) and validate a search-space YAML file."""
-    path = resolve_space_path(name_or_path)
-    try:
-        raw = parse_space_yaml(read_space_text(path))
-    except SpaceFileError as error:
-        raise SpaceError(f"{path}: {error}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpaceError(f"{path}: cannot be read ({error})") from None
-    except yaml.YAMLError as error:
-        raise SpaceError(f"{path}: {describe_yaml_error(error)}") from None
-    except RecursionError:
-        raise SpaceError(f"{path}: nested too deeply to be a search space") from None
-    except Exception as error:  # some bad scalars escape PyYAML raw: !!int 12a, 2020-13-45
-        raise SpaceError(
-            f"{path}: not valid YAML ({type(error).__name__}: {error}). Fix the value there"
-        ) from None
-    if raw is None or raw == {}:
-        raise SpaceError(
-            f"{path}: the search space is empty, so there is nothing to search. Give at "
-            "least 'parameters:' (see the README's 'Search spaces', or a shipped space "
-            "such as quick.yaml)"
-        )
-    if not isinstance(raw, dict):
-        raise SpaceError(f"{path}: the top level must be a mapping of keys (name, parameters, ...)")
-    raw.setdefault("name", path.stem)
-    from tune_lm.tuning.space_checks import validate  # it imports this module's classes
-
-    return validate(raw, source=str(path))
-
-
-def to_tune_space(space: SearchSpace) -> dict[str, Any]:
-    """Tune's ``param_space``: one Tune domain per searched parameter."""
-    from ray import tune  # Ray is imported only where a search needs it
-
-    makers = {
-        "choice": lambda v: tune.choice(v),
-        "grid": lambda v: tune.grid_search(v),
-        "uniform": lambda v: tune.uniform(v[0], v[1]),
-        "loguniform": lambda v: tune.loguniform(v[0], v[1]),
-        "int": lambda v: tune.randint(v[0], v[1] + 1),  # Tune's upper bound is exclusive
-        "logint": lambda v: tune.lograndint(v[0], v[1] + 1),
-        "quniform": lambda v: tune.quniform(v[0], v[1], v[2]),
-        "qint": lambda v: tune.qrandint(v[0], v[1], v[2]),  # inclusive upper bound
-    }
-    return {
-        name: makers[next(iter(spec))](next(iter(spec.values())))
-        for name, spec in space.parameters.items()
-    }
+def _grid_shape(space: SearchSpace) -> str:
+    return " x ".join(f"{parameter.grid_size} {name}"
+                      for name, parameter in space.parameters.items()
+                      if parameter.kind == "grid")  # fmt: skip

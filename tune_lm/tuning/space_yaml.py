@@ -1,4 +1,5 @@
-"""Reading a search-space file as plain data: safely, and within bounds.
+"""Reading a search-space file (a path, or a shipped space by name) into a validated
+:class:`~tune_lm.tuning.space.SearchSpace`: safely, and within bounds.
 
 ``yaml.safe_load`` runs no code, but it silently keeps the last of two equal keys and
 expands aliases without limit: a few hundred bytes of "billion laughs" become 10**9
@@ -16,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from tune_lm.tuning.space import SearchSpace, SpaceError
+
+SHIPPED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 MAX_BYTES = 64 * 1024  # the shipped spaces are 1-2 KB; 64 KiB of YAML parse in ~0.5 s
 MAX_NODES = 100_000  # every alias expanded; the shipped spaces have about 150
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -137,3 +141,48 @@ def describe_yaml_error(error: yaml.YAMLError) -> str:
     if context and context_mark is not None and context_mark is not mark:
         context += f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
     return f"not valid YAML at {where}: {problem}{f' ({context})' if context else ''}. Fix it there"
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """A path as given, else a shipped space by bare name (``cells`` or ``cells.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    shipped = SHIPPED_SPACES / f"{stem}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    available = ", ".join(sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml")))
+    raise SpaceError(
+        f"search space {name_or_path!r} not found: it is neither a file nor a shipped "
+        f"space. Shipped spaces: {available or 'none'}; or give a path to a YAML file"
+    )
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Read, parse (safely, within bounds) and validate a search-space YAML file."""
+    path = resolve_space_path(name_or_path)
+    try:
+        raw = parse_space_yaml(read_space_text(path))
+    except SpaceFileError as error:
+        raise SpaceError(f"{path}: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpaceError(f"{path}: cannot be read ({error})") from None
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: {describe_yaml_error(error)}") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nested too deeply to be a search space") from None
+    except Exception as error:  # some bad scalars escape PyYAML raw: !!int 12a, 2020-13-45
+        raise SpaceError(
+            f"{path}: not valid YAML ({type(error).__name__}: {error}). Fix the value there"
+        ) from None
+    if raw is None or raw == {}:
+        raise SpaceError(
+            f"{path}: the search space is empty, so there is nothing to search. Give at "
+            "least 'parameters:' (see the README's 'Search spaces', or a shipped space "
+            "such as quick.yaml)"
+        )
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: the top level must be a mapping of keys (name, parameters, ...)")
+    raw.setdefault("name", path.stem)
+    return SearchSpace.from_raw(raw, source=str(path))

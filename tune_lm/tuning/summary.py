@@ -97,10 +97,10 @@ def grid_table(rows: list[TrialRow], space: SearchSpace) -> str:
     grid_params = list(space.parameters)
     across = "model" if "model" in grid_params else grid_params[0]
     down = [p for p in grid_params if p != across]
-    across_values = space.parameters[across]["grid"]
+    across_values = space.parameters[across].values
     epochs = [*space.test_at_epochs, space.epochs]
     table = []
-    for setting in itertools.product(*(space.parameters[p]["grid"] for p in down)):
+    for setting in itertools.product(*(space.parameters[p].values for p in down)):
         chosen = dict(zip(down, setting, strict=True))
         for epoch in dict.fromkeys(epochs):
             label = ", ".join(f"{k} {v}" for k, v in chosen.items())

@@ -24,10 +24,12 @@ from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import STATE_FILE, atomic_torch_save
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.corpus import Corpus
+from tune_lm.lm.device import resolve_device
 from tune_lm.lm.errors import TuneLMError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
-from tune_lm.lm.fit import TrainState, fit, resolve_device
+from tune_lm.lm.fit import fit
 from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.lm.train_state import TrainState
 from tune_lm.tuning import faults
 from tune_lm.tuning.space import SearchSpace
 

@@ -18,8 +18,9 @@ from tune_lm.tuning import private_api
 from tune_lm.tuning.private_api import find_cluster_address, require_token_auth, tune_state_saved
 from tune_lm.tuning.results import Conclusion, TrialOutcome
 from tune_lm.tuning.searchers import StopLedger, make_scheduler, make_searcher
-from tune_lm.tuning.space import SearchSpace, parse_duration, to_tune_space
+from tune_lm.tuning.space import SearchSpace, parse_duration
 from tune_lm.tuning.trainable import load_state, test_perplexity, train_trial
+from tune_lm.tuning.tune_space import to_tune_space
 
 log = logging.getLogger(__name__)
 CHECKPOINTS_KEPT = 2  # the latest holds the best weights too; one spare in case of a crash

@@ -1,0 +1,320 @@
+"""The parts of a search space, each a type that checks itself when it is built.
+
+- the run settings: :class:`SearcherSpec`, :class:`SchedulerSpec`, :class:`BudgetSpec`,
+  :class:`ResourcesSpec`, with the limits a command-line override obeys too
+  (:func:`check_override`);
+- :class:`TrainingSpace`, what every trial trains: the fixed, searched
+  (:mod:`tune_lm.tuning.params`) and derived training options. Names must be training
+  options (the closest one suggested), a range must sample numbers of its option's type,
+  ``derived`` must not loop, and the training configs at the corners of the space must be
+  ones :class:`~tune_lm.lm.config.TrainConfig` accepts.
+
+A problem found across fields is a :data:`SPACE_ERROR` whose message names the field
+itself; :meth:`tune_lm.tuning.space.SearchSpace.from_raw` prefixes the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import random
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.errors import ConfigError, short_repr
+from tune_lm.tuning.params import Parameter, kinds_fit_options, space_error
+
+MIN_REDUCTION_FACTOR = 2.0
+_MAX_COMBINATIONS_CHECKED = 4096
+
+
+class Section(BaseModel):
+    """A part of a space file: frozen, unknown keys and non-finite numbers refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SearcherSpec(Section):
+    type: Literal["optuna", "grid"] = "optuna"
+    sampler: Literal["tpe", "random", "cmaes", "gp", "nsga2"] = "tpe"
+    n_startup_trials: int | None = Field(None, ge=0)  # TPE's random warm-up trials
+
+
+def _sane_reduction(value: float) -> float:
+    if not value >= MIN_REDUCTION_FACTOR:
+        raise ValueError(
+            f"must be at least {MIN_REDUCTION_FACTOR:g}. ASHA keeps 1 in reduction_factor "
+            "trials at each rung, and rungs sit at grace_period x reduction_factor**k "
+            "epochs: near 1 it stops almost nothing and makes thousands of rungs "
+            "(log(max_t) / log(reduction_factor); Ray allocates them all up front). "
+            "Use 2 to 4 (default 3)"
+        )
+    return value
+
+
+class SchedulerSpec(Section):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: float = Field(1.0, gt=0)  # epochs every trial gets before a stop
+    reduction_factor: Annotated[float, AfterValidator(_sane_reduction)] = 3.0
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90s', '30m', '2h', '1h30m', '1h 30m 10s' or a bare number of seconds -> seconds (> 0).
+
+    After an h or m part every number needs its unit: '2h30' could mean 2 h 30 min or
+    2 h 30 s, so it is refused rather than guessed. Zero is refused too: Ray reads a zero
+    budget as no budget at all; leave the budget out for that."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        number = r"(\d+(?:\.\d+)?)"
+        stripped = text.strip()
+        # Spaces only after a unit letter: runs of optional \s* side by side backtrack for
+        # minutes on a long run of spaces.
+        match = re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?(?:{number}s)?", stripped)
+        bare = re.fullmatch(number, stripped)
+        if bare:
+            seconds = float(bare.group(1))
+        elif match and any(match.groups()):
+            hours, minutes, secs = (float(part) if part else 0.0 for part in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs
+        elif re.fullmatch(rf"(?:{number}h\s*)?(?:{number}m\s*)?{number}", stripped):
+            raise ValueError(
+                f"time budget {text!r} is ambiguous: give every number its unit "
+                "(e.g. 2h30m or 2h30s)"
+            )
+        else:
+            raise ValueError(f"time budget {text!r} is not a duration like 90s, 30m, 2h or 1h30m")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(
+            f"time budget {text!r} must be more than 0 seconds (Ray would read 0 as no limit); "
+            "leave the budget out to run without one"
+        )
+    return seconds
+
+
+def _a_duration(text: str | None) -> str | None:
+    if text is not None:
+        parse_duration(text)
+    return text
+
+
+class BudgetSpec(Section):
+    num_samples: int = Field(10, ge=1)  # trials (with a grid: repeats of the whole grid)
+    max_concurrent: int | None = Field(None, ge=1)
+    time_budget: Annotated[str | None, AfterValidator(_a_duration)] = None  # "90s", "1h30m"
+    max_failures: int = Field(2, ge=0)  # retries of a trial that raised, from its checkpoint
+    allow_large_grid: bool = False  # a grid of more than GRID_MAX_TRIALS trials, on purpose
+
+
+def _gpu_share(gpus: float) -> float:
+    if 0 < gpus < 0.01:
+        raise ValueError(
+            f"gpus_per_trial {gpus:g} would put over 100 trials on one GPU; use 0 (no GPU) "
+            "or at least 0.01"
+        )
+    return gpus
+
+
+class ResourcesSpec(Section):
+    # Below a tenth of a core (or a hundredth of a GPU) per trial, Ray would pack hundreds
+    # of trials onto one core or GPU; Ray itself counts only to 1/10000.
+    cpus_per_trial: float = Field(1.0, ge=0.1)
+    gpus_per_trial: Annotated[float, Field(ge=0), AfterValidator(_gpu_share)] = 0.0
+
+
+def _unknown_option(section: str, name: str) -> Exception:
+    close = difflib.get_close_matches(name, list(TrainConfig.model_fields), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return space_error(
+        f"field '{section}.{name}' is not a training option.{hint} "
+        f"Training options: {', '.join(TrainConfig.model_fields)}"
+    )
+
+
+def _known_options(section: str) -> BeforeValidator:
+    """Names first (before their values are read): a misspelt name is the likelier mistake."""
+
+    def check(values: Any) -> Any:
+        for name in values if isinstance(values, dict) else ():
+            if isinstance(name, str) and name not in TrainConfig.model_fields:
+                raise _unknown_option(section, name)
+        return values
+
+    return BeforeValidator(check)
+
+
+def _derived_known_and_acyclic(derived: dict[str, str]) -> dict[str, str]:
+    """``derived`` may chain (nhid: emsize, emsize: bptt) but not loop back on itself."""
+    for name, other in derived.items():
+        if other not in TrainConfig.model_fields:
+            raise _unknown_option(f"derived.{name}", other)
+    for start in derived:
+        path = [start]
+        while path[-1] in derived:
+            following = derived[path[-1]]
+            if following in path:
+                cycle = " -> ".join([*path[path.index(following) :], following])
+                raise space_error(
+                    f"field 'derived' has a cycle, {cycle}: each takes its value from the "
+                    "next, so none has one. End the chain at an option set in 'fixed' or "
+                    "'parameters' (or left at its default), e.g. 'derived: {nhid: emsize}'"
+                )
+            path.append(following)
+    return derived
+
+
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+FixedValues = Annotated[dict[str, Any], _known_options("fixed")]
+Parameters = Annotated[
+    dict[str, Parameter], _known_options("parameters"), AfterValidator(kinds_fit_options)
+]
+Derived = Annotated[  # field: the other field whose value it takes
+    dict[str, str], _known_options("derived"), AfterValidator(_derived_known_and_acyclic)
+]
+
+
+class TrainingSpace(Section):
+    """What every trial trains: fixed values, then sampled ones, then derived ones, as a
+    :class:`~tune_lm.lm.config.TrainConfig` (:meth:`trial_config`). Every listed value and
+    range end, and their combinations, make a valid config."""
+
+    name: str | None = None
+    data: str | None = None  # corpus; default: the config default (wikitext-2)
+    seed: Seed = 0  # the sampler's and (unless set) every trial's
+    fixed: FixedValues = {}
+    parameters: Parameters = {}
+    derived: Derived = {}  # field: other field whose value it takes
+
+    @model_validator(mode="after")
+    def _each_option_in_one_place(self) -> TrainingSpace:
+        for name in self.derived:
+            if name in self.parameters or name in self.fixed:
+                raise space_error(
+                    f"field 'derived.{name}' is also in "
+                    f"{'parameters' if name in self.parameters else 'fixed'}; keep it in one place"
+                )
+        both = set(self.fixed) & set(self.parameters)
+        if both:
+            raise space_error(f"{sorted(both)} are both fixed and searched; keep one")
+        if "data" in self.fixed or "data" in self.parameters:
+            raise space_error("set the corpus with the top-level 'data:' key")
+        return self
+
+    @model_validator(mode="after")
+    def _corners_are_valid_configs(self) -> TrainingSpace:
+        names = list(self.parameters)
+        options = [self.parameters[name].corners() for name in names]
+        total = 1
+        for values in options:
+            total *= len(values)
+        if total <= _MAX_COMBINATIONS_CHECKED:
+            combos = list(itertools.product(*options))
+        else:  # too many to try them all: a random sample of them
+            rng = random.Random(0)
+            combos = [tuple(rng.choice(values) for values in options)
+                      for _ in range(_MAX_COMBINATIONS_CHECKED)]  # fmt: skip
+        for combo in combos or [()]:
+            sampled = dict(zip(names, combo, strict=True))
+            try:
+                self.trial_config(sampled)
+            except ConfigError as error:
+                message = str(error).split(": ", 1)[-1]
+                fields = ", ".join(f"{k}={v!r}" for k, v in sampled.items()) or "the fixed values"
+                hint = ""
+                if "tied" in message:
+                    hint = (" To search tied weights, make nhid follow emsize: "
+                            "'derived: {nhid: emsize}'.")  # fmt: skip
+                raise space_error(
+                    f"the trial config with {fields} is invalid: {message}{hint}"
+                ) from None
+        return self
+
+    @property
+    def epochs(self) -> int:
+        return int(self.fixed.get("epochs", TrainConfig.model_fields["epochs"].default))
+
+    def largest(self, option: str) -> Any:
+        """The largest value ``option`` can take in this space (fixed, searched, or the
+        config default)."""
+        if option in self.parameters:
+            return self.parameters[option].largest()
+        return self.fixed.get(option, TrainConfig.model_fields[option].default)
+
+    def _on_step(self, name: str, value: Any) -> Any:
+        parameter = self.parameters.get(name)
+        return value if parameter is None else parameter.on_step(value)
+
+    def trial_config(self, sampled: dict[str, Any]) -> TrainConfig:
+        """The TrainConfig of one trial: fixed values, then sampled, then derived."""
+        sampled = {name: self._on_step(name, value) for name, value in sampled.items()}
+        values = {"seed": self.seed, **self.fixed, **sampled}
+        if self.data is not None:
+            values["data"] = self.data
+        for name, source in self.derived.items():
+            for _ in self.derived:  # a chain (a: b, b: c) ends at c; a cycle is refused earlier
+                if source not in self.derived:
+                    break
+                source = self.derived[source]
+            values[name] = values.get(source, TrainConfig.model_fields[source].default)
+        return TrainConfig.from_dict(values, source=f"search space {self.name!r}")
+
+
+OVERRIDES = {  # command-line override (a search flag): the field of the space it sets
+    "data": "data", "seed": "seed", "max_epochs": "fixed.epochs",
+    "num_samples": "budget.num_samples", "max_concurrent": "budget.max_concurrent",
+    "time_budget": "budget.time_budget", "max_failures": "budget.max_failures",
+    "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
+}  # fmt: skip
+_LIMITS = {  # pydantic's error type -> the limit, in words
+    "greater_than_equal": ("must be at least", "ge"),
+    "greater_than": ("must be more than", "gt"),
+    "less_than": ("must be less than", "lt"),
+    "less_than_equal": ("must be at most", "le"),
+}
+
+
+def check_override(key: str, value: Any, flag: str | None = None) -> None:
+    """Checks one command-line override (``num_samples``, ``max_epochs``, ...) against the
+    limits of the space field it sets, so that a bad flag fails before any space is read;
+    raises :class:`~tune_lm.lm.errors.ConfigError` naming ``flag`` (default: ``--num-samples``
+    for ``num_samples``)."""
+    flag = flag or f"--{key.replace('_', '-')}"
+    where = OVERRIDES[key]
+    section, _, name = where.rpartition(".")
+    models = {"": TrainingSpace, "fixed": TrainConfig, "budget": BudgetSpec,
+              "resources": ResourcesSpec}  # fmt: skip
+    field = models[section].model_fields[name]
+    limited = field.annotation  # with its limits (ge=1, a validator), if any:
+    if field.metadata:
+        limited = Annotated[(field.annotation, *field.metadata)]
+    try:
+        TypeAdapter(limited, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        if problem["type"] == "value_error":  # its message says the fix
+            said = f": {problem['msg'].removeprefix('Value error, ')}"
+        elif problem["type"] in _LIMITS:
+            words, bound = _LIMITS[problem["type"]]
+            limit = problem["ctx"][bound]
+            said = f" {words} {limit if isinstance(limit, int) else f'{limit:g}'}"
+            said += f", got {short_repr(value)}"
+        else:  # "Input should be a valid integer" and the like
+            said = f" {problem['msg'].replace('Input should be', 'must be')}"
+            said += f" (got {short_repr(value)})"
+        raise ConfigError(
+            f"{flag}{said} (it sets the space's {where}; leave the flag out to keep the "
+            "space's value)"
+        ) from None
