@@ -305,3 +305,14 @@ def test_multi_objective_search_returns_the_pareto_set(tmp_path):
     assert len(study.directions) == 2
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete and all(len(t.values) == 2 for t in complete)
+    # The sampler learns from every trial ASHA stopped: COMPLETE with the values it was
+    # judged on at its rung, every evaluation's values kept as user attributes.
+    by_asha = [t for t in trials if t["status"].startswith("stopped early by ASHA")]
+    stopped = [t for t in study.trials if "stopped_at_epoch" in t.user_attrs]
+    assert by_asha and len(stopped) == len(by_asha), [t["status"] for t in trials]
+    for trial in stopped:
+        epoch = trial.user_attrs["stopped_at_epoch"]
+        assert trial.state == optuna.trial.TrialState.COMPLETE and epoch < 3
+        assert trial.values == trial.user_attrs[f"values_at_epoch_{epoch:g}"]
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert all("values_at_epoch_1" in t.user_attrs for t in complete)

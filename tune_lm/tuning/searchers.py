@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,13 @@ class EpochAwareOptunaSearch(OptunaSearch):
     which is what TPE should learn about that region. A trial that ended early without an
     ASHA verdict (the time budget ran out) is FAIL: its curve judges nothing, and TPE
     ignores FAIL trials.
+
+    With several objectives Optuna takes no intermediate values and its samplers (TPE,
+    NSGA-II) learn only from COMPLETE trials, so a PRUNED trial would teach them nothing.
+    There every evaluation's values are kept as user attributes (``values_at_epoch_E``),
+    and a trial ASHA stopped is told COMPLETE with the values it was judged on, at its
+    rung (user attribute ``stopped_at_epoch``): a low-budget observation, worse than what
+    it would have reached, which is the verdict ASHA gave it.
     """
 
     def __init__(self, *args: Any, max_epochs: float, ledger: StopLedger | None = None,
@@ -106,6 +114,21 @@ class EpochAwareOptunaSearch(OptunaSearch):
             # (live) study already closed; the study's record stands, the search goes on.
             private_api.closed_trials(self).add(trial_id)
         self._last_step[trial_id] = result.get(TRAINING_ITERATION)
+        values = self._objective_values(result)
+        ot_trial = private_api.optuna_trials(self).get(trial_id)
+        if values is not None and ot_trial is not None and M.EPOCH in result:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+                ot_trial.set_user_attr(f"values_at_epoch_{result[M.EPOCH]:g}", values)
+
+    def _objective_values(self, result: dict | None) -> list[float] | None:
+        """A multi-objective result's values in the study's order (None: one objective,
+        or a value missing or not finite)."""
+        if not isinstance(self.metric, list) or not result:
+            return None
+        values = [result.get(metric) for metric in self.metric]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return None
+        return [float(v) for v in values]
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -130,6 +153,13 @@ class EpochAwareOptunaSearch(OptunaSearch):
             told.add(trial_id)
             return None
         try:
+            values = self._objective_values(result)
+            if values is not None:  # several objectives: the values it was judged on
+                ot_trial.set_user_attr("stopped_at_epoch", result.get(M.EPOCH))
+                ot_trial.set_user_attr(f"values_at_epoch_{result[M.EPOCH]:g}", values)
+                study.tell(ot_trial, values)
+                told.add(trial_id)
+                return None
             single_objective = not isinstance(self.metric, list)  # MO trials take no report
             if single_objective and step is not None and self._last_step.get(trial_id) != step:
                 # Ray withholds the result that made ASHA stop a trial; it is the value
