@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -69,18 +70,25 @@ def draw(config_id: int, seed: int) -> dict[str, Any]:
     return drawn
 
 
+@functools.cache
+def _reduced_ptb(valid_tokens: int) -> Any:
+    """PTB with the validation slice, loaded once per worker process (not once a trial)."""
+    from tune_lm.lm.data import load_corpus
+
+    corpus = load_corpus("ptb")
+    return dataclasses.replace(corpus, valid=corpus.valid[:valid_tokens],
+                               test=corpus.test[:2000])  # fmt: skip
+
+
 def train_one(config_id: int, drawn: dict[str, Any], args: argparse.Namespace) -> list[dict]:
     """One trial to the full budget; its rows (one per epoch)."""
     import torch
 
     from tune_lm.lm.config import TrainConfig
-    from tune_lm.lm.data import load_corpus
     from tune_lm.lm.fit import fit
 
     torch.set_num_threads(1)
-    corpus = load_corpus("ptb")
-    corpus = dataclasses.replace(corpus, valid=corpus.valid[: args.valid_tokens],
-                                 test=corpus.test[:2000])  # fmt: skip
+    corpus = _reduced_ptb(args.valid_tokens)
     config = TrainConfig(data="ptb", epochs=args.epochs, max_tokens_per_epoch=args.epoch_tokens,
                          **FIXED, **drawn)  # fmt: skip
     rows: list[dict] = []
