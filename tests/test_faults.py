@@ -2,12 +2,15 @@
 killed mid-epoch (retried from its checkpoint, ending exactly like an unbroken run) and
 one that keeps raising (failed after its retries) — and the search goes on."""
 
+import contextlib
 import json
 import math
 import os
 import random
 import signal
+import sqlite3
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -254,3 +257,62 @@ def test_runs_of_trials_lost_with_a_killed_driver_are_deleted(tmp_path):
     left = client.search_runs([experiment], f"tags.`{TAG_KIND}` = 'trial'")
     assert sorted(run.data.tags[TAG_TRIAL] for run in left) == ["aaaa1111", "cccc3333",
                                                                 "dddd4444"]  # fmt: skip
+
+
+CREATE_STORE = """
+import sys
+from tune_lm.tracking.store import create_sqlite_store
+print("imported", flush=True)
+create_sqlite_store(sys.argv[1])
+"""
+
+
+def schema_version(database: Path) -> str | None:
+    """The alembic revision a SQLite MLflow store has reached (None: none yet)."""
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
+        try:
+            return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        except sqlite3.OperationalError:  # no such table: the first migration is running
+            return None
+
+
+def start_creating(uri: str) -> subprocess.Popen:
+    creator = subprocess.Popen([sys.executable, "-c", CREATE_STORE, uri],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    assert creator.stdout.readline().strip() == b"imported"
+    return creator
+
+
+@pytest.mark.slow
+def test_a_new_store_appears_whole_and_a_kill_while_it_is_built_leaves_none(tmp_path):
+    """MLflow builds a new SQLite store with dozens of migrations (seconds here) and a
+    kill between a migration's DDL and its version stamp leaves a database every later
+    open fails on ("table secrets already exists"). So the store's path must never hold
+    a part-built schema: watched while it is built, it appears at the final revision; a
+    kill while it is built leaves nothing there, and the next start builds it whole."""
+    start_creating(f"sqlite:///{tmp_path / 'reference.db'}").wait(timeout=120)
+    head = schema_version(tmp_path / "reference.db")
+    assert head is not None
+
+    watched = tmp_path / "watched" / "mlflow.db"
+    watched.parent.mkdir()
+    creator = start_creating(f"sqlite:///{watched}")
+    while creator.poll() is None and not watched.exists():
+        time.sleep(0.01)
+    assert watched.exists(), "the creation ended without a store"
+    assert schema_version(watched) == head  # what appeared was already complete
+    creator.wait(timeout=120)
+
+    killed = tmp_path / "killed" / "mlflow.db"
+    killed.parent.mkdir()
+    uri = f"sqlite:///{killed}"
+    creator = start_creating(uri)
+    time.sleep(1.0)  # the imports are done: this is among the migrations
+    assert creator.poll() is None and not killed.exists()
+    stop_process(creator, signal.SIGKILL)
+    assert not killed.exists()
+    assert start_creating(uri).wait(timeout=120) == 0  # the next start (and its clean-up)
+    assert schema_version(killed) == head
+    assert MlflowClient(uri).search_experiments()[0].name == "Default"
+    assert [p.name for p in killed.parent.iterdir()] == ["mlflow.db"]  # nothing half-made

@@ -165,6 +165,7 @@ def _run_tracked(job: Job) -> int:
     from mlflow.tracking import MlflowClient
 
     from tune_lm.tracking.parent_run import end_parent_run, start_parent_run
+    from tune_lm.tracking.store import create_sqlite_store
     from tune_lm.tuning import tuner as ray_side
 
     settings = job.pinned.settings if job.pinned else None
@@ -177,6 +178,7 @@ def _run_tracked(job: Job) -> int:
             fingerprint=corpus.fingerprint, ntokens=corpus.ntokens,
             tracking_uri=job.tracking_uri, log_checkpoints=job.log_checkpoints,
             progress_every=job.progress_every))  # fmt: skip
+    create_sqlite_store(job.tracking_uri)  # whole or not at all, even if killed meanwhile
     mlflow.set_tracking_uri(job.tracking_uri)
     client = MlflowClient(job.tracking_uri)
     space_file = resolve_space_path(job.args.space) if job.args.space else None

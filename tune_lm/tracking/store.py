@@ -4,6 +4,7 @@ and the inference commands use it too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import urllib.parse
@@ -75,6 +76,32 @@ def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
     except OSError as error:
         raise ConfigError(f"{flag} {uri!r}: the database cannot be written there "
                           f"({error.strerror or error}): {fix}") from None
+
+
+def create_sqlite_store(uri: str) -> None:
+    """A SQLite store that does not exist yet is created whole or not at all. MLflow
+    builds its schema with dozens of migrations on first contact; a search killed among
+    them would leave a database no later run can open ("table ... already exists"), so
+    the schema is built in a hidden file beside it and linked into place when complete.
+    A file left by a killed creation is removed by the next one."""
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    if database.exists():
+        return
+    for stale in database.parent.glob(f".{database.name}.creating-*"):
+        stale.unlink(missing_ok=True)
+    building = database.with_name(f".{database.name}.creating-{os.getpid()}")
+    try:
+        made = SqlAlchemyStore(f"sqlite:///{building}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        made.engine.dispose()
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.link(building, database)  # never replaces a store
+    finally:
+        building.unlink(missing_ok=True)
 
 
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
