@@ -12,6 +12,9 @@ most a third of the grid's compute (median over seeds).
 
     python benchmarks/search_efficiency.py --out /tmp/search_efficiency
 
+``--replay`` runs the replayed benchmark instead (benchmarks/replay_efficiency.py: 20
+seeds of six methods on recorded PTB curves, in minutes).
+
 Prints a markdown table, writes JSON (``--json``) and a plot (``--plot``);
 ``--analyse-only FOLDER`` redoes the analysis of an earlier ``--out`` without training.
 """
@@ -294,6 +297,11 @@ def plot(analysis: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
+    if "--replay" in sys.argv[1:]:  # the replayed benchmark (issue 16): its own module
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from replay_efficiency import main as replay_main
+
+        sys.exit(replay_main([a for a in sys.argv[1:] if a != "--replay"]))
     raw_text = argparse.RawDescriptionHelpFormatter  # keep the docstring's command as written
     parser = argparse.ArgumentParser(
         description=__doc__, allow_abbrev=False, formatter_class=raw_text

@@ -63,7 +63,7 @@ BAD_SPACES = [
     ("parameters: [", "not valid YAML"),
     ("- a\n- b\n", "top level must be a mapping"),
     ("shceduler: {type: asha}\n", "Did you mean 'scheduler'"),
-    ("scheduler: {type: hyperband}\n", "scheduler.type"),
+    ("scheduler: {type: median_stopping}\n", "scheduler.type"),
     ("scheduler: {grace_period: 0}\n", "scheduler.grace_period"),
     ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor"),
     ("fixed: {epochs: 2}\nscheduler: {grace_period: 5}\n", "grace_period"),

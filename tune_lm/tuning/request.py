@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a progress line this often, and when a trial ends (default: 30)")  # fmt: skip
     add("--smoke", action="store_true",
         help="a tiny run of the space on the synthetic corpus, named NAME-smoke")  # fmt: skip
+    add("--replay", metavar="CURVES",
+        help="rehearse the search on recorded learning curves instead of training: a table "
+             "(CSV/Parquet, as benchmarks/record_curves.py writes) or an earlier experiment's "
+             "folder. The real scheduler and searcher run; each trial replays the nearest "
+             "recorded configuration in simulated time; nothing is logged to MLflow")  # fmt: skip
+    add("--replay-speed", type=float, metavar="X",
+        help="with --replay: recorded seconds per replayed second (default 100)")  # fmt: skip
     add("--verbose", action="store_true",
         help=f"show Ray's status tables and Ray's, MLflow's and Optuna's messages here "
              f"(default: in {LOG_FILE} in the experiment folder)")  # fmt: skip
@@ -76,7 +83,7 @@ def smoke_space(space: SearchSpace, *, gpus: bool = True) -> SearchSpace:
         raw["resources"].update(gpus_per_trial=0)
     raw["fixed"].update(epochs=2, max_tokens_per_epoch=2000)
     raw["budget"].update(num_samples=min(2, raw["budget"]["num_samples"]), time_budget=None)
-    if raw["scheduler"]["type"] == "asha":
+    if raw["scheduler"]["type"] != "fifo":
         raw["scheduler"]["grace_period"] = 1
     raw["test_at_epochs"] = [1] if raw["test_at_epochs"] else []
     return SearchSpace(**raw)
@@ -95,11 +102,39 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.progress_every is not None and not 0 < args.progress_every < math.inf:
         raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
     check_storage(args.storage)
+    check_replay_flags(args)
     if args.name is not None and (
         not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")
     ):
         raise ConfigError(f"--name {args.name!r} must be a plain name (no / or \\, not . or ..): "
                           "it is a folder inside --storage")  # fmt: skip
+
+
+REPLAY_SPEED = 100.0
+NOT_WITH_REPLAY = {"resume": "--resume", "smoke": "--smoke", "tracking_uri": "--tracking-uri",
+                   "log_checkpoints": "--log-checkpoints", "data": "--data"}  # fmt: skip
+
+
+def check_replay_flags(args: argparse.Namespace) -> None:
+    """--replay rehearses a new search: no training, data, MLflow or resume."""
+    if args.replay is None:
+        if args.replay_speed is not None:
+            raise ConfigError("--replay-speed takes effect only with --replay CURVES; add "
+                              "--replay or remove it")  # fmt: skip
+        return
+    given = [flag for key, flag in NOT_WITH_REPLAY.items() if getattr(args, key, None)]
+    if given:
+        raise ConfigError(f"--replay rehearses a new search on recorded curves: it trains "
+                          f"nothing, reads no corpus, logs nothing to MLflow and cannot be "
+                          f"resumed, so {', '.join(given)} cannot go with it. Remove "
+                          f"{'it' if len(given) == 1 else 'them'}, or drop --replay")  # fmt: skip
+    if "://" in args.storage:
+        raise ConfigError(f"--replay writes its experiment to a local folder; --storage "
+                          f"{args.storage} is remote. Give a local folder")  # fmt: skip
+    speed = args.replay_speed
+    if speed is not None and not 0 < speed < math.inf:
+        raise ConfigError(f"--replay-speed must be a positive number (recorded seconds per "
+                          f"replayed second, e.g. 100), got {speed}")  # fmt: skip
 
 
 def check_storage(storage: str) -> None:
@@ -158,6 +193,8 @@ def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace,
                               "quick.yaml); only --resume can do without it")  # fmt: skip
         space = space_from_args(args)
         name = args.name or space.name or "search"
+        if args.replay and not args.name:  # never the real search's experiment
+            name = f"{name}-replay"
         return name, experiment_path(args.storage, name), absolute_data(space), None
     name = args.name or (space_from_args(args).name if args.space else None)
     if not name:

@@ -250,8 +250,9 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None,
 
 
 def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> TrialScheduler:
-    """ASHA on validation perplexity with epochs as time (so it can act within an
-    epoch when trials evaluate every N tokens), its stops recorded in ``ledger``; or FIFO."""
+    """ASHA (one bracket) or Hyperband (several) on validation perplexity with epochs as
+    time (so it can act within an epoch when trials evaluate every N tokens), its stops
+    recorded in ``ledger``; or FIFO."""
     if space.scheduler.type == "fifo":
         return FIFOScheduler()
     return RecordingASHA(
@@ -260,4 +261,5 @@ def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> Tria
         max_t=space.epochs,
         grace_period=space.scheduler.grace_period,
         reduction_factor=space.scheduler.reduction_factor,
+        brackets=space.scheduler.brackets if space.scheduler.type == "hyperband" else 1,
     )

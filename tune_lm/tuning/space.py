@@ -51,7 +51,8 @@ GRID_WARN_TRIALS = 100  # a grid this big gets a warning with its count
 GRID_MAX_TRIALS = 1000  # and one bigger is refused unless budget.allow_large_grid is true
 _GRID_ONLY = "without 'searcher: {type: grid}' (only a grid's size is limited)"
 _OPTUNA_ONLY = "with 'searcher: {type: grid}' (a grid runs every combination; only Optuna samples)"
-_ASHA_ONLY = "with 'scheduler: {type: fifo}' (FIFO stops no trial early; only ASHA reads it)"
+_ASHA_ONLY = ("with 'scheduler: {type: fifo}' (FIFO stops no trial early; only ASHA and "
+              "Hyperband read it)")
 
 
 class SpaceError(ConfigError):
@@ -94,6 +95,8 @@ class SearchSpace(TrainingSpace):
              "the tpe sampler takes it)", "remove it, or use sampler: tpe"),
             ("scheduler", "grace_period", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
             ("scheduler", "reduction_factor", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
+            ("scheduler", "brackets", self.scheduler.type != "hyperband", "unless 'scheduler: "
+             "{type: hyperband}' (ASHA runs one bracket)", "remove it, or use type: hyperband"),
             ("budget", "allow_large_grid", not grid, _GRID_ONLY, "remove it"),
         ]  # fmt: skip
         return [(section, key, why, fix) for section, key, ignored, why, fix in rules if ignored]
@@ -176,7 +179,7 @@ class SearchSpace(TrainingSpace):
     def _epochs_fit(self) -> SearchSpace:
         """After the corners: ``self.epochs`` reads fixed.epochs, which they validate."""
         grace = self.scheduler.grace_period
-        if self.scheduler.type == "asha" and grace > self.epochs:
+        if self.scheduler.type != "fifo" and grace > self.epochs:
             raise space_error(
                 f"field 'scheduler.grace_period' is {grace:g}, more than the {self.epochs} "
                 "epochs a trial runs (fixed.epochs); lower it"
@@ -216,8 +219,9 @@ class SearchSpace(TrainingSpace):
 
     @property
     def asha_rungs(self) -> list[float]:
-        """The epochs at which ASHA compares trials (ascending); none with FIFO."""
-        if self.scheduler.type != "asha":
+        """The epochs at which ASHA compares trials (ascending; with Hyperband, its first
+        bracket's, which hold every other bracket's); none with FIFO."""
+        if self.scheduler.type == "fifo":
             return []
         rungs, epoch = [], self.scheduler.grace_period
         while epoch < self.epochs:

@@ -65,9 +65,13 @@ def _sane_reduction(value: float) -> float:
 
 
 class SchedulerSpec(Section):
-    type: Literal["asha", "fifo"] = "asha"
+    # hyperband: ASHA in several brackets, bracket k's first rung at grace_period x
+    # reduction_factor**k (Ray's AsyncHyperBandScheduler), hedging against a grace
+    # period too short to judge trials by.
+    type: Literal["asha", "hyperband", "fifo"] = "asha"
     grace_period: float = Field(1.0, gt=0)  # epochs every trial gets before a stop
     reduction_factor: Annotated[float, AfterValidator(_sane_reduction)] = 3.0
+    brackets: int = Field(3, ge=2, le=8)  # hyperband only
 
 
 def parse_duration(text: str | float | int) -> float:

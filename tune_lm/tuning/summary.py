@@ -194,11 +194,14 @@ def describe_plan(space: SearchSpace) -> str:
         searcher = "every combination of the grid"
     else:
         searcher = f"Optuna {space.searcher.sampler.upper()} proposing"
-    if space.scheduler.type == "asha":
+    if space.scheduler.type != "fifo":
         rungs = ", ".join(f"{r:g}" for r in space.asha_rungs)
         at = f"epoch{'s' if len(space.asha_rungs) > 1 else ''} {rungs}"
         scheduler = (f"ASHA keeping the best 1/{space.scheduler.reduction_factor:g} at {at}"
                      if rungs else "ASHA (no rung before the last epoch)")  # fmt: skip
+        if space.scheduler.type == "hyperband":
+            scheduler = (f"Hyperband: {space.scheduler.brackets} brackets of "
+                         f"{scheduler.removeprefix('ASHA ')}")  # fmt: skip
     else:
         scheduler = "every trial runs to the end (FIFO)"
     budget = space.budget

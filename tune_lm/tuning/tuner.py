@@ -185,24 +185,28 @@ def stop_ledger(path: str) -> StopLedger:
 
 
 def build_tuner(
-    space: SearchSpace, corpus: Corpus, path: str, *, resume: bool, callbacks: list | None = None,
-    ledger: StopLedger | None = None,
+    space: SearchSpace, corpus: Corpus | None, path: str, *, resume: bool,
+    callbacks: list | None = None, ledger: StopLedger | None = None, trainable: Any = None,
+    stop: Any = None, reuse_actors: bool = False, study_on_disk: bool = True, verbose: int = 1,
 ) -> tune.Tuner:
     """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`).
+    ``trainable`` replaces the training one (a replayed search), ``stop`` is Tune's.
 
     A restored Tuner keeps the callbacks it was created with (Ray pickles them)."""
+    trainable = trainable if trainable is not None else _trainable(space, corpus)
     private_api.set_tune_env_defaults()  # snapshots every 5 s; no "excessive snapshots" noise
     check_experiment(path, resume=resume)
     if resume:
         return tune.Tuner.restore(
-            path, trainable=_trainable(space, corpus), resume_unfinished=True,
+            path, trainable=trainable, resume_unfinished=True,
             resume_errored=True,
         )  # fmt: skip
     storage, name = path.rsplit("/", 1)
     # Local storage: the Optuna study is a journal file in the experiment folder. Remote
     # storage: the study lives in memory and Ray saves it with the searcher's state.
     ledger = ledger or stop_ledger(path)
-    searcher = make_searcher(space, Path(path) if "://" not in path else None, ledger)
+    on_disk = study_on_disk and "://" not in path
+    searcher = make_searcher(space, Path(path) if on_disk else None, ledger)
     time_budget = parse_duration(space.budget.time_budget) if space.budget.time_budget else None
     tune_config = tune.TuneConfig(
         metric=M.VAL_PPL,
@@ -213,6 +217,7 @@ def build_tuner(
         # Optuna is limited by its ConcurrencyLimiter; Tune's grid by this.
         max_concurrent_trials=None if searcher else space.budget.max_concurrent,
         time_budget_s=time_budget,
+        reuse_actors=reuse_actors,
     )
     run_config = tune.RunConfig(
         name=name,
@@ -220,7 +225,8 @@ def build_tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
         callbacks=callbacks,
-        verbose=1,
+        stop=stop,
+        verbose=verbose,
     )
     # Optuna holds the space itself (Ray refuses it twice); a grid is expanded by Tune, and
     # its repeats are a grid over seeds (Tune's own repeats would all share one seed).
@@ -229,7 +235,7 @@ def build_tuner(
         param_space["seed"] = tune.grid_search(space.repeat_seeds)
         tune_config.num_samples = 1
     return tune.Tuner(
-        _trainable(space, corpus),
+        trainable,
         param_space=param_space,
         tune_config=tune_config,
         run_config=run_config,

@@ -1,0 +1,173 @@
+"""Replayed searches: recorded curves read and matched (nearest configuration in the
+normalised space), and a real Ray Tune search replaying them (issue 16)."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.replay import load_curves
+from tune_lm.tuning.searchers import make_scheduler
+from tune_lm.tuning.space import SearchSpace
+
+COLUMNS = ["config_id", "model", "emsize", "lr", "epoch", "val_ppl", "epoch_time_s",
+           "eval_time_s"]  # fmt: skip
+# Four recorded trials of 9 epochs; trial 3 diverges at epoch 2.
+POOL = {
+    0: ("LSTM", 32, 1.0, [900 - 20 * e for e in range(9)]),
+    1: ("LSTM", 256, 20.0, [600 - 30 * e for e in range(9)]),
+    2: ("GRU", 64, 5.0, [700 - 10 * e for e in range(9)]),
+    3: ("GRU", 256, 40.0, [800, math.inf]),
+}
+
+
+def write_pool(path, pool=POOL):
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(COLUMNS)
+        for config_id, (model, emsize, lr, curve) in pool.items():
+            for epoch, value in enumerate(curve, start=1):
+                out.writerow([config_id, model, emsize, lr, epoch, value, 0.5, 0.1])
+    return path
+
+
+def space(**overrides):
+    raw = {"name": "replayed", "seed": 3, "fixed": {"epochs": 9, "nlayers": 1},
+           "budget": {"num_samples": 12, "max_concurrent": 2},
+           "resources": {"cpus_per_trial": 0.5},
+           "parameters": {"model": {"choice": ["LSTM", "GRU"]}, "emsize": {"logint": [32, 256]},
+                          "lr": {"loguniform": [1, 40]}}}  # fmt: skip
+    raw.update(overrides)
+    return SearchSpace.from_raw(raw, "test")
+
+
+def test_a_table_is_read_into_curves_with_their_seconds(tmp_path):
+    curves = load_curves(write_pool(tmp_path / "pool.csv"))
+    assert curves.names == ["model", "emsize", "lr"]
+    assert curves.max_epochs == 9
+    first = curves.trials[0]
+    assert first.params == {"model": "LSTM", "emsize": 32, "lr": 1.0}
+    assert first.val_ppl[:2] == (900.0, 880.0) and first.seconds[0] == pytest.approx(0.6)
+    assert curves.trials[3].val_ppl == (800.0, math.inf)
+
+
+def test_the_nearest_recorded_trial_is_found_on_the_spaces_scales(tmp_path):
+    curves = load_curves(write_pool(tmp_path / "pool.csv"))
+    searched = space()
+    near = lambda **c: curves.nearest(c, searched).trial_id  # noqa: E731
+    assert near(model="LSTM", emsize=32, lr=1.0) == "0"  # exact
+    assert near(model="LSTM", emsize=200, lr=15.0) == "1"
+    # A different cell costs 1, as much as a parameter's whole range: the LSTM at
+    # emsize 32 / lr 1 stays nearer for (LSTM, 64, 5) than the GRU with those values.
+    assert near(model="LSTM", emsize=64, lr=5.0) == "0"
+    assert near(model="GRU", emsize=64, lr=5.0) == "2"
+    assert near(model="GRU", emsize=180, lr=40.0) == "3"
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("", "no rows"),
+        ("config_id,model,epoch,val_ppl\n0,LSTM,1,500\n", "epoch_time_s"),
+        ("model,epoch,val_ppl,epoch_time_s\nLSTM,1,500,1\n", "config_id"),
+        ("config_id,epoch,val_ppl,epoch_time_s\n0,1,500,1\n", "no parameter columns"),
+        ("config_id,model,epoch,val_ppl,epoch_time_s\n0,LSTM,1,abc,1\n", "row 2"),
+        ("config_id,model,epoch,val_ppl,epoch_time_s\n0,LSTM,1,500,1\n0,LSTM,3,400,1\n",
+         "without gaps"),
+        ("config_id,model,epoch,val_ppl,epoch_time_s\n0,LSTM,0,500,1\n", "1 or more"),
+    ],
+)  # fmt: skip
+def test_a_bad_recording_is_refused_naming_the_flag_the_file_and_the_fix(tmp_path, text, says):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="--replay") as refused:
+        load_curves(path)
+    assert says in str(refused.value) and str(path) in str(refused.value)
+
+
+def test_a_missing_recording_and_an_unanswerable_space_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_curves(tmp_path / "absent.csv")
+    curves = load_curves(write_pool(tmp_path / "pool.csv"))
+    with pytest.raises(ConfigError, match="end at epoch 9"):
+        curves.check_fits(space(fixed={"epochs": 20}))
+    with pytest.raises(ConfigError, match="no parameter in common"):
+        curves.check_fits(space(parameters={"dropout": {"uniform": [0, 0.5]}}))
+
+
+def test_an_experiments_trial_folders_are_curves_too(tmp_path):
+    """Tune's result.json per trial folder: whole epochs kept, mid-epoch ones skipped."""
+    for trial, (lr, values) in {"train_trial_a_1": (5.0, [500, 400]),
+                                "train_trial_b_2": (20.0, [450, 300, 250])}.items():  # fmt: skip
+        folder = tmp_path / "exp" / trial
+        folder.mkdir(parents=True)
+        lines = []
+        for epoch, value in enumerate(values, start=1):
+            lines.append({"epoch": epoch - 0.5, "val_ppl": value + 5, "config": {"lr": lr}})
+            lines.append({"epoch": float(epoch), "val_ppl": value, "time_this_iter_s": 2.0,
+                          "config": {"lr": lr}})  # fmt: skip
+        (folder / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    curves = load_curves(tmp_path / "exp")
+    assert sorted(t.val_ppl for t in curves.trials) == [(450, 300, 250), (500, 400)]
+    assert curves.nearest({"lr": 18.0}).val_ppl == (450, 300, 250)
+    assert curves.trials[0].seconds == (2.0, 2.0)
+
+
+def test_hyperband_runs_asha_in_several_brackets_and_brackets_need_it():
+    hyperband = space(scheduler={"type": "hyperband", "brackets": 3})
+    assert len(make_scheduler(hyperband)._brackets) == 3
+    assert len(make_scheduler(space())._brackets) == 1
+    with pytest.raises(ConfigError, match="brackets"):
+        space(scheduler={"type": "asha", "brackets": 2})
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_replayed_grid_reports_the_recorded_curves_exactly(tmp_path, local_ray):
+    from tune_lm.tuning.rehearsal import rehearse
+
+    curves = load_curves(write_pool(tmp_path / "pool.csv"))
+    grid = space(searcher={"type": "grid"}, scheduler={"type": "fifo"},
+                 parameters={"model": {"grid": ["LSTM", "GRU"]},
+                             "emsize": {"grid": [256]}, "lr": {"grid": [20.0, 40.0]}},
+                 budget={"max_concurrent": 2})  # fmt: skip
+    run = rehearse(grid, curves, str(tmp_path / "grid"), speed=100.0)
+    curves_seen = {}
+    for event in run.events:
+        curves_seen.setdefault((event.trial_id, event.replayed_from), []).append(event.val_ppl)
+    # (LSTM, 256, 20) and (LSTM, 256, 40) replay trial 1; (GRU, 256, 40) replays trial 3,
+    # which diverges at epoch 2 and ends there; (GRU, 256, 20) is nearest trial 3 too.
+    assert sorted(curves_seen.values()) == sorted([[float(v) for v in POOL[1][3]]] * 2
+                                                  + [[800.0, math.inf]] * 2)  # fmt: skip
+    assert sorted(source for _, source in curves_seen) == ["1", "1", "3", "3"]
+    assert run.trial_epochs == 9 + 9 + 2 + 2
+    assert run.trial_epochs_to_reach(min(POOL[1][3])) is not None
+
+
+@pytest.mark.slow
+def test_a_replayed_asha_search_stops_trials_and_keeps_to_its_budget(tmp_path, local_ray):
+    from tune_lm.tuning.rehearsal import rehearse
+
+    curves = load_curves(write_pool(tmp_path / "pool.csv"))
+    searched = space(scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
+                     budget={"num_samples": 1000, "max_concurrent": 2})  # fmt: skip
+    run = rehearse(searched, curves, str(tmp_path / "asha"), speed=100.0,
+                   budget_trial_epochs=40, quick=True)  # fmt: skip
+    assert run.trial_epochs == 40
+    epochs_per_trial = {}
+    for event in run.events:
+        epochs_per_trial[event.trial_id] = event.epoch
+        recorded = next(t for t in curves.trials if t.trial_id == event.replayed_from)
+        assert event.val_ppl == recorded.val_ppl[event.epoch - 1]
+    assert min(epochs_per_trial.values()) < 9  # ASHA stopped some trial early
+    assert run.best_within(40) == min(e.val_ppl for e in run.events)
