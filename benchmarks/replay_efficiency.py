@@ -60,6 +60,7 @@ GRID = {
 }  # fmt: skip
 RANDOM = {"type": "optuna", "sampler": "random"}
 TPE = {"type": "optuna", "sampler": "tpe", "n_startup_trials": 10}
+TPE_RUNG = {**TPE, "rung_aware": True}
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 3}
 HYPERBAND = {"type": "hyperband", "grace_period": 1, "reduction_factor": 3, "brackets": 3}
 FIFO = {"type": "fifo"}
@@ -68,6 +69,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "random_fifo": {"searcher": RANDOM, "scheduler": FIFO, "parameters": WIDE},
     "random_asha": {"searcher": RANDOM, "scheduler": ASHA, "parameters": WIDE},
     "tpe_asha": {"searcher": TPE, "scheduler": ASHA, "parameters": WIDE},
+    "tpe_asha_rung": {"searcher": TPE_RUNG, "scheduler": ASHA, "parameters": WIDE},
     "hyperband": {"searcher": RANDOM, "scheduler": HYPERBAND, "parameters": WIDE},
     "tpe_hyperband": {"searcher": TPE, "scheduler": HYPERBAND, "parameters": WIDE},
 }

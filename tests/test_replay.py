@@ -171,3 +171,101 @@ def test_a_replayed_asha_search_stops_trials_and_keeps_to_its_budget(tmp_path, l
         assert event.val_ppl == recorded.val_ppl[event.epoch - 1]
     assert min(epochs_per_trial.values()) < 9  # ASHA stopped some trial early
     assert run.best_within(40) == min(e.val_ppl for e in run.events)
+
+
+SPACE_YAML = """
+name: rehearsed
+seed: 4
+scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
+budget: {num_samples: 12, max_concurrent: 2}
+resources: {cpus_per_trial: 0.5}
+fixed: {epochs: 9, nlayers: 1}
+parameters:
+  model: {choice: [LSTM, GRU]}
+  emsize: {logint: [32, 256]}
+  lr: {loguniform: [1, 40]}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--resume"], "--resume cannot go with it"),
+        (["--smoke"], "--smoke cannot go with it"),
+        (["--tracking-uri", "sqlite:///x.db"], "--tracking-uri cannot go with it"),
+        (["--data", "ptb"], "--data cannot go with it"),
+        (["--replay-speed", "0"], "--replay-speed must be a positive number"),
+        (["--max-epochs", "20"], "end at epoch 9"),
+        (["--storage", "s3://bucket/x"], "local folder"),
+    ],
+)  # fmt: skip
+def test_replay_flags_that_cannot_work_are_refused_before_anything_starts(tmp_path, extra, says):
+    from cli_run import run_cli
+
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    pool = write_pool(tmp_path / "pool.csv")
+    done = run_cli("search", "--space", tmp_path / "space.yaml", "--replay", pool,
+                   "--storage", tmp_path / "runs", *extra, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert says in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.csv", "space.yaml"]
+
+
+@pytest.mark.slow
+def test_replay_speed_needs_replay(tmp_path):
+    from cli_run import run_cli
+
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    done = run_cli("search", "--space", tmp_path / "space.yaml", "--replay-speed", "50",
+                   cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "only with --replay" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_replayed_search_from_the_command_line_summarises_and_logs_nothing(tmp_path):
+    from cli_run import run_cli
+
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    pool = write_pool(tmp_path / "pool.csv")
+    done = run_cli("search", "--space", tmp_path / "space.yaml", "--replay", pool,
+                   "--storage", tmp_path / "runs", cwd=tmp_path, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replayed:" in done.stdout and "stopped early by ASHA" in done.stdout
+    summary = json.loads((tmp_path / "runs" / "rehearsed-replay" / "summary.json").read_text())
+    recorded = {round(min(curve), 2) for *_, curve in POOL.values()}
+    assert len(summary["trials"]) == 12
+    assert {round(r["best_val_ppl"], 2) for r in summary["trials"]} <= recorded
+    assert not (tmp_path / "mlflow.db").exists()  # nothing logged to MLflow
+
+
+@pytest.mark.parametrize(
+    "baselines, says",
+    [
+        ([{"model": "GRU", "emsize": 64, "lr": 50.0}], "lr: 50.0 is outside [1, 40]"),
+        ([{"model": "GRU", "emsize": 64}], "no value for ['lr']"),
+        ([{"model": "GRU", "emsize": 64, "lr": 5, "bptt": 3}], "names ['bptt']"),
+        ([{"model": "RNN", "emsize": 64, "lr": 5}], "'RNN' is not one of"),
+        ([{"model": "GRU", "emsize": 64.5, "lr": 5}], "not a whole number"),
+    ],
+)  # fmt: skip
+def test_a_baseline_the_space_cannot_take_is_refused(baselines, says):
+    with pytest.raises(ConfigError, match="baselines") as refused:
+        space(baselines=baselines)
+    assert says in str(refused.value)
+
+
+@pytest.mark.slow
+def test_baselines_are_evaluated_first(tmp_path, local_ray):
+    """The known-good configurations run before anything the sampler proposes."""
+    from tune_lm.tuning.rehearsal import rehearse
+
+    curves = load_curves(write_pool(tmp_path / "pool.csv"))
+    baselines = [{"model": "GRU", "emsize": 64, "lr": 5.0},
+                 {"model": "LSTM", "emsize": 32, "lr": 1.0}]  # fmt: skip
+    searched = space(baselines=baselines, scheduler={"type": "fifo"},
+                     budget={"num_samples": 4, "max_concurrent": 1})  # fmt: skip
+    run = rehearse(searched, curves, str(tmp_path / "baselines"), speed=100.0, quick=True)
+    order = list(dict.fromkeys((e.trial_id, e.replayed_from) for e in run.events))
+    assert [source for _, source in order[:2]] == ["2", "0"]
+    assert len(order) == 4

@@ -83,6 +83,12 @@ class _Kind(BaseModel):
         """A sampled value as the space writes it (see :class:`QUniform`)."""
         return value
 
+    def refuses(self, value: Any) -> str | None:
+        """Why ``value`` is not one this parameter can take (None: it is)."""
+        if value not in self.values:
+            return f"{short_repr(value)} is not one of {short_repr(self.values)}"
+        return None
+
 
 class Choice(_Kind):
     kind = "choice"
@@ -144,6 +150,13 @@ class _Range(_Kind):
 
     def corners(self) -> list[Any]:
         return [self.low, self.high]
+
+    def refuses(self, value: Any) -> str | None:
+        if not _finite_number(value) or (self.whole and not isinstance(value, int)):
+            return f"{short_repr(value)} is not a {'whole ' if self.whole else ''}number"
+        if not self.low <= value <= self.high:
+            return f"{value!r} is outside [{self.low}, {self.high}]"
+        return None
 
     def as_whole(self) -> str:
         """The same range for a whole-number option, e.g. ``{int: [5, 32]}`` for

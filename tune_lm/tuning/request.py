@@ -101,8 +101,8 @@ def check_flags(args: argparse.Namespace) -> None:
             check_override(key, getattr(args, key))
     if args.progress_every is not None and not 0 < args.progress_every < math.inf:
         raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
-    check_storage(args.storage)
     check_replay_flags(args)
+    check_storage(args.storage)
     if args.name is not None and (
         not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")
     ):

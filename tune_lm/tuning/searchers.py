@@ -18,6 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 from tune_lm.lm import metrics as M
 from tune_lm.tuning import private_api
 from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
+from tune_lm.tuning.rung_sampler import VALUE_AT_EPOCH, RungAwareTPESampler
 from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.tune_space import to_tune_space
 
@@ -100,9 +101,10 @@ class EpochAwareOptunaSearch(OptunaSearch):
     """
 
     def __init__(self, *args: Any, max_epochs: float, ledger: StopLedger | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 value_rungs: list[float] | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
+        self._value_rungs = set(value_rungs or ())  # epochs whose value a rung-aware TPE reads
         self._last_step: dict[str, int] = {}
         self._ledger = ledger
 
@@ -119,6 +121,16 @@ class EpochAwareOptunaSearch(OptunaSearch):
         if values is not None and ot_trial is not None and M.EPOCH in result:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
                 ot_trial.set_user_attr(f"values_at_epoch_{result[M.EPOCH]:g}", values)
+        self._note_rung_value(ot_trial, result)
+
+    def _note_rung_value(self, ot_trial: Any, result: dict | None) -> None:
+        """For a rung-aware TPE: the trial's val_ppl at a rung, as a user attribute."""
+        if ot_trial is None or not result or result.get(M.EPOCH) not in self._value_rungs:
+            return
+        value = result.get(M.VAL_PPL)
+        if isinstance(value, int | float) and math.isfinite(value):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+                ot_trial.set_user_attr(VALUE_AT_EPOCH.format(epoch=result[M.EPOCH]), value)
 
     def _objective_values(self, result: dict | None) -> list[float] | None:
         """A multi-objective result's values in the study's order (None: one objective,
@@ -160,6 +172,7 @@ class EpochAwareOptunaSearch(OptunaSearch):
                 study.tell(ot_trial, values)
                 told.add(trial_id)
                 return None
+            self._note_rung_value(ot_trial, result)  # the value it was judged on
             single_objective = not isinstance(self.metric, list)  # MO trials take no report
             if single_objective and step is not None and self._last_step.get(trial_id) != step:
                 # Ray withholds the result that made ASHA stop a trial; it is the value
@@ -216,9 +229,10 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     if sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     startup = space.searcher.n_startup_trials
-    return optuna.samplers.TPESampler(
-        seed=seed, **({"n_startup_trials": startup} if startup is not None else {})
-    )
+    options = {"seed": seed, **({"n_startup_trials": startup} if startup is not None else {})}
+    if space.searcher.rung_aware:
+        return RungAwareTPESampler(rungs=[*space.asha_rungs, space.epochs], **options)
+    return optuna.samplers.TPESampler(**options)
 
 
 def make_searcher(space: SearchSpace, experiment_dir: Path | None,
@@ -242,6 +256,8 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None,
         storage=storage,
         max_epochs=space.epochs,
         ledger=ledger,
+        value_rungs=[*space.asha_rungs, space.epochs] if space.searcher.rung_aware else None,
+        points_to_evaluate=[dict(b) for b in space.baselines] or None,
     )
     searcher.fail_orphans()  # a study left by a driver killed before Tune's first snapshot
     if space.budget.max_concurrent:

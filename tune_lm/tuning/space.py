@@ -68,6 +68,8 @@ class SearchSpace(TrainingSpace):
     budget: BudgetSpec = BudgetSpec()
     resources: ResourcesSpec = ResourcesSpec()
     test_at_epochs: list[int] = []  # grid studies: test perplexity at these epochs
+    # Known-good configurations (a value for every searched parameter), evaluated first.
+    baselines: list[dict[str, Any]] = []
     # What Optuna optimises: val_ppl first (ASHA stops on it), optionally a cost too.
     objectives: list[Literal["val_ppl", "epoch_time_s", "tokens_per_s"]] = ["val_ppl"]
 
@@ -93,6 +95,12 @@ class SearchSpace(TrainingSpace):
             ("searcher", "n_startup_trials", grid, _OPTUNA_ONLY, "remove it, or use type: optuna"),
             ("searcher", "n_startup_trials", sampler != "tpe", f"with sampler {sampler} (only "
              "the tpe sampler takes it)", "remove it, or use sampler: tpe"),
+            ("searcher", "rung_aware", grid or sampler != "tpe", "unless 'searcher: {type: "
+             "optuna, sampler: tpe}'", "remove it, or use the tpe sampler"),
+            ("searcher", "rung_aware", fifo, "with 'scheduler: {type: fifo}' (no rungs)",
+             "remove it, or use type: asha"),
+            ("searcher", "rung_aware", len(self.objectives) > 1, "with several objectives",
+             "remove it"),
             ("scheduler", "grace_period", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
             ("scheduler", "reduction_factor", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
             ("scheduler", "brackets", self.scheduler.type != "hyperband", "unless 'scheduler: "
@@ -173,6 +181,32 @@ class SearchSpace(TrainingSpace):
                 "lists, use 'searcher: {type: optuna}' with 'choice' to sample it, or set "
                 "'budget: {allow_large_grid: true}' if you mean it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _baselines_fit(self) -> SearchSpace:
+        """Each baseline gives every searched parameter a value it can take."""
+        if self.baselines and self.searcher.type == "grid":
+            raise space_error("field 'baselines' has no effect with 'searcher: {type: grid}' "
+                              "(a grid runs only its own cells); add the baseline's values "
+                              "to the grid, or use type: optuna")  # fmt: skip
+        searched = sorted(self.parameters)
+        for number, baseline in enumerate(self.baselines, start=1):
+            where = f"field 'baselines', entry {number}"
+            unknown = sorted(set(baseline) - set(searched))
+            if unknown:
+                raise space_error(f"{where} names {unknown}, which the space does not search "
+                                  f"(it searches {searched}); a baseline gives a value to "
+                                  "each searched parameter, nothing else")  # fmt: skip
+            missing = [name for name in searched if name not in baseline]
+            if missing:
+                raise space_error(f"{where} has no value for {missing}; give every searched "
+                                  f"parameter a value ({searched})")  # fmt: skip
+            for name in searched:
+                why = self.parameters[name].refuses(baseline[name])
+                if why:
+                    raise space_error(f"{where}, {name}: {why}; give a value the parameter "
+                                      "can take")  # fmt: skip
         return self
 
     @model_validator(mode="after")

@@ -50,6 +50,9 @@ class SearcherSpec(Section):
     type: Literal["optuna", "grid"] = "optuna"
     sampler: Literal["tpe", "random", "cmaes", "gp", "nsga2"] = "tpe"
     n_startup_trials: int | None = Field(None, ge=0)  # TPE's random warm-up trials
+    # TPE fitted on the highest ASHA rung with enough trials, each valued there (BOHB-like;
+    # tuning/rung_sampler.py); off: Optuna's PRUNED ordering (deepest first, then value).
+    rung_aware: bool = False
 
 
 def _sane_reduction(value: float) -> float:
