@@ -233,9 +233,9 @@ def test_a_replayed_search_from_the_command_line_summarises_and_logs_nothing(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     assert "replayed:" in done.stdout and "stopped early by ASHA" in done.stdout
     summary = json.loads((tmp_path / "runs" / "rehearsed-replay" / "summary.json").read_text())
-    recorded = {round(min(curve), 2) for *_, curve in POOL.values()}
+    recorded = {round(float(v), 2) for *_, curve in POOL.values() for v in curve}
     assert len(summary["trials"]) == 12
-    assert {round(r["best_val_ppl"], 2) for r in summary["trials"]} <= recorded
+    assert {round(r["best_val_ppl"], 2) for r in summary["trials"]} <= recorded  # replayed
     assert not (tmp_path / "mlflow.db").exists()  # nothing logged to MLflow
 
 
