@@ -3,6 +3,7 @@
 import statistics
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -64,3 +65,39 @@ def test_tpe_proposes_where_the_model_rung_is_good_not_where_the_deepest_trials_
         proposals[name] = [study.ask({"x": X}).params["x"] for _ in range(30)]
     assert statistics.median(proposals["rung"]) > 0.6
     assert statistics.median(proposals["plain"]) < statistics.median(proposals["rung"]) - 0.2
+
+
+def test_mo_asha_keeps_a_fast_model_that_plain_asha_would_stop(tmp_path):
+    """At a rung, MO-ASHA ranks by Pareto front (then perplexity) and keeps the best
+    1/reduction_factor; a much faster but worse trial is on the first front."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from tune_lm.tuning.searchers import StopLedger, make_scheduler
+    from tune_lm.tuning.space import SearchSpace
+
+    space = SearchSpace.from_raw({
+        "name": "mo", "objectives": ["val_ppl", "epoch_time_s"], "fixed": {"epochs": 9},
+        "scheduler": {"type": "mo_asha", "grace_period": 1, "reduction_factor": 3},
+        "parameters": {"lr": {"loguniform": [1, 40]}}}, "test")  # fmt: skip
+    ledger = StopLedger(tmp_path)
+    scheduler = make_scheduler(space, ledger)
+    scheduler.set_search_properties("val_ppl", "min")
+
+    def result(name, ppl, seconds, epoch=1.0):
+        return scheduler.on_trial_result(None, SimpleNamespace(trial_id=name),
+                                         {"epoch": epoch, "val_ppl": ppl,
+                                          "epoch_time_s": seconds})  # fmt: skip
+
+    assert result("A", 400, 10) == TrialScheduler.CONTINUE  # the first always goes on
+    for name, ppl, seconds in [("B", 410, 11), ("C", 420, 12), ("D", 430, 13), ("E", 440, 14)]:
+        assert result(name, ppl, seconds) == TrialScheduler.STOP  # A dominates each
+    assert result("F", 600, 1) == TrialScheduler.CONTINUE  # 6 at the rung, 2 kept: A and F
+    assert result("G", 650, 20) == TrialScheduler.STOP  # dominated by all
+    assert result("A", 300, 10, epoch=3.0) == TrialScheduler.CONTINUE
+    assert result("A", 200, 10, epoch=9.0) == TrialScheduler.STOP  # the budget's end
+    assert set(ledger.stopped()) == {"B", "C", "D", "E", "G"}  # not A's end of budget
+    with pytest.raises(Exception, match="mo_asha"):
+        SearchSpace.from_raw({"name": "one", "scheduler": {"type": "mo_asha"},
+                              "parameters": {"lr": {"loguniform": [1, 40]}}}, "test")  # fmt: skip

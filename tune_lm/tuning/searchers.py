@@ -18,6 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 from tune_lm.lm import metrics as M
 from tune_lm.tuning import private_api
 from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
+from tune_lm.tuning.mo_asha import MultiObjectiveASHA
 from tune_lm.tuning.rung_sampler import VALUE_AT_EPOCH, RungAwareTPESampler
 from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.tune_space import to_tune_space
@@ -271,6 +272,14 @@ def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> Tria
     recorded in ``ledger``; or FIFO."""
     if space.scheduler.type == "fifo":
         return FIFOScheduler()
+    if space.scheduler.type == "mo_asha":
+        return MultiObjectiveASHA(
+            ledger=ledger or StopLedger(None), time_attr=M.EPOCH, max_t=space.epochs,
+            grace_period=space.scheduler.grace_period,
+            reduction_factor=space.scheduler.reduction_factor,
+            objectives=list(space.objectives), modes=space.objective_modes,
+            rungs=space.asha_rungs,
+        )  # fmt: skip
     return RecordingASHA(
         ledger=ledger or StopLedger(None),
         time_attr=M.EPOCH,

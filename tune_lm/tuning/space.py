@@ -184,6 +184,14 @@ class SearchSpace(TrainingSpace):
         return self
 
     @model_validator(mode="after")
+    def _mo_asha_has_objectives(self) -> SearchSpace:
+        if self.scheduler.type == "mo_asha" and len(self.objectives) < 2:
+            raise space_error("'scheduler: {type: mo_asha}' ranks trials on several "
+                              "objectives, and the space has one; add one (objectives: "
+                              "[val_ppl, epoch_time_s]) or use type: asha")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _baselines_fit(self) -> SearchSpace:
         """Each baseline gives every searched parameter a value it can take."""
         if self.baselines and self.searcher.type == "grid":

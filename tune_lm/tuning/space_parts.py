@@ -71,7 +71,9 @@ class SchedulerSpec(Section):
     # hyperband: ASHA in several brackets, bracket k's first rung at grace_period x
     # reduction_factor**k (Ray's AsyncHyperBandScheduler), hedging against a grace
     # period too short to judge trials by.
-    type: Literal["asha", "hyperband", "fifo"] = "asha"
+    # mo_asha: ASHA promoting by non-dominated sorting on the objectives (several of them;
+    # tuning/mo_asha.py).
+    type: Literal["asha", "hyperband", "mo_asha", "fifo"] = "asha"
     grace_period: float = Field(1.0, gt=0)  # epochs every trial gets before a stop
     reduction_factor: Annotated[float, AfterValidator(_sane_reduction)] = 3.0
     brackets: int = Field(3, ge=2, le=8)  # hyperband only

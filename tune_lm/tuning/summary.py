@@ -199,6 +199,8 @@ def describe_plan(space: SearchSpace) -> str:
         at = f"epoch{'s' if len(space.asha_rungs) > 1 else ''} {rungs}"
         scheduler = (f"ASHA keeping the best 1/{space.scheduler.reduction_factor:g} at {at}"
                      if rungs else "ASHA (no rung before the last epoch)")  # fmt: skip
+        if space.scheduler.type == "mo_asha":
+            scheduler = "MO-ASHA (Pareto fronts) " + scheduler.removeprefix("ASHA ")
         if space.scheduler.type == "hyperband":
             scheduler = (f"Hyperband: {space.scheduler.brackets} brackets of "
                          f"{scheduler.removeprefix('ASHA ')}")  # fmt: skip
