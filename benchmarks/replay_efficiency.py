@@ -91,11 +91,14 @@ def _start_worker(curves_path: str) -> None:
 
     from tune_lm.tuning.replay import load_curves
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial files
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3600")  # nothing here is resumed
     logging.getLogger("ray").setLevel(logging.ERROR)
     _CURVES = load_curves(curves_path)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR)  # fmt: skip
+    devnull = os.open(os.devnull, os.O_WRONLY)  # Tune's per-search banners, not ours
+    os.dup2(devnull, 1)
 
 
 def replay_one(method: str, seed: int, budget: int | None, speed: float) -> dict[str, Any]:
