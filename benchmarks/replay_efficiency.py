@@ -41,14 +41,9 @@ BASE: dict[str, Any] = {
     "budget": {"num_samples": 100_000, "max_concurrent": CONCURRENT},
     "resources": {"cpus_per_trial": 0.5},
 }  # fmt: skip
-WIDE = {  # the recording's own space (record_curves.SPACE)
-    "model": {"choice": ["LSTM", "GRU", "RNN_TANH"]},
-    "emsize": {"logint": [32, 256]},
-    "nhid": {"logint": [32, 256]},
-    "dropout": {"uniform": [0.0, 0.5]},
-    "lr": {"loguniform": [1.0, 40.0]},
-    "bptt": {"int": [10, 50]},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record_curves import SPACE as WIDE  # noqa: E402  (the recording's own space)
+
 GRID = {
     "searcher": {"type": "grid"},
     "scheduler": {"type": "fifo"},
