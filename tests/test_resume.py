@@ -25,7 +25,7 @@ searcher: {type: optuna, sampler: random}
 scheduler: {type: fifo}
 budget: {num_samples: 4, max_concurrent: 2}
 resources: {cpus_per_trial: 1}
-fixed: {epochs: 3, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10, dropout: 0.0,
+fixed: {epochs: 8, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10, dropout: 0.0,
         max_tokens_per_epoch: 30000}
 parameters:
   lr: {loguniform: [1.0, 20.0]}
