@@ -95,9 +95,8 @@ class Curves:
         columns, matrix = self._scales[key]
         point = np.array([transform(config.get(name)) for name, transform in columns])
         gaps = matrix - point
-        gaps[:, [i for i, (_, t) in enumerate(columns) if t.choice]] = np.where(
-            gaps[:, [i for i, (_, t) in enumerate(columns) if t.choice]] != 0, 1.0, 0.0
-        )
+        choices = [i for i, (_, transform) in enumerate(columns) if transform.choice]
+        gaps[:, choices] = (gaps[:, choices] != 0).astype(float)  # a choice: equal or not
         gaps = np.nan_to_num(gaps, nan=1.0)  # a value the pool cannot place: as far as can be
         return self.trials[int(np.argmin((gaps**2).sum(axis=1)))]
 
