@@ -269,3 +269,60 @@ def test_baselines_are_evaluated_first(tmp_path, local_ray):
     order = list(dict.fromkeys((e.trial_id, e.replayed_from) for e in run.events))
     assert [source for _, source in order[:2]] == ["2", "0"]
     assert len(order) == 4
+
+
+def test_asha_never_stops_a_baseline_early_but_counts_its_values(tmp_path):
+    """The real ASHA scheduler class: a baseline as bad as a trial it stops goes on; its
+    value raises the bar for the trials after it."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from tune_lm.tuning.searchers import StopLedger
+
+    baseline = {"model": "LSTM", "emsize": 32, "lr": 1.0}
+    for kind in ("asha", "hyperband"):
+        searched = space(baselines=[baseline], scheduler={"type": kind, "grace_period": 1,
+                                                          "reduction_factor": 3})  # fmt: skip
+        ledger = StopLedger(tmp_path / kind)
+        scheduler = make_scheduler(searched, ledger)
+        scheduler.set_search_properties("val_ppl", "min")
+        trials = {name: SimpleNamespace(trial_id=name, config=config) for name, config in [
+            ("good", {"model": "GRU", "emsize": 64, "lr": 5.0}),
+            ("base", dict(baseline)), ("like_base", {**baseline, "lr": 1.5}),
+            ("after", {"model": "GRU", "emsize": 100, "lr": 3.0})]}  # fmt: skip
+        for trial in trials.values():
+            scheduler.on_trial_add(None, trial)
+
+        def result(name, ppl, epoch=1.0):
+            return scheduler.on_trial_result(None, trials[name], {"epoch": epoch,
+                                                                  "val_ppl": ppl})  # fmt: skip
+
+        if kind == "hyperband":  # brackets are drawn at random: compare within one bracket
+            bracket = scheduler._trial_info["base"]  # noqa: SLF001 (Ray's own bookkeeping)
+            for name in trials:
+                scheduler._trial_info[name] = bracket  # noqa: SLF001
+        assert result("good", 300) == TrialScheduler.CONTINUE
+        assert result("like_base", 900) == TrialScheduler.STOP  # worse than the best third
+        assert result("base", 900) == TrialScheduler.CONTINUE  # as bad, but a baseline
+        assert result("base", 850, epoch=3.0) == TrialScheduler.CONTINUE
+        assert result("after", 890) == TrialScheduler.STOP  # the baseline's 900 counted
+        assert set(ledger.stopped()) == {"like_base", "after"}, kind
+
+
+@pytest.mark.slow
+def test_a_slow_starting_baseline_runs_its_whole_budget_in_a_real_search(tmp_path, local_ray):
+    """Through the real Tuner with ASHA: the second baseline starts worse than the first
+    and would be stopped at epoch 1; it runs all its epochs, and no stop is recorded."""
+    from tune_lm.tuning.rehearsal import rehearse
+
+    curves = load_curves(write_pool(tmp_path / "pool.csv"))
+    baselines = [{"model": "LSTM", "emsize": 256, "lr": 20.0},  # 600 at epoch 1
+                 {"model": "LSTM", "emsize": 32, "lr": 1.0}]  # 900 at epoch 1  # fmt: skip
+    searched = space(baselines=baselines, budget={"num_samples": 2, "max_concurrent": 1},
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3})
+    run = rehearse(searched, curves, str(tmp_path / "slow"), speed=100.0, quick=True)
+    epochs = {}
+    for event in run.events:
+        epochs.setdefault(event.replayed_from, []).append(event.epoch)
+    assert epochs == {"1": list(range(1, 10)), "0": list(range(1, 10))}

@@ -17,6 +17,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tune_lm.lm import metrics as M
+from tune_lm.tuning.baselines import is_baseline
 
 
 def front_ranks(points: dict[str, tuple[float, ...]]) -> dict[str, int]:
@@ -37,11 +38,14 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 class MultiObjectiveASHA(ASHAScheduler):
-    """See the module. Its stops go to ``ledger`` (a StopLedger), like ASHA's."""
+    """See the module. Its stops go to ``ledger`` (a StopLedger), like ASHA's; the
+    ``baselines`` are never stopped early (see :mod:`tune_lm.tuning.baselines`)."""
 
     def __init__(self, *, ledger: Any, max_t: float, objectives: list[str], modes: list[str],
-                 rungs: list[float], **kwargs: Any) -> None:  # fmt: skip
+                 rungs: list[float], baselines: list[dict[str, Any]] | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(max_t=max_t, **kwargs)
+        self.baselines = [dict(b) for b in baselines or ()]
         self.ledger, self.max_epochs = ledger, max_t
         self.objectives = list(objectives)
         self.signs = [1.0 if mode == "min" else -1.0 for mode in modes]
@@ -53,6 +57,8 @@ class MultiObjectiveASHA(ASHAScheduler):
         decision = self.decide(trial.trial_id, result)
         epoch = result.get(M.EPOCH)
         if decision == TrialScheduler.STOP and epoch is not None and epoch < self.max_epochs:
+            if self.baselines and is_baseline(trial.config, self.baselines):
+                return TrialScheduler.CONTINUE  # its values still counted at the rung
             self.ledger.record(trial.trial_id, float(epoch))
         return decision
 

@@ -17,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tune_lm.lm import metrics as M
 from tune_lm.tuning import private_api
+from tune_lm.tuning.baselines import is_baseline
 from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
 from tune_lm.tuning.mo_asha import MultiObjectiveASHA
 from tune_lm.tuning.rung_sampler import VALUE_AT_EPOCH, RungAwareTPESampler
@@ -24,9 +25,6 @@ from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.tune_space import to_tune_space
 
 log = logging.getLogger(__name__)
-
-
-
 
 
 class StopLedger:
@@ -62,16 +60,21 @@ class StopLedger:
 
 
 class RecordingASHA(ASHAScheduler):
-    """Ray's ASHA, writing each early stop it decides into a :class:`StopLedger`."""
+    """Ray's ASHA, writing each early stop it decides into a :class:`StopLedger`; the
+    space's ``baselines`` are never stopped early (see :mod:`tune_lm.tuning.baselines`)."""
 
-    def __init__(self, *, ledger: StopLedger, max_t: float, **kwargs: Any) -> None:
+    def __init__(self, *, ledger: StopLedger, max_t: float,
+                 baselines: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(max_t=max_t, **kwargs)
         self.ledger, self.max_epochs = ledger, max_t
+        self.baselines = [dict(b) for b in baselines or ()]
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
         epoch = result.get(M.EPOCH)
         if decision == TrialScheduler.STOP and epoch is not None and epoch < self.max_epochs:
+            if self.baselines and is_baseline(trial.config, self.baselines):
+                return TrialScheduler.CONTINUE  # its value still counted at the rung
             self.ledger.record(trial.trial_id, float(epoch))
         return decision
 
@@ -269,7 +272,7 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None,
 def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> TrialScheduler:
     """ASHA (one bracket) or Hyperband (several) on validation perplexity with epochs as
     time (so it can act within an epoch when trials evaluate every N tokens), its stops
-    recorded in ``ledger``; or FIFO."""
+    recorded in ``ledger``, the space's baselines exempt from them; or FIFO."""
     if space.scheduler.type == "fifo":
         return FIFOScheduler()
     if space.scheduler.type == "mo_asha":
@@ -278,7 +281,7 @@ def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> Tria
             grace_period=space.scheduler.grace_period,
             reduction_factor=space.scheduler.reduction_factor,
             objectives=list(space.objectives), modes=space.objective_modes,
-            rungs=space.asha_rungs,
+            rungs=space.asha_rungs, baselines=list(space.baselines),
         )  # fmt: skip
     return RecordingASHA(
         ledger=ledger or StopLedger(None),
@@ -287,4 +290,5 @@ def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> Tria
         grace_period=space.scheduler.grace_period,
         reduction_factor=space.scheduler.reduction_factor,
         brackets=space.scheduler.brackets if space.scheduler.type == "hyperband" else 1,
+        baselines=list(space.baselines),
     )
