@@ -57,6 +57,10 @@ RANDOM = {"type": "optuna", "sampler": "random"}
 TPE = {"type": "optuna", "sampler": "tpe", "n_startup_trials": 10}
 TPE_RUNG = {**TPE, "rung_aware": True}
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 3}
+ASHA_G3 = {**ASHA, "grace_period": 3}
+# The PyTorch word_language_model example's defaults, as cells.yaml runs them first.
+PYTORCH_DEFAULTS = [{"model": "LSTM", "emsize": 200, "nhid": 200, "dropout": 0.2,
+                     "lr": 20.0, "bptt": 35}]  # fmt: skip
 HYPERBAND = {"type": "hyperband", "grace_period": 1, "reduction_factor": 3, "brackets": 3}
 FIFO = {"type": "fifo"}
 METHODS: dict[str, dict[str, Any]] = {
@@ -67,6 +71,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "tpe_asha_rung": {"searcher": TPE_RUNG, "scheduler": ASHA, "parameters": WIDE},
     "hyperband": {"searcher": RANDOM, "scheduler": HYPERBAND, "parameters": WIDE},
     "tpe_hyperband": {"searcher": TPE, "scheduler": HYPERBAND, "parameters": WIDE},
+    "random_asha_g3": {"searcher": RANDOM, "scheduler": ASHA_G3, "parameters": WIDE},
+    "tpe_asha_g3": {"searcher": TPE, "scheduler": ASHA_G3, "parameters": WIDE},
+    "tpe_asha_base": {"searcher": TPE, "scheduler": ASHA, "parameters": WIDE,
+                      "baselines": PYTORCH_DEFAULTS},
+    "tpe_asha_base_g3": {"searcher": TPE, "scheduler": ASHA_G3, "parameters": WIDE,
+                         "baselines": PYTORCH_DEFAULTS},
 }
 
 

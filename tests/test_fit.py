@@ -173,3 +173,28 @@ def test_mid_epoch_evaluations_anneal_at_most_once_per_epoch(corpus):
         if current[M.LR] != previous[M.LR]:
             assert float(previous[M.EPOCH]).is_integer(), (previous, current)
     assert len({entry[M.LR] for entry in history}) <= config.epochs
+
+
+def test_a_pbt_perturbation_continues_the_weights_with_the_new_lr_and_dropout(
+    tiny_config, corpus
+):
+    """adopt(): the state trained with lr 5 / dropout 0.1 continues under lr 2 / dropout
+    0.3 (the lr takes over, the change is recorded); a shape change is still refused."""
+    from tune_lm.lm.train_state import TrainState, adopt
+
+    config = tiny_config.replace(epochs=3, lr_decay=1.0)
+    full, states = saved_states(config, corpus)
+    state = TrainState.from_dict(states[0])
+    perturbed = config.replace(lr=2.0, dropout=0.3)
+    adopted = adopt(state, perturbed)
+    assert adopted.lr == 2.0
+    assert adopted.perturbations == [{"epoch": 1, "window": 0, "lr": [5.0, 2.0],
+                                      "dropout": [0.1, 0.3]}]  # fmt: skip
+    run = fit(perturbed, corpus=corpus, state=adopted)
+    assert [h[M.LR] for h in run.history] == [5.0, 2.0, 2.0]  # epoch 1 was the parent's
+    assert losses(run.history)[0] == losses(full.history)[0]  # the parent's epoch 1 kept
+    assert losses(run.history)[1] != losses(full.history)[1]  # then the new values act
+    # Unchanged lr and dropout: nothing to adopt, nothing recorded.
+    assert adopt(TrainState.from_dict(states[0]), config).perturbations == []
+    with pytest.raises(ConfigError, match="nhid"):
+        adopt(TrainState.from_dict(states[0]), perturbed.replace(nhid=32, emsize=32))

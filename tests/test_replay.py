@@ -95,6 +95,11 @@ def test_a_missing_recording_and_an_unanswerable_space_are_refused(tmp_path):
         curves.check_fits(space(fixed={"epochs": 20}))
     with pytest.raises(ConfigError, match="no parameter in common"):
         curves.check_fits(space(parameters={"dropout": {"uniform": [0, 0.5]}}))
+    pbt = SearchSpace.from_raw({"name": "pbt", "fixed": {"epochs": 9},
+                                "scheduler": {"type": "pbt"},
+                                "parameters": {"lr": {"loguniform": [1, 40]}}}, "test")  # fmt: skip
+    with pytest.raises(ConfigError, match="cannot be replayed"):
+        curves.check_fits(pbt)
 
 
 def test_an_experiments_trial_folders_are_curves_too(tmp_path):
@@ -271,7 +276,8 @@ def test_baselines_are_evaluated_first(tmp_path, local_ray):
     assert len(order) == 4
 
 
-def test_asha_never_stops_a_baseline_early_but_counts_its_values(tmp_path):
+@pytest.mark.parametrize("kind", ["asha", "hyperband"])
+def test_asha_never_stops_a_baseline_early_but_counts_its_values(tmp_path, kind):
     """The real ASHA scheduler class: a baseline as bad as a trial it stops goes on; its
     value raises the bar for the trials after it."""
     from types import SimpleNamespace
@@ -281,33 +287,30 @@ def test_asha_never_stops_a_baseline_early_but_counts_its_values(tmp_path):
     from tune_lm.tuning.searchers import StopLedger
 
     baseline = {"model": "LSTM", "emsize": 32, "lr": 1.0}
-    for kind in ("asha", "hyperband"):
-        searched = space(baselines=[baseline], scheduler={"type": kind, "grace_period": 1,
-                                                          "reduction_factor": 3})  # fmt: skip
-        ledger = StopLedger(tmp_path / kind)
-        scheduler = make_scheduler(searched, ledger)
-        scheduler.set_search_properties("val_ppl", "min")
-        trials = {name: SimpleNamespace(trial_id=name, config=config) for name, config in [
-            ("good", {"model": "GRU", "emsize": 64, "lr": 5.0}),
-            ("base", dict(baseline)), ("like_base", {**baseline, "lr": 1.5}),
-            ("after", {"model": "GRU", "emsize": 100, "lr": 3.0})]}  # fmt: skip
-        for trial in trials.values():
-            scheduler.on_trial_add(None, trial)
+    searched = space(baselines=[baseline], scheduler={"type": kind, "grace_period": 1,
+                                                      "reduction_factor": 3})  # fmt: skip
+    ledger = StopLedger(tmp_path)
+    scheduler = make_scheduler(searched, ledger)
+    scheduler.set_search_properties("val_ppl", "min")
+    trials = {name: SimpleNamespace(trial_id=name, config=config) for name, config in [
+        ("good", {"model": "GRU", "emsize": 64, "lr": 5.0}),
+        ("base", dict(baseline)), ("like_base", {**baseline, "lr": 1.5}),
+        ("after", {"model": "GRU", "emsize": 100, "lr": 3.0})]}  # fmt: skip
+    for trial in trials.values():
+        scheduler.on_trial_add(None, trial)
+    # Hyperband draws each trial's bracket at random: all in the first (rungs 1, 3).
+    for name in trials:
+        scheduler._trial_info[name] = scheduler._brackets[0]  # noqa: SLF001 (Ray's own)
 
-        def result(name, ppl, epoch=1.0):
-            return scheduler.on_trial_result(None, trials[name], {"epoch": epoch,
-                                                                  "val_ppl": ppl})  # fmt: skip
+    def result(name, ppl, epoch=1.0):
+        return scheduler.on_trial_result(None, trials[name], {"epoch": epoch, "val_ppl": ppl})
 
-        if kind == "hyperband":  # brackets are drawn at random: compare within one bracket
-            bracket = scheduler._trial_info["base"]  # noqa: SLF001 (Ray's own bookkeeping)
-            for name in trials:
-                scheduler._trial_info[name] = bracket  # noqa: SLF001
-        assert result("good", 300) == TrialScheduler.CONTINUE
-        assert result("like_base", 900) == TrialScheduler.STOP  # worse than the best third
-        assert result("base", 900) == TrialScheduler.CONTINUE  # as bad, but a baseline
-        assert result("base", 850, epoch=3.0) == TrialScheduler.CONTINUE
-        assert result("after", 890) == TrialScheduler.STOP  # the baseline's 900 counted
-        assert set(ledger.stopped()) == {"like_base", "after"}, kind
+    assert result("good", 300) == TrialScheduler.CONTINUE
+    assert result("like_base", 900) == TrialScheduler.STOP  # worse than the best third
+    assert result("base", 900) == TrialScheduler.CONTINUE  # as bad, but a baseline
+    assert result("base", 850, epoch=3.0) == TrialScheduler.CONTINUE
+    assert result("after", 890) == TrialScheduler.STOP  # the baseline's 900 counted
+    assert set(ledger.stopped()) == {"like_base", "after"}
 
 
 @pytest.mark.slow

@@ -138,6 +138,23 @@ BAD_SPACES = [
         "parameters: {model: {grid: [LSTM, GRU]}}\n",
         "allow_large_grid: true",
     ),
+    # population-based training
+    *((f"scheduler: {{type: pbt{extra}}}\nfixed: {{epochs: 6}}\n"
+       f"parameters: {{lr: {{loguniform: [1, 40]}}, nhid: {{choice: [16, 32]}}{more}}}\n", says)
+      for extra, more, says in [
+          (", mutate: [nhid]", "", "'nhid', which training cannot change mid-run"),
+          (", mutate: [dropout]", "", "'dropout', which the space does not search"),
+          (", mutate: []", "", "needs something to perturb"),
+          (", perturbation_interval: 6", "", "PBT would never act"),
+          (", grace_period: 2", "", "'scheduler.grace_period' has no effect with"),
+          ("", "}\nsearcher: {type: optuna", "field 'searcher' has no effect with"),
+      ]),
+    *(("scheduler: {type: pbt}\nfixed: {epochs: 6}\nparameters: {lr: {loguniform: [1, 40]}}\n"
+       + extra, says) for extra, says in [
+          ("objectives: [val_ppl, epoch_time_s]\n", "optimises val_ppl alone"),
+          ("baselines: [{lr: 5}]\n", "field 'baselines' has no effect"),
+      ]),  # fmt: skip
+    ("scheduler: {type: asha, mutate: [lr]}\n", "'scheduler.mutate' has no effect unless"),
     # nothing searched
     ("name: only_a_name\n", "field 'parameters' is missing or empty"),
     ("fixed: {epochs: 2}\nparameters: {}\n", "nothing is searched"),

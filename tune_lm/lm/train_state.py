@@ -1,10 +1,12 @@
 """A training run's resumable state: what :func:`tune_lm.lm.fit.fit` saves at every
 evaluation boundary and resumes from, exactly (weights, optimizer, learning rate,
-hidden state, generators' seeds), and which config changes a resume may make."""
+hidden state, generators' seeds), which config changes a resume may make, and which a
+population-based schedule may make mid-training (:func:`adopt`)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,9 @@ from tune_lm.lm.model import Hidden
 STATE_FORMAT = "tune_lm.train_state/1"
 # Fields that may differ between a saved state and the config that resumes it.
 RESUMABLE_CHANGES = {"epochs", "device", "threads", "data"}
+# Fields a population-based schedule (PBT) may change when a trial continues another's
+# state: neither changes the weights' shapes, so training continues from them.
+PERTURBABLE = ("lr", "dropout")
 
 
 @dataclass
@@ -36,6 +41,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     rng: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    # Each change adopt() made: {"epoch", "window", and per field [old, new]}.
+    perturbations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy of plain tensors/primitives, safe to ``torch.save`` and to load
@@ -90,3 +97,25 @@ def check_resumable(state: TrainState, config: TrainConfig) -> None:
             f"cannot resume: the saved state was trained with a different config ({details}). "
             "Resume with the original values, or start a new run"
         )
+
+
+def adopt(state: TrainState, config: TrainConfig) -> TrainState:
+    """``state`` continued under ``config``, which may differ from the config it was
+    trained with in :data:`PERTURBABLE` fields (and those a resume may change): the new
+    learning rate takes over from the saved one (annealed or not), the new dropout from
+    the next batch on, and the change is recorded in ``perturbations``. Any other
+    difference is refused, as by :func:`check_resumable`. ``state`` is left as it was."""
+    current = config.to_dict()
+    changes = {key: [state.config.get(key), current[key]] for key in PERTURBABLE
+               if key in current and state.config.get(key) != current[key]}  # fmt: skip
+    if not changes:
+        return state
+    adopted = dataclasses.replace(
+        state,
+        config={**state.config, **{key: new for key, (_, new) in changes.items()}},
+        lr=config.lr if "lr" in changes else state.lr,
+        perturbations=[*state.perturbations,
+                       {"epoch": state.epoch, "window": state.window, **changes}],
+    )  # fmt: skip
+    check_resumable(adopted, config)
+    return adopted

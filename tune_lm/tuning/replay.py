@@ -79,6 +79,12 @@ class Curves:
                 f"{self.max_epochs} (fixed.epochs or --epochs {self.max_epochs}), or record "
                 "longer curves"
             )
+        if space.scheduler.type == "pbt":
+            raise ConfigError(
+                f"{FLAG}: 'scheduler: {{type: pbt}}' cannot be replayed: its trials continue "
+                "other trials' weights with new values, which no recorded curve shows. "
+                "Rehearse ASHA, Hyperband or FIFO, or run the PBT search for real"
+            )
         shared = [name for name in space.parameters if name in self.names]
         if not shared:
             raise ConfigError(

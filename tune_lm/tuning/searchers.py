@@ -20,6 +20,7 @@ from tune_lm.tuning import private_api
 from tune_lm.tuning.baselines import is_baseline
 from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
 from tune_lm.tuning.mo_asha import MultiObjectiveASHA
+from tune_lm.tuning.pbt import make_pbt
 from tune_lm.tuning.rung_sampler import VALUE_AT_EPOCH, RungAwareTPESampler
 from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.tune_space import to_tune_space
@@ -243,8 +244,8 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None,
                   ledger: StopLedger | None = None) -> Searcher | None:  # fmt: skip
     """Optuna, its study persisted as a journal in ``experiment_dir`` (in memory when
     None); None for a grid, which Tune's own variant generator expands."""
-    if space.searcher.type != "optuna":
-        return None
+    if space.searcher.type != "optuna" or space.scheduler.type == "pbt":
+        return None  # Tune's own variant generator: a grid, or PBT's random population
     storage = None
     if experiment_dir is not None:
         experiment_dir.mkdir(parents=True, exist_ok=True)
@@ -272,9 +273,11 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None,
 def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> TrialScheduler:
     """ASHA (one bracket) or Hyperband (several) on validation perplexity with epochs as
     time (so it can act within an epoch when trials evaluate every N tokens), its stops
-    recorded in ``ledger``, the space's baselines exempt from them; or FIFO."""
+    recorded in ``ledger``, the space's baselines exempt from them; PBT; or FIFO."""
     if space.scheduler.type == "fifo":
         return FIFOScheduler()
+    if space.scheduler.type == "pbt":
+        return make_pbt(space)
     if space.scheduler.type == "mo_asha":
         return MultiObjectiveASHA(
             ledger=ledger or StopLedger(None), time_attr=M.EPOCH, max_t=space.epochs,

@@ -21,6 +21,7 @@ from pydantic import ValidationError, ValidationInfo, model_serializer, model_va
 
 from tune_lm.lm.config import describe_validation_error
 from tune_lm.lm.errors import ConfigError
+from tune_lm.lm.train_state import PERTURBABLE
 from tune_lm.tuning.params import (
     PARAMETER_ERROR,
     PARAMETER_KIND_ERROR,
@@ -51,6 +52,9 @@ GRID_WARN_TRIALS = 100  # a grid this big gets a warning with its count
 GRID_MAX_TRIALS = 1000  # and one bigger is refused unless budget.allow_large_grid is true
 _GRID_ONLY = "without 'searcher: {type: grid}' (only a grid's size is limited)"
 _OPTUNA_ONLY = "with 'searcher: {type: grid}' (a grid runs every combination; only Optuna samples)"
+_PBT_ONLY = "unless 'scheduler: {type: pbt}'"
+_NOT_PBT = ("with 'scheduler: {type: pbt}' (PBT stops no trial; it moves the worst onto "
+            "the best's weights every perturbation_interval epochs)")
 _ASHA_ONLY = ("with 'scheduler: {type: fifo}' (FIFO stops no trial early; only ASHA and "
               "Hyperband read it)")
 
@@ -89,6 +93,7 @@ class SearchSpace(TrainingSpace):
     def _without_effect(self) -> list[tuple[str, str, str, str]]:
         """(section, key, why, fix) of each key the chosen searcher or scheduler never reads."""
         grid, fifo = self.searcher.type == "grid", self.scheduler.type == "fifo"
+        pbt = self.scheduler.type == "pbt"
         sampler = self.searcher.sampler
         rules = [  # (section, key, has no effect when, why, fix)
             ("searcher", "sampler", grid, _OPTUNA_ONLY, "remove it, or use type: optuna"),
@@ -103,6 +108,11 @@ class SearchSpace(TrainingSpace):
              "remove it"),
             ("scheduler", "grace_period", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
             ("scheduler", "reduction_factor", fifo, _ASHA_ONLY, "remove it, or use type: asha"),
+            ("scheduler", "grace_period", pbt, _NOT_PBT, "remove it"),
+            ("scheduler", "reduction_factor", pbt, _NOT_PBT, "remove it"),
+            *(("scheduler", key, not pbt, _PBT_ONLY, "remove it, or use type: pbt")
+              for key in ("perturbation_interval", "mutate", "quantile_fraction",
+                          "resample_probability")),
             ("scheduler", "brackets", self.scheduler.type != "hyperband", "unless 'scheduler: "
              "{type: hyperband}' (ASHA runs one bracket)", "remove it, or use type: hyperband"),
             ("budget", "allow_large_grid", not grid, _GRID_ONLY, "remove it"),
@@ -192,6 +202,50 @@ class SearchSpace(TrainingSpace):
         return self
 
     @model_validator(mode="after")
+    def _pbt_fits(self) -> SearchSpace:
+        """PBT: a population drawn at random by Tune, perturbing what training can change
+        mid-run (lr, dropout) and that the space searches."""
+        if self.scheduler.type != "pbt":
+            return self
+        if "searcher" in self.model_fields_set:
+            raise space_error("field 'searcher' has no effect with 'scheduler: {type: pbt}': "
+                              "PBT's population is drawn at random from the parameters "
+                              "(Ray's PBT takes no searcher); remove 'searcher'")  # fmt: skip
+        if len(self.objectives) > 1:
+            raise space_error("'scheduler: {type: pbt}' optimises val_ppl alone; remove the "
+                              "other objectives, or use type: mo_asha")  # fmt: skip
+        if self.baselines:
+            raise space_error("field 'baselines' has no effect with 'scheduler: {type: pbt}' "
+                              "(its population is drawn at random); remove it")  # fmt: skip
+        for name in self.pbt_mutations:
+            if name not in PERTURBABLE:
+                raise space_error(
+                    f"field 'scheduler.mutate' names {name!r}, which training cannot change "
+                    f"mid-run (the weights' shapes or the data would change); PBT can perturb "
+                    f"{list(PERTURBABLE)}")  # fmt: skip
+            if name not in self.parameters:
+                raise space_error(f"field 'scheduler.mutate' names {name!r}, which the space "
+                                  f"does not search; add it to 'parameters' (a range or a "
+                                  f"choice) or remove it from mutate")  # fmt: skip
+        if not self.pbt_mutations:
+            raise space_error("'scheduler: {type: pbt}' needs something to perturb: lr or "
+                              "dropout, searched in 'parameters' and not left out of "
+                              "'scheduler.mutate'")  # fmt: skip
+        if self.scheduler.perturbation_interval >= self.epochs:
+            raise space_error(
+                f"field 'scheduler.perturbation_interval' is "
+                f"{self.scheduler.perturbation_interval:g} epochs, not less than the "
+                f"{self.epochs} epochs trials train, so PBT would never act; lower it")
+        return self
+
+    @property
+    def pbt_mutations(self) -> list[str]:
+        """What PBT perturbs: scheduler.mutate, or lr and dropout where searched."""
+        if self.scheduler.mutate is not None:
+            return list(self.scheduler.mutate)
+        return [name for name in PERTURBABLE if name in self.parameters]
+
+    @model_validator(mode="after")
     def _baselines_fit(self) -> SearchSpace:
         """Each baseline gives every searched parameter a value it can take."""
         if self.baselines and self.searcher.type == "grid":
@@ -263,7 +317,7 @@ class SearchSpace(TrainingSpace):
     def asha_rungs(self) -> list[float]:
         """The epochs at which ASHA compares trials (ascending; with Hyperband, its first
         bracket's, which hold every other bracket's); none with FIFO."""
-        if self.scheduler.type == "fifo":
+        if self.scheduler.type in ("fifo", "pbt"):
             return []
         rungs, epoch = [], self.scheduler.grace_period
         while epoch < self.epochs:

@@ -73,10 +73,17 @@ class SchedulerSpec(Section):
     # period too short to judge trials by.
     # mo_asha: ASHA promoting by non-dominated sorting on the objectives (several of them;
     # tuning/mo_asha.py).
-    type: Literal["asha", "hyperband", "mo_asha", "fifo"] = "asha"
+    # pbt: population-based training (Ray's PBT; tuning/pbt.py): every perturbation_interval
+    # epochs the worst quantile_fraction of trials continue the best's weights with their
+    # lr / dropout perturbed (x0.8 or x1.2, or resampled with resample_probability).
+    type: Literal["asha", "hyperband", "mo_asha", "fifo", "pbt"] = "asha"
     grace_period: float = Field(1.0, gt=0)  # epochs every trial gets before a stop
     reduction_factor: Annotated[float, AfterValidator(_sane_reduction)] = 3.0
     brackets: int = Field(3, ge=2, le=8)  # hyperband only
+    perturbation_interval: float = Field(2.0, gt=0)  # pbt only: epochs between perturbations
+    mutate: list[str] | None = None  # pbt only: what it perturbs (default: lr, dropout searched)
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)  # pbt only
+    resample_probability: float = Field(0.25, ge=0, le=1)  # pbt only
 
 
 def parse_duration(text: str | float | int) -> float:

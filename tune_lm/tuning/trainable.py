@@ -29,7 +29,7 @@ from tune_lm.lm.errors import TuneLMError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.fit import fit
 from tune_lm.lm.model import RNNLanguageModel
-from tune_lm.lm.train_state import TrainState
+from tune_lm.lm.train_state import TrainState, adopt
 from tune_lm.tuning import faults
 from tune_lm.tuning.space import SearchSpace
 
@@ -123,6 +123,9 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
     config = trial_resources(space.trial_config(sampled))
     checkpoint = tune.get_checkpoint()
     state = load_latest_readable(checkpoint) if checkpoint is not None else None
+    if state is not None and space.scheduler.type == "pbt":
+        # PBT restarts a trial from another's checkpoint with perturbed lr / dropout.
+        state = adopt(TrainState.from_dict(state), config)
     trial_id = tune.get_context().get_trial_id()
     trial_dir = tune.get_context().get_trial_dir()
     test_epochs = set(space.test_at_epochs)

@@ -24,6 +24,8 @@ from tune_lm.tuning.tune_space import to_tune_space
 
 log = logging.getLogger(__name__)
 CHECKPOINTS_KEPT = 2  # the latest holds the best weights too; one spare in case of a crash
+# PBT copies another trial's checkpoint, which must still be there when it does.
+PBT_CHECKPOINTS_KEPT = 5
 
 
 def connect_ray(address: str | None) -> None:
@@ -222,14 +224,17 @@ def build_tuner(
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=PBT_CHECKPOINTS_KEPT if space.scheduler.type == "pbt"
+            else CHECKPOINTS_KEPT),  # fmt: skip
         failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
         callbacks=callbacks,
         stop=stop,
         verbose=verbose,
     )
-    # Optuna holds the space itself (Ray refuses it twice); a grid is expanded by Tune, and
-    # its repeats are a grid over seeds (Tune's own repeats would all share one seed).
+    # Optuna holds the space itself (Ray refuses it twice); a grid (or PBT's population) is
+    # drawn by Tune, and a grid's repeats are a grid over seeds (Tune's own repeats would
+    # all share one seed).
     param_space = {} if searcher else to_tune_space(space)
     if not searcher and space.repeat_seeds:
         param_space["seed"] = tune.grid_search(space.repeat_seeds)

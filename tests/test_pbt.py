@@ -1,0 +1,60 @@
+"""Population-based training (issue 16): a real PBT search on a tiny corpus, its trials
+continuing other trials' weights with perturbed lr / dropout, each change recorded."""
+
+import json
+import sqlite3
+
+import pytest
+import torch
+from cli_run import run_cli
+
+from tune_lm.lm.checkpoint import STATE_FILE
+
+PBT_SPACE = """
+data: synthetic
+seed: 5
+scheduler: {type: pbt, perturbation_interval: 1, quantile_fraction: 0.5,
+            resample_probability: 0.0}
+budget: {num_samples: 3}
+resources: {cpus_per_trial: 0.5}
+fixed: {epochs: 4, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,
+        max_tokens_per_epoch: 1600, lr_decay: 1.0}
+parameters:
+  lr: {loguniform: [0.1, 40.0]}
+  dropout: {uniform: [0.0, 0.5]}
+"""
+
+
+@pytest.mark.slow
+def test_a_pbt_search_moves_trials_onto_better_weights_with_perturbed_values(tmp_path):
+    space = tmp_path / "pbt.yaml"
+    space.write_text(PBT_SPACE)
+    done = run_cli("search", "--space", space, "--storage", tmp_path / "runs", "--name", "p",
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    experiment = tmp_path / "runs" / "p"
+    perturbed = []
+    for trial in sorted(p for p in experiment.iterdir() if p.is_dir()):
+        latest = max(trial.glob("checkpoint_*"), default=None)
+        if latest is None:
+            continue
+        state = torch.load(latest / STATE_FILE, weights_only=True)
+        results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in results][-1] == 4  # PBT stops no trial
+        final = results[-1]["config"]
+        # The training state trained under the trial's final values, within the space.
+        assert state["config"]["lr"] == pytest.approx(final["lr"])
+        assert state["config"]["dropout"] == pytest.approx(final["dropout"])
+        assert 0.1 <= final["lr"] <= 40.0 and 0.0 <= final["dropout"] <= 0.5
+        if state["perturbations"]:
+            perturbed.append(state["perturbations"])
+            change = state["perturbations"][-1]
+            assert change["lr"][1] == pytest.approx(final["lr"])
+            assert {"epoch", "window", "lr", "dropout"} <= set(change)
+            assert len(state["history"]) == 4  # the parent's epochs, then its own
+    assert perturbed, "no trial was perturbed in 3 rounds of PBT"
+    summary = json.loads((experiment / "summary.json").read_text())
+    assert len(summary["trials"]) == 3 and summary["best_trial"]["test_ppl"] > 1
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        states = [s for (s,) in db.execute("SELECT status FROM runs")]
+    assert states and "RUNNING" not in states
