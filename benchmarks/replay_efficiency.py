@@ -77,6 +77,8 @@ METHODS: dict[str, dict[str, Any]] = {
                       "baselines": PYTORCH_DEFAULTS},
     "tpe_asha_base_g3": {"searcher": TPE, "scheduler": ASHA_G3, "parameters": WIDE,
                          "baselines": PYTORCH_DEFAULTS},
+    "random_asha_base_g3": {"searcher": RANDOM, "scheduler": ASHA_G3, "parameters": WIDE,
+                            "baselines": PYTORCH_DEFAULTS},
 }
 
 
@@ -232,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         grid = pool.submit(replay_one, "grid", 0, None, args.speed).result()
         budget = 3 * len(grid["val_ppl"])
         print(f"grid: {len(grid['val_ppl'])} trial-epochs; others cut at {budget}", flush=True)
-        jobs = [pool.submit(replay_one, m, s, None if m == "grid" else budget, args.speed)
-                for s in seeds for m in methods]  # fmt: skip
-        runs = []
+        # The grid has no seed: its one run stands for every seed.
+        jobs = [pool.submit(replay_one, m, s, budget, args.speed)
+                for s in seeds for m in methods if m != "grid"]  # fmt: skip
+        runs = [{**grid, "seed": s} for s in seeds]
         for job in jobs:
             runs.append(job.result())
             run = runs[-1]
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     analysis = analyse(runs, methods, seeds)
     print_table(analysis, len(seeds))
     wall = time.monotonic() - started
-    print(f"\n{len(runs) + 1} replayed searches in {wall:.0f} s ({args.jobs} at a time)")
+    print(f"\n{len(runs) - len(seeds) + 1} replayed searches in {wall:.0f} s ({args.jobs} at a time)")
     report = {**analysis, "seeds": len(seeds), "wall_s": round(wall, 1),
               "curves": str(args.curves.relative_to(REPO) if args.curves.is_relative_to(REPO)
                             else args.curves),
