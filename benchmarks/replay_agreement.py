@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                         "search_efficiency_replay.json")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
                         "replay_agreement.json")  # fmt: skip
+    parser.add_argument("--from-runs", type=Path, default=None,
+                        help="compare the real runs of an earlier --out JSON, running none")
     args = parser.parse_args(argv)
+    if args.from_runs is not None:
+        earlier = json.loads(args.from_runs.read_text())
+        return report(earlier["runs"], args, earlier["seeds"], earlier["wall_s"])
     from tune_lm.tuning.tuner import connect_ray, disconnect
 
     corpus = record_curves._reduced_ptb(10_000)  # noqa: SLF001 (the recording's own task)
@@ -104,14 +109,25 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 real.append(real_search(method, seed, corpus, budget))
                 run = real[-1]
+                partial = args.out.with_suffix(".partial.json")  # kept if the run is cut
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps({"seeds": seed + 1, "runs": real,
+                                               "wall_s": round(time.monotonic() - started)}))
                 print(f"{time.monotonic() - started:6.0f}s {method} seed {seed}: "
                       f"{len(run['val_ppl'])} trial-epochs, {run['trials']} trials, best "
                       f"{min(run['val_ppl']):.1f} ({run['wall_s']:.0f} s)", flush=True)  # fmt: skip
     finally:
         disconnect()
+    return report(real, args, args.seeds, round(time.monotonic() - started, 1))
+
+
+def report(real: list[dict[str, Any]], args: argparse.Namespace, seeds: int,
+           wall_s: float) -> int:  # fmt: skip
+    """The comparison printed as a table and written (with the runs) to ``args.out``."""
+    budget = max(len(r["val_ppl"]) for r in real)
     replayed = json.loads(args.replayed.read_text())
     comparison = compare(real, replayed)
-    print(f"\nreal searches ({args.seeds} seeds) against the replay ({replayed['seeds']} "
+    print(f"\nreal searches ({seeds} seeds) against the replay ({replayed['seeds']} "
           f"seeds): best val ppl at each budget (x the grid's {GRID_TRIAL_EPOCHS} "
           "trial-epochs)\n")  # fmt: skip
     print("| method | budget | real, per seed | real median | replay median | replay range "
@@ -122,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cell['real_median']} | {cell['replay_median']} | {cell['replay_range']} "
                   f"| {'yes' if cell['real_inside_replay_range'] else 'NO'} |")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"seeds": args.seeds, "budget_trial_epochs": budget,
-                                    "task": TASK, "comparison": comparison, "runs": real,
-                                    "wall_s": round(time.monotonic() - started, 1)},
+    args.out.write_text(json.dumps({"seeds": seeds, "budget_trial_epochs": budget,
+                                    "task": TASK, "replayed": str(args.replayed),
+                                    "comparison": comparison, "runs": real, "wall_s": wall_s},
                                    indent=1))  # fmt: skip
     print(f"\nJSON: {args.out}")
     return 0

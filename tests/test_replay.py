@@ -329,3 +329,14 @@ def test_a_slow_starting_baseline_runs_its_whole_budget_in_a_real_search(tmp_pat
     for event in run.events:
         epochs.setdefault(event.replayed_from, []).append(event.epoch)
     assert epochs == {"1": list(range(1, 10)), "0": list(range(1, 10))}
+
+
+def test_a_replayed_trial_imports_no_torch():
+    """A replayed search starts a Ray worker per trial actor, often: the replay trainable
+    and the search space must not pull in torch (seconds of CPU per worker)."""
+    import subprocess
+    import sys
+
+    check = "import sys, tune_lm.tuning.replay; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

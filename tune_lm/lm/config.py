@@ -25,6 +25,10 @@ _MAX_PROBLEMS_DESCRIBED = 5
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
+# Fields a population-based schedule (PBT) may change when a trial continues another's
+# training state (tune_lm.lm.train_state.adopt): neither changes the weights' shapes.
+PERTURBABLE = ("lr", "dropout")
+
 class TrainConfig(BaseModel):
     """Hyper-parameters of one training run (defaults: the PyTorch word-LM example)."""
 

@@ -12,16 +12,13 @@ from typing import Any
 
 import torch
 
-from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.config import PERTURBABLE, TrainConfig
 from tune_lm.lm.errors import ConfigError
 from tune_lm.lm.model import Hidden
 
 STATE_FORMAT = "tune_lm.train_state/1"
 # Fields that may differ between a saved state and the config that resumes it.
 RESUMABLE_CHANGES = {"epochs", "device", "threads", "data"}
-# Fields a population-based schedule (PBT) may change when a trial continues another's
-# state: neither changes the weights' shapes, so training continues from them.
-PERTURBABLE = ("lr", "dropout")
 
 
 @dataclass

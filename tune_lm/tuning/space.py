@@ -19,9 +19,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError, ValidationInfo, model_serializer, model_validator
 
-from tune_lm.lm.config import describe_validation_error
+from tune_lm.lm.config import PERTURBABLE, describe_validation_error
 from tune_lm.lm.errors import ConfigError
-from tune_lm.lm.train_state import PERTURBABLE
 from tune_lm.tuning.params import (
     PARAMETER_ERROR,
     PARAMETER_KIND_ERROR,
