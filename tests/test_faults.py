@@ -316,3 +316,15 @@ def test_a_new_store_appears_whole_and_a_kill_while_it_is_built_leaves_none(tmp_
     assert schema_version(killed) == head
     assert MlflowClient(uri).search_experiments()[0].name == "Default"
     assert [p.name for p in killed.parent.iterdir()] == ["mlflow.db"]  # nothing half-made
+
+
+def test_a_resume_of_an_experiment_killed_before_its_first_state_starts_it_again(tmp_path):
+    """Killed after Tune's tuner.pkl but before any state: --resume starts it again, and
+    the new start does not then refuse the folder as taken (seen in CI: exit 2)."""
+    from tune_lm.tuning.tuner import check_experiment
+
+    folder = tmp_path / "runs" / "early"
+    folder.mkdir(parents=True)
+    (folder / "tuner.pkl").write_bytes(b"not a state")
+    assert check_experiment(str(folder), resume=True) is False  # start it again
+    assert check_experiment(str(folder), resume=False) is False  # and the start may proceed

@@ -165,6 +165,9 @@ def check_experiment(path: str, *, resume: bool) -> bool:
     restorable = exists and ("://" in path or tune_state_saved(Path(path)))
     if resume and not restorable and "://" not in path and Path(path).is_dir():
         log.warning("--resume: %s stopped before Tune saved any state; starting it again", path)
+        # Tune's tuner.pkl alone makes the folder look like an experiment, which a new
+        # start would refuse as taken: it holds no state, and the new start rewrites it.
+        (Path(path) / "tuner.pkl").unlink(missing_ok=True)
         return False
     if resume and not restorable:
         raise ConfigError(
