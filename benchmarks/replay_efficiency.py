@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     analysis = analyse(runs, methods, seeds)
     print_table(analysis, len(seeds))
     wall = time.monotonic() - started
-    print(f"\n{len(runs) - len(seeds) + 1} replayed searches in {wall:.0f} s ({args.jobs} at a time)")
+    searches = len(runs) - len(seeds) + 1
+    print(f"\n{searches} replayed searches in {wall:.0f} s ({args.jobs} at a time)")
     report = {**analysis, "seeds": len(seeds), "wall_s": round(wall, 1),
               "curves": str(args.curves.relative_to(REPO) if args.curves.is_relative_to(REPO)
                             else args.curves),

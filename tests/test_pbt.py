@@ -14,7 +14,7 @@ PBT_SPACE = """
 data: synthetic
 seed: 5
 scheduler: {type: pbt, perturbation_interval: 1, quantile_fraction: 0.5,
-            resample_probability: 0.0}
+            resample_probability: 0.0, synchronous: true}
 budget: {num_samples: 3}
 resources: {cpus_per_trial: 0.5}
 fixed: {epochs: 4, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,

@@ -51,4 +51,5 @@ def make_pbt(space: SearchSpace) -> PopulationBasedTraining:
         quantile_fraction=space.scheduler.quantile_fraction,
         resample_probability=space.scheduler.resample_probability,
         custom_explore_fn=KeepInRange(space, names),
+        synch=space.scheduler.synchronous,
     )

@@ -111,7 +111,7 @@ class SearchSpace(TrainingSpace):
             ("scheduler", "reduction_factor", pbt, _NOT_PBT, "remove it"),
             *(("scheduler", key, not pbt, _PBT_ONLY, "remove it, or use type: pbt")
               for key in ("perturbation_interval", "mutate", "quantile_fraction",
-                          "resample_probability")),
+                          "resample_probability", "synchronous")),
             ("scheduler", "brackets", self.scheduler.type != "hyperband", "unless 'scheduler: "
              "{type: hyperband}' (ASHA runs one bracket)", "remove it, or use type: hyperband"),
             ("budget", "allow_large_grid", not grid, _GRID_ONLY, "remove it"),

@@ -84,6 +84,9 @@ class SchedulerSpec(Section):
     mutate: list[str] | None = None  # pbt only: what it perturbs (default: lr, dropout searched)
     quantile_fraction: float = Field(0.25, gt=0, le=0.5)  # pbt only
     resample_probability: float = Field(0.25, ge=0, le=1)  # pbt only
+    # pbt only: perturb only when every trial has reached the interval (Ray's synch=True;
+    # the population pauses there), not each trial on its own as it arrives
+    synchronous: bool = False
 
 
 def parse_duration(text: str | float | int) -> float:
