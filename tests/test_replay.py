@@ -23,13 +23,16 @@ POOL = {
 }
 
 
-def write_pool(path, pool=POOL):
+def write_pool(path, pool=POOL, seconds=None):
+    """The pool as a recording; ``seconds``: each trial's training seconds per epoch
+    (default 0.5), validation 0.1 s."""
     with path.open("w", newline="") as handle:
         out = csv.writer(handle)
         out.writerow(COLUMNS)
         for config_id, (model, emsize, lr, curve) in pool.items():
             for epoch, value in enumerate(curve, start=1):
-                out.writerow([config_id, model, emsize, lr, epoch, value, 0.5, 0.1])
+                out.writerow([config_id, model, emsize, lr, epoch, value,
+                              (seconds or {}).get(config_id, 0.5), 0.1])  # fmt: skip
     return path
 
 
@@ -146,7 +149,7 @@ def test_a_replayed_grid_reports_the_recorded_curves_exactly(tmp_path, local_ray
                  parameters={"model": {"grid": ["LSTM", "GRU"]},
                              "emsize": {"grid": [256]}, "lr": {"grid": [20.0, 40.0]}},
                  budget={"max_concurrent": 2})  # fmt: skip
-    run = rehearse(grid, curves, str(tmp_path / "grid"), speed=100.0)
+    run = rehearse(grid, curves, str(tmp_path / "grid"))
     curves_seen = {}
     for event in run.events:
         curves_seen.setdefault((event.trial_id, event.replayed_from), []).append(event.val_ppl)
@@ -159,6 +162,32 @@ def test_a_replayed_grid_reports_the_recorded_curves_exactly(tmp_path, local_ray
     assert run.trial_epochs_to_reach(min(POOL[1][3])) is not None
 
 
+def test_replayed_results_arrive_in_recorded_time_order_whatever_ray_takes(tmp_path, local_ray):
+    """The virtual clock: three recorded trials of 3.1, 5.1 and 2.1 s per epoch on two
+    slots; the third starts when the first to finish frees its slot. However long Ray
+    takes to start trials and pass results, the results arrive in that simulated order."""
+    from tune_lm.tuning.rehearsal import rehearse
+
+    pool = {0: ("LSTM", 32, 1.0, [900 - 20 * e for e in range(9)]),
+            1: ("LSTM", 64, 1.0, [800 - 20 * e for e in range(9)]),
+            2: ("LSTM", 256, 1.0, [700 - 20 * e for e in range(9)])}  # fmt: skip
+    curves = load_curves(write_pool(tmp_path / "pool.csv", pool, {0: 3.0, 1: 5.0, 2: 2.0}))
+    grid = space(searcher={"type": "grid"}, scheduler={"type": "fifo"},
+                 parameters={"model": {"grid": ["LSTM"]}, "emsize": {"grid": [32, 64, 256]},
+                             "lr": {"grid": [1.0]}},
+                 budget={"max_concurrent": 2})  # fmt: skip
+    run = rehearse(grid, curves, str(tmp_path / "grid"), quick=True)
+    assert run.trial_epochs == 27
+    order = list(dict.fromkeys(e.trial_id for e in run.events))  # trials by first result
+    per_epoch = {e.trial_id: next(t for t in curves.trials if t.trial_id == e.replayed_from)
+                 .seconds[0] for e in run.events}  # fmt: skip
+    finish = {t: 9 * per_epoch[t] for t in order[:2]}
+    start = {order[0]: 0.0, order[1]: 0.0, order[2]: min(finish.values())}
+    due = [start[e.trial_id] + e.epoch * per_epoch[e.trial_id] for e in run.events]
+    assert sorted(per_epoch.values()) == pytest.approx([2.1, 3.1, 5.1])
+    assert due == sorted(due), list(zip(due, (e.trial_id for e in run.events), strict=True))
+
+
 @pytest.mark.slow
 def test_a_replayed_asha_search_stops_trials_and_keeps_to_its_budget(tmp_path, local_ray):
     from tune_lm.tuning.rehearsal import rehearse
@@ -166,7 +195,7 @@ def test_a_replayed_asha_search_stops_trials_and_keeps_to_its_budget(tmp_path, l
     curves = load_curves(write_pool(tmp_path / "pool.csv"))
     searched = space(scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
                      budget={"num_samples": 1000, "max_concurrent": 2})  # fmt: skip
-    run = rehearse(searched, curves, str(tmp_path / "asha"), speed=100.0,
+    run = rehearse(searched, curves, str(tmp_path / "asha"),
                    budget_trial_epochs=40, quick=True)  # fmt: skip
     assert run.trial_epochs == 40
     epochs_per_trial = {}
@@ -270,7 +299,7 @@ def test_baselines_are_evaluated_first(tmp_path, local_ray):
                  {"model": "LSTM", "emsize": 32, "lr": 1.0}]  # fmt: skip
     searched = space(baselines=baselines, scheduler={"type": "fifo"},
                      budget={"num_samples": 4, "max_concurrent": 1})  # fmt: skip
-    run = rehearse(searched, curves, str(tmp_path / "baselines"), speed=100.0, quick=True)
+    run = rehearse(searched, curves, str(tmp_path / "baselines"), quick=True)
     order = list(dict.fromkeys((e.trial_id, e.replayed_from) for e in run.events))
     assert [source for _, source in order[:2]] == ["2", "0"]
     assert len(order) == 4
@@ -324,7 +353,7 @@ def test_a_slow_starting_baseline_runs_its_whole_budget_in_a_real_search(tmp_pat
                  {"model": "LSTM", "emsize": 32, "lr": 1.0}]  # 900 at epoch 1  # fmt: skip
     searched = space(baselines=baselines, budget={"num_samples": 2, "max_concurrent": 1},
                      scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3})
-    run = rehearse(searched, curves, str(tmp_path / "slow"), speed=100.0, quick=True)
+    run = rehearse(searched, curves, str(tmp_path / "slow"), quick=True)
     epochs = {}
     for event in run.events:
         epochs.setdefault(event.replayed_from, []).append(event.epoch)

@@ -115,7 +115,6 @@ def replay(args: argparse.Namespace) -> int:
     its summary and what it would have cost."""
     from tune_lm.tuning.rehearsal import report_rehearsal, run_rehearsal
     from tune_lm.tuning.replay import load_curves
-    from tune_lm.tuning.request import REPLAY_SPEED
     from tune_lm.tuning.tuner import check_address, check_experiment
 
     check_flags(args)
@@ -131,7 +130,7 @@ def replay(args: argparse.Namespace) -> int:
     folder = Path(path)
     with console.capture(folder / LOG_FILE, verbose=args.verbose):
         rehearsal, rows = run_rehearsal(space, curves, path, address=address,
-                                        speed=args.replay_speed or REPLAY_SPEED,
+                                        speed=args.replay_speed,
                                         progress_every=args.progress_every or 30.0)  # fmt: skip
     for line in report_rehearsal(rehearsal, rows, space, folder):
         say(line)

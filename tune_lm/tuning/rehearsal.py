@@ -12,6 +12,7 @@ from ray import tune
 
 from tune_lm.lm import metrics as M
 from tune_lm.tuning.replay import Curves, replay_trial
+from tune_lm.tuning.sim_clock import make_clock
 from tune_lm.tuning.space import SearchSpace
 
 
@@ -81,11 +82,13 @@ def slots(space: SearchSpace) -> int:
     return max(1, int(min(fits) + 1e-9))
 
 
-def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float,
+def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float | None = None,
              budget_trial_epochs: int | None = None, callbacks: list | None = None,
              ledger: Any = None, quick: bool = False) -> Rehearsal:  # fmt: skip
     """Run ``space``'s search at ``path`` (a new experiment folder) on ``curves``: the real
     searcher and scheduler, trials replaying recorded curves. Ray must be connected.
+    ``speed``: None for the virtual clock (results in recorded-time order, as fast as
+    Ray takes them), else recorded seconds per real second.
     ``quick``: nothing kept but the events (no study journal, no console tables): for
     benchmarks that replay hundreds of searches."""
     from tune_lm.tuning.tuner import build_tuner
@@ -94,24 +97,32 @@ def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float,
     space = space.model_copy(update={"budget": space.budget.model_copy(
         update={"max_concurrent": concurrent})})  # fmt: skip
     share = ray.cluster_resources().get("CPU", 1) / concurrent
+    clock, keeper = make_clock(concurrent) if speed is None else (None, None)
     trainable = tune.with_resources(
-        tune.with_parameters(replay_trial, space=space, curves=curves, speed=speed),
+        tune.with_parameters(replay_trial, space=space, curves=curves, speed=speed,
+                             clock=clock),  # fmt: skip
         {"cpu": min(1.0, share)},
     )
     rehearsal = Rehearsal()
     recorder = _Recorder(rehearsal, budget_trial_epochs)
-    tuner = build_tuner(space, None, path, resume=False, callbacks=[recorder, *(callbacks or [])],
+    kept = [recorder, *([keeper] if keeper else []), *(callbacks or [])]
+    tuner = build_tuner(space, None, path, resume=False, callbacks=kept,
                         ledger=ledger, trainable=trainable, stop=recorder,
                         reuse_actors=True, study_on_disk=not quick,
                         verbose=0 if quick else 1)  # fmt: skip
-    rehearsal.results = tuner.fit()
+    try:
+        rehearsal.results = tuner.fit()
+    finally:
+        if clock is not None:
+            ray.kill(clock)
     if budget_trial_epochs is not None:
         del rehearsal.events[budget_trial_epochs:]
     return rehearsal
 
 
 def run_rehearsal(space: SearchSpace, curves: Curves, path: str, *, address: str | None,
-                  speed: float, progress_every: float) -> tuple[Rehearsal, list]:  # fmt: skip
+                  speed: float | None,
+                  progress_every: float) -> tuple[Rehearsal, list]:  # fmt: skip
     """The command's replay: Ray joined (or started), the search rehearsed with the usual
     progress lines and ASHA ledger, Ray left; the rehearsal and its summary rows."""
     from pathlib import Path

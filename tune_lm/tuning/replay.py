@@ -265,17 +265,25 @@ def _from_experiment(folder: Path) -> Curves:
 
 
 def replay_trial(sampled: dict[str, Any], *, space: SearchSpace, curves: Curves,
-                 speed: float) -> None:  # fmt: skip
+                 speed: float | None = None, clock: Any = None) -> None:  # fmt: skip
     """Tune entry point of a replayed search: the nearest recorded curve, reported epoch
-    by epoch in simulated time (recorded seconds / ``speed``)."""
+    by epoch in simulated time: each epoch waits on ``clock`` (a
+    :class:`~tune_lm.tuning.sim_clock.VirtualClock`) for its recorded seconds, or, without
+    one, sleeps recorded seconds / ``speed``."""
+    import ray
     from ray import tune
 
     config = space.trial_config(sampled)
     recorded = curves.nearest(config.model_dump(), space)
+    trial_id = tune.get_context().get_trial_id()
     best, train_time = math.inf, 0.0
     for epoch in range(1, min(space.epochs, len(recorded.val_ppl)) + 1):
         seconds = recorded.seconds[epoch - 1]
-        time.sleep(seconds / speed)
+        if clock is not None:
+            if not ray.get(clock.wait.remote(trial_id, seconds)):
+                return  # dropped: the search stopped this trial
+        else:
+            time.sleep(seconds / (speed or 1.0))
         value = recorded.val_ppl[epoch - 1]
         best, train_time = min(best, value), train_time + seconds
         tune.report({M.EPOCH: float(epoch), M.STEP: epoch, M.VAL_PPL: value,

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
              "folder. The real scheduler and searcher run; each trial replays the nearest "
              "recorded configuration in simulated time; nothing is logged to MLflow")  # fmt: skip
     add("--replay-speed", type=float, metavar="X",
-        help="with --replay: recorded seconds per replayed second (default 100)")  # fmt: skip
+        help="with --replay: replay in wall-clock time, X recorded seconds per real second "
+             "(default: a virtual clock, results in recorded-time order as fast as Ray "
+             "takes them)")  # fmt: skip
     add("--verbose", action="store_true",
         help=f"show Ray's status tables and Ray's, MLflow's and Optuna's messages here "
              f"(default: in {LOG_FILE} in the experiment folder)")  # fmt: skip
@@ -110,7 +112,6 @@ def check_flags(args: argparse.Namespace) -> None:
                           "it is a folder inside --storage")  # fmt: skip
 
 
-REPLAY_SPEED = 100.0
 NOT_WITH_REPLAY = {"resume": "--resume", "smoke": "--smoke", "tracking_uri": "--tracking-uri",
                    "log_checkpoints": "--log-checkpoints", "data": "--data"}  # fmt: skip
 
