@@ -97,7 +97,7 @@ def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float | No
     space = space.model_copy(update={"budget": space.budget.model_copy(
         update={"max_concurrent": concurrent})})  # fmt: skip
     share = ray.cluster_resources().get("CPU", 1) / concurrent
-    clock, keeper = make_clock(concurrent) if speed is None else (None, None)
+    clock, keeper = make_clock(concurrent, space.total_trials) if speed is None else (None, None)
     trainable = tune.with_resources(
         tune.with_parameters(replay_trial, space=space, curves=curves, speed=speed,
                              clock=clock),  # fmt: skip

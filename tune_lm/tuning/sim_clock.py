@@ -9,8 +9,9 @@ Here no trial sleeps. Each replayed trial, before reporting an epoch, posts "my 
 result is due ``seconds`` from now" to :class:`VirtualClock` and waits. The driver
 (:class:`ClockKeeper`, a Tune callback) lets the earliest posted result through only when
 the search is *settled*: no trial waiting to start, every running trial waiting on the
-clock (so none of them can still post an earlier time), and every slot filled (or
-nothing changed for a moment: the searcher has no more to give). Then the clock jumps to
+clock (so none of them can still post an earlier time), and every slot filled (or every
+trial of the search created; or, as a safeguard, nothing changed for seconds with a slot
+empty). Then the clock jumps to
 that result's time. One result is in flight at a time; Tune's scheduler decides on it
 before anything later can happen, exactly as it would on a real timeline where ties are
 rare. A trial that starts does so at the virtual time its slot was freed.
@@ -29,9 +30,9 @@ from typing import Any
 import ray
 from ray import tune
 
-# Nothing changed for this long with a slot empty: the searcher has nothing more to
-# propose now (its samples are spent, or a concurrency limit holds it), so go on.
-QUIET_S = 0.5
+# A safeguard: nothing changed for this long with a slot empty although the search has
+# trials left to create; take it that the searcher has nothing to propose now, and go on.
+QUIET_S = 3.0
 # A settled search waits this long for its running trials to post before the step goes on.
 SETTLE_S = 0.05
 # Nothing released for this long although trials wait: something is stuck (a trial that
@@ -90,8 +91,8 @@ class VirtualClock:
 class ClockKeeper(tune.Callback):
     """The driver's side: advance the clock whenever the search is settled."""
 
-    def __init__(self, clock: Any, slots: int) -> None:
-        self.clock, self.slots = clock, slots
+    def __init__(self, clock: Any, slots: int, total_trials: int) -> None:
+        self.clock, self.slots, self.total_trials = clock, slots, total_trials
         self.last_seen: tuple = ()
         self.changed_at = time.monotonic()
         self.released_at = time.monotonic()
@@ -114,8 +115,9 @@ class ClockKeeper(tune.Callback):
         if not stuck:
             if seen[1]:  # a trial is about to start: it must post its first epoch first
                 return
-            if len(running) < self.slots and now - self.changed_at < QUIET_S:
-                return  # the searcher may still fill the free slot
+            if (len(running) < self.slots and len(trials) < self.total_trials
+                    and now - self.changed_at < QUIET_S):
+                return  # the searcher will fill the free slot
             if not ray.get(self.clock.settle.remote(running, SETTLE_S)):
                 return
         if ray.get(self.clock.release.remote(running)) is not None:
@@ -128,7 +130,8 @@ class ClockKeeper(tune.Callback):
                     "one anyway (a trial may never have posted)", STUCK_S)  # fmt: skip
 
 
-def make_clock(slots: int) -> tuple[Any, ClockKeeper]:
-    """A fresh clock and the callback that keeps it, for one replayed search."""
+def make_clock(slots: int, total_trials: int) -> tuple[Any, ClockKeeper]:
+    """A fresh clock and the callback that keeps it, for one replayed search of
+    ``total_trials`` trials at most, ``slots`` at a time."""
     clock = VirtualClock.remote()
-    return clock, ClockKeeper(clock, slots)
+    return clock, ClockKeeper(clock, slots, total_trials)
