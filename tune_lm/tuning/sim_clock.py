@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from typing import Any
 
@@ -96,6 +97,12 @@ class ClockKeeper(tune.Callback):
         self.last_seen: tuple = ()
         self.changed_at = time.monotonic()
         self.released_at = time.monotonic()
+        self.in_flight: str | None = None  # released; its result not yet taken by Tune
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:  # fmt: skip
+        if trial.trial_id == self.in_flight:
+            self.in_flight = None
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._maybe_advance(trials)
@@ -109,8 +116,8 @@ class ClockKeeper(tune.Callback):
         seen = (tuple(running), sum(1 for t in trials if t.status == "PENDING"), len(trials))
         if seen != self.last_seen:
             self.last_seen, self.changed_at = seen, now
-        if not running:
-            return
+        if not running or self.in_flight in running and now - self.released_at < STUCK_S:
+            return  # nothing to advance, or the last result released is on its way
         stuck = now - self.released_at > STUCK_S
         if not stuck:
             if seen[1]:  # a trial is about to start: it must post its first epoch first
@@ -120,11 +127,10 @@ class ClockKeeper(tune.Callback):
                 return  # the searcher will fill the free slot
             if not ray.get(self.clock.settle.remote(running, SETTLE_S)):
                 return
-        if ray.get(self.clock.release.remote(running)) is not None:
+        self.in_flight = ray.get(self.clock.release.remote(running))
+        if self.in_flight is not None:
             self.released_at = now
             if stuck:
-                import logging
-
                 logging.getLogger(__name__).warning(
                     "replay: no result was due for %.0f s; released the earliest waiting "
                     "one anyway (a trial may never have posted)", STUCK_S)  # fmt: skip
