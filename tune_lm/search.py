@@ -242,6 +242,11 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
 
     outcomes = ray_side.trial_outcomes(results, space)
     conclusion = conclude(outcomes, space, asha_stops=ledger.stopped(), interrupted=interrupted)
+    confirmed = None
+    if space.confirm is not None and not interrupted and conclusion.finished:
+        confirmed, interrupted, confirm_loggers = confirm_finalists(job, conclusion,
+                                                                    experiment_id, parent_id)
+        loggers += confirm_loggers
     if conclusion.to_test:
         which = ("the best trial" if len(conclusion.to_test) == 1
                  else f"{len(conclusion.to_test)} trials")  # fmt: skip
@@ -249,16 +254,53 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     best_model = ray_side.score_on_test(conclusion, outcomes, space, corpus)
     paths, model_uri, failures = record(job, conclusion, best_model, client, experiment_id,
                                         parent_id, [Path(r.path).name for r in results],
-                                        interrupted)  # fmt: skip
+                                        interrupted, confirmed)  # fmt: skip
     failures = [f for logger in loggers for f in logger.failures] + failures
     if failures:
         say(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
+    if confirmed and not interrupted:
+        winner = next((e for e in confirmed if e.get("winner")), None)
+        if winner is not None:
+            say(f"confirmed winner {winner['trial_id']}: val ppl {winner['val_ppl_mean']:.2f} "
+                f"± {winner['val_ppl_sd']:.2f}, test ppl {winner['test_ppl_mean']:.2f} ± "
+                f"{winner['test_ppl_sd']:.2f} over seeds {winner['seeds']}")  # fmt: skip
     return print_outcome(job, conclusion, paths, model_uri, interrupted)
+
+
+def confirm_finalists(job: Job, conclusion: Conclusion, experiment_id: str,
+                      parent_id: str) -> tuple[list[dict[str, Any]], str | None, list]:  # fmt: skip
+    """The finalists trained again with fresh seeds (:mod:`tune_lm.tuning.confirm`), as
+    runs under the search's MLflow run: (per-finalist entries, what interrupted it, the
+    MLflow logger)."""
+    from tune_lm.tracking.trial_runs import MLflowTrialLogger
+    from tune_lm.tuning import confirm, private_api
+    from tune_lm.tuning.summary import confirmation_table
+
+    space, corpus = job.space, job.corpus
+    made = confirm.plan(job.folder, conclusion, space)
+    finalists, seeds = made["finalists"], made["seeds"]
+    say(f"confirming {len(finalists)} finalist(s) ({', '.join(f['trial_id'] for f in finalists)}) "
+        f"with fresh seeds {seeds}: {len(finalists) * len(seeds)} runs of the full budget, "
+        f"in {job.path}/{confirm.CONFIRM_FOLDER} ...")  # fmt: skip
+    logger = MLflowTrialLogger(job.tracking_uri, experiment_id, parent_id, space, corpus.vocab,
+                               job.log_checkpoints)  # fmt: skip
+    logger.finalists = finalists
+    tuner = confirm.build_confirm_tuner(space, corpus, job.path, made, [logger])
+    results, interrupted = private_api.fit_noting_interrupt(tuner)
+    loggers = [c for c in private_api.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
+    entries = confirm.summarise(results, made)
+    if not interrupted:
+        say("finalists, confirmed (mean ± sd over the fresh seeds; the winner has the lowest "
+            "mean validation perplexity):")  # fmt: skip
+        say(confirmation_table(entries))
+    return entries, interrupted, loggers
 
 
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
            experiment_id: str, parent_id: str, trial_folders: list[str],
-           interrupted: str | None) -> tuple[dict[str, Path], str | None, list[str]]:  # fmt: skip
+           interrupted: str | None,
+           confirmed: list[dict[str, Any]] | None = None,
+           ) -> tuple[dict[str, Path], str | None, list[str]]:  # fmt: skip
     """The summary (printed and written), the report, and MLflow: lost runs removed,
     trial runs settled, the best model registered, the search's run finished."""
     from tune_lm.reporting.report import write_search_report
@@ -268,7 +310,8 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
 
     space, rows, best, pareto = job.space, conclusion.rows, conclusion.best, conclusion.pareto
     say(top_table(rows))
-    paths = write_summary(job.folder, rows, space, best, pareto)
+    paths = write_summary(job.folder, rows, space, best, pareto,
+                          confirmed=None if interrupted else confirmed)  # fmt: skip
     if pareto:
         say(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
         say(top_table(pareto, limit=len(pareto)))

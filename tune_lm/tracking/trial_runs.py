@@ -23,7 +23,7 @@ from ray.tune import Callback
 from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import save_model
 from tune_lm.lm.model import RNNLanguageModel
-from tune_lm.tracking.tags import PARENT_TAG, TAG_KIND, TAG_STATUS, TAG_TRIAL
+from tune_lm.tracking.tags import PARENT_TAG, TAG_FINALIST, TAG_KIND, TAG_STATUS, TAG_TRIAL
 from tune_lm.tuning import private_api
 from tune_lm.tuning.results import TrialRow, trial_status
 from tune_lm.tuning.searchers import StopLedger
@@ -65,6 +65,16 @@ class MLflowTrialLogger(Callback):
         self._numbers: dict[str, int] = {}  # trial id -> its place in the search (1, 2, ...)
         self._last_step: dict[str, int] = {}  # trial id -> last step logged (no duplicates)
         self._paused_until = 0.0
+        # Confirmation runs (tuning/confirm.py): each trial's config names a finalist (its
+        # index here) and a seed, not the searched values themselves.
+        self.finalists: list[dict[str, Any]] | None = None
+
+    def values(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The searched values of a trial's Tune config (a confirmation's: its finalist's,
+        with its seed)."""
+        if self.finalists is None:
+            return self.space.searched(config)
+        return {**self.finalists[config["finalist"]]["params"], "seed": config["seed"]}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -113,18 +123,23 @@ class MLflowTrialLogger(Callback):
             self._last_step[trial_id] = max((m.step for m in history or []), default=0)
             self._safe("reopen the trial's run", self.client.update_run, run_id, "RUNNING")
         else:
-            searched = self.space.searched(trial.config)
+            searched = self.values(trial.config)
             number = self._numbers.get(trial_id)
             label = short_label(searched) + (f" #{number}" if number else "")
+            tags = {PARENT_TAG: self.parent_run_id, TAG_KIND: "trial", TAG_TRIAL: trial_id}
+            if self.finalists is not None:
+                finalist = self.finalists[trial.config["finalist"]]
+                label = f"confirm {finalist['trial_id']} seed {trial.config['seed']}"
+                tags.update({TAG_KIND: "confirmation", TAG_FINALIST: finalist["trial_id"],
+                             "tune_lm.seed": str(trial.config["seed"])})  # fmt: skip
             run = self._safe(
                 "create the trial's run", self.client.create_run, self.experiment_id,
-                run_name=label or trial_id, tags={PARENT_TAG: self.parent_run_id,
-                                                  TAG_KIND: "trial", TAG_TRIAL: trial_id},
+                run_name=label or trial_id, tags=tags,
             )  # fmt: skip
             if run is None:
                 return None
             run_id = run.info.run_id
-            config = self.space.trial_config(self.space.searched(trial.config)).to_dict()
+            config = self.space.trial_config(searched).to_dict()
             params = [Param(k, str(v)) for k, v in sorted(config.items())]
             self._safe("log the trial's params", self.client.log_batch, run_id, params=params)
         self._runs[trial_id] = run_id

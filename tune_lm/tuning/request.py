@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-failures", type=int,
         help="retries of a failed trial, each from its last checkpoint (default 2)")  # fmt: skip
     add("--seed", type=int, help="seed of the sampler and the trials")
+    add("--confirm", type=confirm_flag, metavar="K,S",
+        help="after the search, train its K best configurations again with S fresh seeds "
+             "each and compare them with their noise (the space's confirm: {top_k: K, "
+             "seeds: S})")  # fmt: skip
     add("--address", default=os.environ.get("RAY_ADDRESS"),
         help="join a Ray cluster (auto, ray://host:10001); default: a local Ray")  # fmt: skip
     add("--storage", default=DEFAULT_STORAGE,
@@ -70,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"show Ray's status tables and Ray's, MLflow's and Optuna's messages here "
              f"(default: in {LOG_FILE} in the experiment folder)")  # fmt: skip
     return parser
+
+
+def confirm_flag(text: str) -> dict[str, int]:
+    """``--confirm K,S`` -> the space's ``confirm: {top_k: K, seeds: S}``."""
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not K,S: give the number of best configurations to confirm and "
+            f"the fresh seeds for each, e.g. --confirm 3,2")  # fmt: skip
+    return {"top_k": int(parts[0]), "seeds": int(parts[1])}
 
 
 def smoke_space(space: SearchSpace, *, gpus: bool = True) -> SearchSpace:
@@ -182,7 +196,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return dict(data=args.data, num_samples=args.num_samples, max_epochs=args.max_epochs,
                 cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                 max_concurrent=args.max_concurrent, time_budget=args.time_budget,
-                seed=args.seed, max_failures=args.max_failures)  # fmt: skip
+                seed=args.seed, max_failures=args.max_failures,
+                confirm=args.confirm)  # fmt: skip
 
 
 def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace, Pinned | None]:

@@ -32,6 +32,7 @@ from tune_lm.tuning.space_parts import (
     MIN_REDUCTION_FACTOR,
     OVERRIDES,
     BudgetSpec,
+    ConfirmSpec,
     ResourcesSpec,
     SchedulerSpec,
     SearcherSpec,
@@ -42,7 +43,7 @@ from tune_lm.tuning.space_parts import (
 
 __all__ = [  # and, from the modules it is built of, what users of a space need
     "GRID_MAX_TRIALS", "GRID_WARN_TRIALS", "MIN_REDUCTION_FACTOR", "PARAMETER_KINDS",
-    "BudgetSpec", "ResourcesSpec", "SchedulerSpec", "SearchSpace",
+    "BudgetSpec", "ConfirmSpec", "ResourcesSpec", "SchedulerSpec", "SearchSpace",
     "SearcherSpec", "SpaceError", "check_override", "grid_warning",
     "parse_duration",
 ]  # fmt: skip
@@ -75,6 +76,8 @@ class SearchSpace(TrainingSpace):
     baselines: list[dict[str, Any]] = []
     # What Optuna optimises: val_ppl first (ASHA stops on it), optionally a cost too.
     objectives: list[Literal["val_ppl", "epoch_time_s", "tokens_per_s"]] = ["val_ppl"]
+    # The finalists, trained again with fresh seeds after the search (None: not done).
+    confirm: ConfirmSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -213,6 +216,11 @@ class SearchSpace(TrainingSpace):
         if len(self.objectives) > 1:
             raise space_error("'scheduler: {type: pbt}' optimises val_ppl alone; remove the "
                               "other objectives, or use type: mo_asha")  # fmt: skip
+        if self.confirm is not None:
+            raise space_error("field 'confirm' cannot go with 'scheduler: {type: pbt}': a PBT "
+                              "trial's weights grew under its parents' values too, so no "
+                              "configuration of it can be trained again from scratch; remove "
+                              "'confirm' (or --confirm), or use type: asha")  # fmt: skip
         if self.baselines:
             raise space_error("field 'baselines' has no effect with 'scheduler: {type: pbt}' "
                               "(its population is drawn at random); remove it")  # fmt: skip

@@ -130,6 +130,15 @@ def _a_duration(text: str | None) -> str | None:
     return text
 
 
+class ConfirmSpec(Section):
+    """After the search, its ``top_k`` best configurations (a multi-objective search: its
+    Pareto set, best validation perplexity first, at most ``top_k``) train again to the
+    full budget with ``seeds`` fresh seeds each (tuning/confirm.py)."""
+
+    top_k: int = Field(..., ge=1, le=50)
+    seeds: int = Field(..., ge=2, le=50)  # one seed would show no spread
+
+
 class BudgetSpec(Section):
     num_samples: int = Field(10, ge=1)  # trials (with a grid: repeats of the whole grid)
     max_concurrent: int | None = Field(None, ge=1)

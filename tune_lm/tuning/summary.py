@@ -138,8 +138,10 @@ def write_summary(
     space: SearchSpace,
     best: TrialRow | None,
     pareto: list[TrialRow] | None = None,
+    confirmed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """summary.csv and summary.md (every trial), summary.json (with the winner), and
+    """summary.csv and summary.md (every trial), summary.json (with the winner and, when
+    the finalists were confirmed, ``confirmed``: see :mod:`tune_lm.tuning.confirm`), and
     grid_table.md for grid studies."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / SUMMARY_CSV, "json": folder / SUMMARY_JSON, "md": folder / SUMMARY_MD}
@@ -156,9 +158,16 @@ def write_summary(
         "pareto_trials": [r.flat() for r in pareto or []],
         "trials": flat,
     }
+    if confirmed is not None:
+        payload["confirmed"] = confirmed
+        payload["confirmed_best"] = next((e["trial_id"] for e in confirmed if e.get("winner")),
+                                         None)  # fmt: skip
     with atomic_file(paths["json"], "w") as out:  # the report reads it while a search runs
         out.write(json.dumps(payload, indent=2, default=str) + "\n")
-    paths["md"].write_text(top_table(rows, limit=len(rows)) + "\n")
+    text = top_table(rows, limit=len(rows)) + "\n"
+    if confirmed:
+        text += f"\n## Finalists, confirmed with fresh seeds\n\n{confirmation_table(confirmed)}\n"
+    paths["md"].write_text(text)
     if space.searcher.type == "grid":
         paths["grid"] = folder / GRID_TABLE_MD
         paths["grid"].write_text(grid_table(rows, space) + "\n")
@@ -213,3 +222,30 @@ def describe_plan(space: SearchSpace) -> str:
     if budget.time_budget:
         parts.append(f"time budget {budget.time_budget}")
     return ", ".join(parts)
+
+
+def confirmation_table(entries: list[dict[str, Any]]) -> str:
+    """The finalists as a Markdown table: mean ± sd over seeds, and the verdict."""
+    lines = ["| finalist | configuration | seeds | val ppl | test ppl | s/epoch "
+             "| vs the winner (val ppl) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for entry in sorted(entries, key=lambda e: (not e.get("winner"), e["val_ppl_mean"])):
+        if entry.get("winner"):
+            verdict = "winner"
+        elif "vs_winner" in entry:
+            d = entry["vs_winner"]["val_ppl"]
+            verdict = (f"{d['diff']:+.2f} [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]: "
+                       f"{'within noise' if d['within_noise'] else 'worse'}")  # fmt: skip
+        else:
+            verdict = "no result"
+        lines.append(
+            f"| {entry['trial_id']} | {describe(entry['params'])} | {len(entry['seeds'])} | "
+            f"{_pm(entry, 'val_ppl')} | {_pm(entry, 'test_ppl')} | {_pm(entry, 'epoch_time_s')} "
+            f"| {verdict} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _pm(entry: dict[str, Any], key: str) -> str:
+    mean, sd = entry[f"{key}_mean"], entry[f"{key}_sd"]
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.2f} ± {sd:.2f}" if math.isfinite(sd) else f"{mean:.2f}"
