@@ -2,13 +2,29 @@
 
 import csv
 import json
+import math
 
 import pytest
 from cli_run import run_cli
 
+from tune_lm.reporting.expected_best import expected_best, expected_best_curve
 from tune_lm.tuning.results import pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_expected_best_of_n_trials_is_the_mean_minimum_of_n_draws():
+    """Dodge et al.'s estimator against brute force: every ordered n-tuple of the trials."""
+    import itertools
+
+    values = [5.0, 1.0, 3.0, 3.0, 8.0]
+    for n in (1, 2, 3):
+        tuples = list(itertools.product(values, repeat=n))
+        assert expected_best(values, n) == pytest.approx(sum(map(min, tuples)) / len(tuples))
+    curve = expected_best_curve(values + [math.inf], draws=500)
+    assert [point["trials"] for point in curve] == [1, 2, 3, 4, 5]  # a diverged trial: left out
+    means = [point["expected_best"] for point in curve]
+    assert means == sorted(means, reverse=True) and means[0] == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize(
@@ -43,9 +59,20 @@ def test_report_of_a_real_search(finished_search):
     assert sum(int(g["trials"]) for g in groups) == 8
     best_overall = min(float(t["best_val_ppl"]) for t in trials)
     assert float(groups[0]["best_val_ppl"]) == pytest.approx(best_overall)
-    for name in ("learning_curves", "parallel_coordinates", "pareto", "best_so_far", "importances"):
+    for name in ("learning_curves", "parallel_coordinates", "pareto", "best_so_far", "importances",
+                 "expected_best"):
         picture = report / f"{name}.png"
         assert picture.read_bytes()[:8] == PNG_SIGNATURE and picture.stat().st_size > 5000
+    # Expected best against trials: 1 trial expects the mean, all 8 nearly the best.
+    with open(report / "expected_best.csv") as handle:
+        curve = list(csv.DictReader(handle))
+    finite = [float(t["best_val_ppl"]) for t in trials if math.isfinite(float(t["best_val_ppl"]))]
+    shown = sorted({n for n in (1, 2, 4, 8) if n <= len(finite)} | {len(finite)})
+    assert [int(row["trials"]) for row in curve] == shown
+    assert float(curve[0]["expected_best"]) == pytest.approx(sum(finite) / len(finite))
+    assert best_overall <= float(curve[-1]["expected_best"]) <= float(curve[0]["expected_best"])
+    for row in curve:
+        assert float(row["ci95_low"]) <= float(row["expected_best"]) <= float(row["ci95_high"])
 
 
 def _rows(path):

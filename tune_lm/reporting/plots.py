@@ -204,6 +204,24 @@ def best_so_far(records: list[Any], path: Path) -> Path:
     return _save(figure, path)
 
 
+def expected_best_plot(curve: list[dict[str, float]], path: Path) -> Path:
+    """Expected best validation perplexity against trials, with its 95% band (see
+    :mod:`tune_lm.reporting.expected_best`)."""
+    figure, axis = plt.subplots(figsize=(8, 5))
+    if curve:
+        trials = [point["trials"] for point in curve]
+        axis.plot(trials, [p["expected_best"] for p in curve], label="expected best")
+        axis.fill_between(trials, [p["ci95_low"] for p in curve],
+                          [p["ci95_high"] for p in curve], alpha=0.25,
+                          label="95% interval (bootstrap over trials)")  # fmt: skip
+        axis.legend()
+        _log_scale_if_wide(axis, [p["ci95_high"] for p in curve])
+    axis.set(xlabel="trials", ylabel="expected best validation perplexity",
+             title="Expected best against budget (Dodge et al. 2019)")  # fmt: skip
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
 MIN_TRIALS_FOR_IMPORTANCE = 10  # fewer completed trials: fANOVA's bars mean little
 
 

@@ -5,7 +5,9 @@ URI (``s3://...``), or its MLflow experiment (``--mlflow NAME``).
 Writes into ``EXPERIMENT/report/``: ``trials.md``/``.csv`` (every trial), one grouped
 table per ``--by`` parameter (cell type always), and PNGs: validation perplexity per
 epoch, best perplexity against seconds per epoch with the Pareto front, best-so-far
-against wall-clock time, and Optuna's parameter importances.
+against wall-clock time, the expected best against the number of trials
+(``expected_best.md``/``.png``, Dodge et al. 2019), the confirmed finalists
+(``confirmed.md``, when the search confirmed them), and Optuna's parameter importances.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.errors import TuneLMError
+from tune_lm.reporting.expected_best import expected_best_curve
 from tune_lm.tuning.layout import SUMMARY_JSON
 from tune_lm.tuning.results import TrialRow
-from tune_lm.tuning.summary import markdown_table
+from tune_lm.tuning.summary import confirmation_table, markdown_table
 
 REPORT_DIR = "report"
 log = logging.getLogger("tune_lm.report")  # not __main__ under python -m
@@ -160,6 +163,16 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
         rows = grouped(records, name)
         header = [name, "trials", M.BEST_VAL_PPL, "best_trial", "median_epoch_time_s"]
         written += _write_table(rows, header, out / f"by_{name}")
+    curve = expected_best_curve([r.best_val_ppl for r in records])
+    shown = [point for point in curve
+             if point["trials"] & (point["trials"] - 1) == 0 or point is curve[-1]]  # fmt: skip
+    written += _write_table(shown, ["trials", "expected_best", "ci95_low", "ci95_high"],
+                            out / "expected_best")  # fmt: skip
+    written.append(report_plots.expected_best_plot(curve, out / "expected_best.png"))
+    if summary.get("confirmed"):
+        confirmed = out / "confirmed.md"
+        confirmed.write_text(confirmation_table(summary["confirmed"]) + "\n")
+        written.append(confirmed)
     written += report_plots.draw_all(records, folder, out, summary["space"]["parameters"])
     return written
 
