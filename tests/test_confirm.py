@@ -129,6 +129,15 @@ def test_finalists_are_confirmed_with_fresh_seeds_and_a_killed_confirmation_resu
     assert loser["vs_winner"]["val_ppl"]["diff"] == pytest.approx(
         loser["val_ppl_mean"] - winners[0]["val_ppl_mean"])
     assert "Finalists, confirmed" in (folder / "summary.md").read_text()
+    # The compute ledger: 3 trials x 3 epochs searched, 2 finalists x 2 seeds x 3 confirmed.
+    compute = summary["compute"]
+    assert compute["search"]["trial_epochs"] == 9 and compute["confirm"]["trial_epochs"] == 12
+    for phase in ("search", "confirm"):
+        assert compute[phase]["train_seconds"] > 0
+        assert compute[phase]["cpu_seconds"] == pytest.approx(compute[phase]["train_seconds"])
+        assert compute[phase]["gpu_seconds"] == 0
+    assert compute["test"]["seconds"] > 0 and compute["total"]["trial_epochs"] == 21
+    assert "compute: search 9 trial-epochs" in output
 
     # Ray: one confirmation trial per (finalist, seed), none run twice.
     trial_folders = [p for p in (folder / "confirm").iterdir() if p.is_dir()]
@@ -138,6 +147,7 @@ def test_finalists_are_confirmed_with_fresh_seeds_and_a_killed_confirmation_resu
     experiment = client.get_experiment_by_name("confirmed")
     parent = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'search'")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.metrics["compute.confirm.trial_epochs"] == 12
     runs = client.search_runs([experiment.experiment_id],
                               "tags.`tune_lm.kind` = 'confirmation'")  # fmt: skip
     pairs = sorted((r.data.tags["tune_lm.finalist"], r.data.tags["tune_lm.seed"]) for r in runs)

@@ -20,6 +20,7 @@ from typing import Any
 from tune_lm.cli import run_main
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError, TuneLMError
+from tune_lm.tuning.compute import compute_ledger, describe_compute
 from tune_lm.tuning.console import console, say
 from tune_lm.tuning.experiment import (
     Pinned,
@@ -242,19 +243,23 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
 
     outcomes = ray_side.trial_outcomes(results, space)
     conclusion = conclude(outcomes, space, asha_stops=ledger.stopped(), interrupted=interrupted)
-    confirmed = None
+    confirmed, confirm_spend = None, None
     if space.confirm is not None and not interrupted and conclusion.finished:
-        confirmed, interrupted, confirm_loggers = confirm_finalists(job, conclusion,
-                                                                    experiment_id, parent_id)
+        confirmed, interrupted, confirm_loggers, confirm_spend = confirm_finalists(
+            job, conclusion, experiment_id, parent_id)
         loggers += confirm_loggers
     if conclusion.to_test:
         which = ("the best trial" if len(conclusion.to_test) == 1
                  else f"{len(conclusion.to_test)} trials")  # fmt: skip
         say(f"scoring {which} on the test split (once, on the best-validation weights) ...")
+    started = time.monotonic()
     best_model = ray_side.score_on_test(conclusion, outcomes, space, corpus)
+    tested = time.monotonic() - started
+    spent = compute_ledger([o.history for o in outcomes], space, test_seconds=tested,
+                           confirm=confirm_spend)  # fmt: skip
     paths, model_uri, failures = record(job, conclusion, best_model, client, experiment_id,
                                         parent_id, [Path(r.path).name for r in results],
-                                        interrupted, confirmed)  # fmt: skip
+                                        interrupted, confirmed, spent)  # fmt: skip
     failures = [f for logger in loggers for f in logger.failures] + failures
     if failures:
         say(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
@@ -267,11 +272,12 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     return print_outcome(job, conclusion, paths, model_uri, interrupted)
 
 
-def confirm_finalists(job: Job, conclusion: Conclusion, experiment_id: str,
-                      parent_id: str) -> tuple[list[dict[str, Any]], str | None, list]:  # fmt: skip
+def confirm_finalists(
+    job: Job, conclusion: Conclusion, experiment_id: str, parent_id: str,
+) -> tuple[list[dict[str, Any]], str | None, list, list]:  # fmt: skip
     """The finalists trained again with fresh seeds (:mod:`tune_lm.tuning.confirm`), as
     runs under the search's MLflow run: (per-finalist entries, what interrupted it, the
-    MLflow logger)."""
+    MLflow logger, each run's (epochs, training seconds))."""
     from tune_lm.tracking.trial_runs import MLflowTrialLogger
     from tune_lm.tuning import confirm, private_api
     from tune_lm.tuning.summary import confirmation_table
@@ -293,25 +299,28 @@ def confirm_finalists(job: Job, conclusion: Conclusion, experiment_id: str,
         say("finalists, confirmed (mean ± sd over the fresh seeds; the winner has the lowest "
             "mean validation perplexity):")  # fmt: skip
         say(confirmation_table(entries))
-    return entries, interrupted, loggers
+    return entries, interrupted, loggers, confirm.spend(results)
 
 
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
            experiment_id: str, parent_id: str, trial_folders: list[str],
            interrupted: str | None,
-           confirmed: list[dict[str, Any]] | None = None,
+           confirmed: list[dict[str, Any]] | None = None, spent: dict[str, Any] | None = None,
            ) -> tuple[dict[str, Path], str | None, list[str]]:  # fmt: skip
     """The summary (printed and written), the report, and MLflow: lost runs removed,
     trial runs settled, the best model registered, the search's run finished."""
     from tune_lm.reporting.report import write_search_report
-    from tune_lm.tracking.parent_run import record_results
+    from tune_lm.tracking.parent_run import log_compute, record_results
     from tune_lm.tracking.trial_runs import delete_lost_trial_runs
     from tune_lm.tuning.searchers import fail_unfinished_trials
 
     space, rows, best, pareto = job.space, conclusion.rows, conclusion.best, conclusion.pareto
     say(top_table(rows))
     paths = write_summary(job.folder, rows, space, best, pareto,
-                          confirmed=None if interrupted else confirmed)  # fmt: skip
+                          confirmed=None if interrupted else confirmed, compute=spent)  # fmt: skip
+    if spent:
+        say(f"compute: {describe_compute(spent)}")
+        log_compute(client, parent_id, spent)
     if pareto:
         say(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
         say(top_table(pareto, limit=len(pareto)))

@@ -181,6 +181,18 @@ def record_results(
     return model_uri, failures
 
 
+def log_compute(client: MlflowClient, run_id: str, spent: dict[str, Any]) -> None:
+    """The compute ledger (tuning/compute.py) as the search run's metrics,
+    ``compute.PHASE.KEY``; a tracking server that is gone loses only these."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"compute.{name}.{key}", float(value), now, 0)
+               for name, part in spent.items() for key, value in part.items()]  # fmt: skip
+    try:
+        client.log_batch(run_id, metrics=metrics)
+    except Exception as error:
+        log.warning("MLflow: could not log the compute ledger: %s", error)
+
+
 def end_parent_run(client: MlflowClient, parent_id: str, *, killed: bool) -> None:
     """After a search failed or was killed: its run KILLED or FAILED, never RUNNING."""
     try:

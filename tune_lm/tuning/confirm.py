@@ -127,6 +127,18 @@ def _run_values(result: Any) -> dict[str, float]:
             "epoch_time_s": float(statistics.median(times)) if len(times) else math.nan}
 
 
+def spend(results: Any) -> list[tuple[float, float]]:
+    """(epochs run, training seconds) of each confirmation run, for the compute ledger."""
+    pairs = []
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or M.EPOCH not in frame:
+            continue
+        seconds = frame[M.TRAIN_TIME_S].max() if M.TRAIN_TIME_S in frame else 0.0
+        pairs.append((float(frame[M.EPOCH].max()), float(seconds)))
+    return pairs
+
+
 def summarise(results: Any, made: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per finalist: its per-seed scores, their means and standard deviations,
     and (but for the winner) its difference from the winner with its noise."""

@@ -139,6 +139,7 @@ def write_summary(
     best: TrialRow | None,
     pareto: list[TrialRow] | None = None,
     confirmed: list[dict[str, Any]] | None = None,
+    compute: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """summary.csv and summary.md (every trial), summary.json (with the winner and, when
     the finalists were confirmed, ``confirmed``: see :mod:`tune_lm.tuning.confirm`), and
@@ -158,6 +159,8 @@ def write_summary(
         "pareto_trials": [r.flat() for r in pareto or []],
         "trials": flat,
     }
+    if compute is not None:  # the compute ledger (tuning/compute.py)
+        payload["compute"] = compute
     if confirmed is not None:
         payload["confirmed"] = confirmed
         payload["confirmed_best"] = next((e["trial_id"] for e in confirmed if e.get("winner")),
