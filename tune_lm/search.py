@@ -67,6 +67,7 @@ class Job:
     log_checkpoints: str
     progress_every: float
     corpus: Any = None
+    warm: Any = None  # a WarmStart (tuning/warm_start.py): --warm-start's priors
 
     @property
     def folder(self) -> Path:
@@ -91,6 +92,7 @@ def validate(args: argparse.Namespace) -> Job | None:
     finished search, said and left untouched."""
     check_flags(args)
     name, path, space, pinned = resolve_experiment(args)
+    space, warm = warm_started(args, space)
     finished = read_finished(path) if args.resume else None
     if finished is not None:
         say(f"experiment {path} finished on {finished.get('finished_at', '?')}: nothing to "
@@ -104,11 +106,29 @@ def validate(args: argparse.Namespace) -> Job | None:
         log.warning("%s", notice)
     settings = pinned.settings if pinned else None
     return Job(
-        args=args, name=name, path=path, space=space, pinned=pinned, restore=False,
+        args=args, name=name, path=path, space=space, pinned=pinned, restore=False, warm=warm,
         address=None, tracking_uri="",
         log_checkpoints=settings.log_checkpoints if settings else args.log_checkpoints or "best",
         progress_every=settings.progress_every if settings else args.progress_every or 30.0,
     )  # fmt: skip
+
+
+def warm_started(args: argparse.Namespace, space: SearchSpace) -> tuple[SearchSpace, Any]:
+    """--warm-start: the space with the earlier search's best configurations queued, and
+    what transfers (None without the flag)."""
+    if args.warm_start is None:
+        return space, None
+    from tune_lm.tuning.warm_start import plan_warm_start, with_queued
+
+    warm = plan_warm_start(args.warm_start, space)
+    say(f"warm start from {warm.source}: {len(warm.queued)} of its best configurations "
+        f"queued first, {len(warm.priors)} of its trials given to the sampler, "
+        f"{len(warm.skipped)} not transferred")  # fmt: skip
+    for line in warm.skipped[:10]:
+        say(f"  not transferred: {line}")
+    if len(warm.skipped) > 10:
+        say(f"  ... and {len(warm.skipped) - 10} more (all in summary.json, warm_start)")
+    return with_queued(space, warm), warm
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -120,6 +140,7 @@ def replay(args: argparse.Namespace) -> int:
 
     check_flags(args)
     name, path, space, _ = resolve_experiment(args)
+    space, warm = warm_started(args, space)
     curves = load_curves(args.replay)
     curves.check_fits(space)
     check_experiment(path, resume=False)
@@ -131,6 +152,7 @@ def replay(args: argparse.Namespace) -> int:
     folder = Path(path)
     with console.capture(folder / LOG_FILE, verbose=args.verbose):
         rehearsal, rows = run_rehearsal(space, curves, path, address=address,
+                                        priors=warm.priors if warm else None,
                                         speed=args.replay_speed,
                                         progress_every=args.progress_every or 30.0)  # fmt: skip
     for line in report_rehearsal(rehearsal, rows, space, folder):
@@ -234,7 +256,8 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
                                      corpus.vocab, job.log_checkpoints, ledger)  # fmt: skip
     progress = ProgressPrinter(space, interval_s=job.progress_every, ledger=ledger)
     tuner = ray_side.build_tuner(space, corpus, job.path, resume=job.restore,
-                                 callbacks=[trial_logger, progress], ledger=ledger)  # fmt: skip
+                                 callbacks=[trial_logger, progress], ledger=ledger,
+                                 priors=job.warm.priors if job.warm else None)  # fmt: skip
     say(f"MLflow: {job.tracking_uri} (experiment {job.name!r}, run {parent_id}); browse it "
         f"with: mlflow ui --backend-store-uri {job.tracking_uri}")
     say(f"search: {describe_plan(space)}")
@@ -316,8 +339,10 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
 
     space, rows, best, pareto = job.space, conclusion.rows, conclusion.best, conclusion.pareto
     say(top_table(rows))
+    warm = {"warm_start": job.warm.describe()} if job.warm else None
     paths = write_summary(job.folder, rows, space, best, pareto,
-                          confirmed=None if interrupted else confirmed, compute=spent)  # fmt: skip
+                          confirmed=None if interrupted else confirmed, compute=spent,
+                          extra=warm)  # fmt: skip
     if spent:
         say(f"compute: {describe_compute(spent)}")
         log_compute(client, parent_id, spent)

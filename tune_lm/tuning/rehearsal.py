@@ -84,7 +84,8 @@ def slots(space: SearchSpace) -> int:
 
 def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float | None = None,
              budget_trial_epochs: int | None = None, callbacks: list | None = None,
-             ledger: Any = None, quick: bool = False) -> Rehearsal:  # fmt: skip
+             ledger: Any = None, quick: bool = False,
+             priors: list[dict[str, Any]] | None = None) -> Rehearsal:  # fmt: skip
     """Run ``space``'s search at ``path`` (a new experiment folder) on ``curves``: the real
     searcher and scheduler, trials replaying recorded curves. Ray must be connected.
     ``speed``: None for the virtual clock (results in recorded-time order, as fast as
@@ -108,7 +109,7 @@ def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float | No
     kept = [recorder, *([keeper] if keeper else []), *(callbacks or [])]
     tuner = build_tuner(space, None, path, resume=False, callbacks=kept,
                         ledger=ledger, trainable=trainable, stop=recorder,
-                        reuse_actors=True, study_on_disk=not quick,
+                        reuse_actors=True, study_on_disk=not quick, priors=priors,
                         verbose=0 if quick else 1)  # fmt: skip
     try:
         rehearsal.results = tuner.fit()
@@ -121,8 +122,9 @@ def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float | No
 
 
 def run_rehearsal(space: SearchSpace, curves: Curves, path: str, *, address: str | None,
-                  speed: float | None,
-                  progress_every: float) -> tuple[Rehearsal, list]:  # fmt: skip
+                  speed: float | None, progress_every: float,
+                  priors: list[dict[str, Any]] | None = None,
+                  ) -> tuple[Rehearsal, list]:  # fmt: skip
     """The command's replay: Ray joined (or started), the search rehearsed with the usual
     progress lines and ASHA ledger, Ray left; the rehearsal and its summary rows."""
     from pathlib import Path
@@ -137,7 +139,7 @@ def run_rehearsal(space: SearchSpace, curves: Curves, path: str, *, address: str
         ledger = StopLedger(Path(path))
         progress = ProgressPrinter(space, interval_s=progress_every, ledger=ledger)
         rehearsal = rehearse(space, curves, path, speed=speed, callbacks=[progress],
-                             ledger=ledger)  # fmt: skip
+                             ledger=ledger, priors=priors)  # fmt: skip
     finally:
         disconnect()
     conclusion = conclude(trial_outcomes(rehearsal.results, space), space,

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a progress line this often, and when a trial ends (default: 30)")  # fmt: skip
     add("--smoke", action="store_true",
         help="a tiny run of the space on the synthetic corpus, named NAME-smoke")  # fmt: skip
+    add("--warm-start", metavar="EXPERIMENT",
+        help="seed a new search with an earlier one's results (its folder): its best "
+             "configurations run first, its trials inform Optuna's sampler where the "
+             "spaces agree; what cannot transfer is listed")  # fmt: skip
     add("--replay", metavar="CURVES",
         help="rehearse the search on recorded learning curves instead of training: a table "
              "(CSV/Parquet, as benchmarks/record_curves.py writes) or an earlier experiment's "
@@ -118,6 +122,10 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.progress_every is not None and not 0 < args.progress_every < math.inf:
         raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
     check_replay_flags(args)
+    if args.warm_start is not None and args.resume:
+        raise ConfigError("--warm-start seeds a new search; a resumed one was seeded when it "
+                          "started (its study holds the earlier trials). Drop --warm-start, or "
+                          "start a new search with --name NEW_NAME")  # fmt: skip
     check_storage(args.storage)
     if args.name is not None and (
         not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")

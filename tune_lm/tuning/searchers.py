@@ -241,9 +241,11 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
 
 
 def make_searcher(space: SearchSpace, experiment_dir: Path | None,
-                  ledger: StopLedger | None = None) -> Searcher | None:  # fmt: skip
+                  ledger: StopLedger | None = None,
+                  priors: list[dict[str, Any]] | None = None) -> Searcher | None:  # fmt: skip
     """Optuna, its study persisted as a journal in ``experiment_dir`` (in memory when
-    None); None for a grid, which Tune's own variant generator expands."""
+    None); None for a grid, which Tune's own variant generator expands. ``priors``: an
+    earlier search's trials (tuning/warm_start.py), added to a new study as COMPLETE."""
     if space.searcher.type != "optuna" or space.scheduler.type == "pbt":
         return None  # Tune's own variant generator: a grid, or PBT's random population
     storage = None
@@ -253,7 +255,7 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None,
             optuna.storages.journal.JournalFileBackend(str(experiment_dir / STUDY_FILE))
         )
     searcher = EpochAwareOptunaSearch(
-        space=OptunaSearch.convert_search_space(to_tune_space(space)),
+        space=searcher_space(space),
         metric=space.objectives if len(space.objectives) > 1 else M.VAL_PPL,
         mode=space.objective_modes if len(space.objectives) > 1 else "min",
         sampler=make_sampler(space),
@@ -265,9 +267,32 @@ def make_searcher(space: SearchSpace, experiment_dir: Path | None,
         points_to_evaluate=[dict(b) for b in space.baselines] or None,
     )
     searcher.fail_orphans()  # a study left by a driver killed before Tune's first snapshot
+    if priors:
+        add_priors(private_api.optuna_study(searcher), searcher_space(space), priors)
     if space.budget.max_concurrent:
         return ConcurrencyLimiter(searcher, max_concurrent=space.budget.max_concurrent)
     return searcher
+
+
+def searcher_space(space: SearchSpace) -> dict[str, Any]:
+    """The space as Optuna's distributions (as OptunaSearch holds it)."""
+    return OptunaSearch.convert_search_space(to_tune_space(space))
+
+
+def add_priors(study: optuna.Study, distributions: dict[str, Any],
+               priors: list[dict[str, Any]]) -> int:  # fmt: skip
+    """An earlier search's trials as COMPLETE trials of ``study`` (once: a study that has
+    them already, e.g. restarted after a kill, is left alone). Returns how many."""
+    if any("warm_start_from" in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return 0
+    study.add_trials([
+        optuna.trial.create_trial(
+            params={name: prior["params"][name] for name in distributions},
+            distributions=distributions, values=prior["values"],
+            user_attrs={"warm_start_from": prior["trial_id"]})
+        for prior in priors
+    ])  # fmt: skip
+    return len(priors)
 
 
 def make_scheduler(space: SearchSpace, ledger: StopLedger | None = None) -> TrialScheduler:

@@ -140,6 +140,7 @@ def write_summary(
     pareto: list[TrialRow] | None = None,
     confirmed: list[dict[str, Any]] | None = None,
     compute: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """summary.csv and summary.md (every trial), summary.json (with the winner and, when
     the finalists were confirmed, ``confirmed``: see :mod:`tune_lm.tuning.confirm`), and
@@ -159,6 +160,7 @@ def write_summary(
         "pareto_trials": [r.flat() for r in pareto or []],
         "trials": flat,
     }
+    payload.update(extra or {})
     if compute is not None:  # the compute ledger (tuning/compute.py)
         payload["compute"] = compute
     if confirmed is not None:

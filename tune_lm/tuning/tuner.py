@@ -193,6 +193,7 @@ def build_tuner(
     space: SearchSpace, corpus: Corpus | None, path: str, *, resume: bool,
     callbacks: list | None = None, ledger: StopLedger | None = None, trainable: Any = None,
     stop: Any = None, reuse_actors: bool = False, study_on_disk: bool = True, verbose: int = 1,
+    priors: list[dict[str, Any]] | None = None,
 ) -> tune.Tuner:
     """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`).
     ``trainable`` replaces the training one (a replayed search), ``stop`` is Tune's.
@@ -211,7 +212,7 @@ def build_tuner(
     # storage: the study lives in memory and Ray saves it with the searcher's state.
     ledger = ledger or stop_ledger(path)
     on_disk = study_on_disk and "://" not in path
-    searcher = make_searcher(space, Path(path) if on_disk else None, ledger)
+    searcher = make_searcher(space, Path(path) if on_disk else None, ledger, priors)
     time_budget = parse_duration(space.budget.time_budget) if space.budget.time_budget else None
     tune_config = tune.TuneConfig(
         metric=M.VAL_PPL,
