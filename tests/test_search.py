@@ -101,7 +101,7 @@ def test_trials_cut_by_the_time_budget_are_not_called_asha_stops(tmp_path):
         seed: 2
         searcher: {type: optuna, sampler: random}
         scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
-        budget: {num_samples: 12, max_concurrent: 2, time_budget: 20s}
+        budget: {num_samples: 12, max_concurrent: 2, time_budget: 40s}
         resources: {cpus_per_trial: 1}
         parameters:
           lr: {loguniform: [0.5, 40.0]}

@@ -380,6 +380,10 @@ def print_outcome(job: Job, conclusion: Conclusion, paths: dict[str, Path],
             f"summary in {paths['md']}; running trials stopped at their last checkpoint. "
             f"Continue with: {hint}")  # fmt: skip
         return 143 if interrupted == "SIGTERM" else 130
+    if best is None and job.space.budget.time_budget and not any(r.evaluated > 0 for r in rows):
+        raise TuneLMError(f"the time budget ({job.space.budget.time_budget}) ran out before any "
+                          f"trial reported a result ({len(rows)} started); raise "
+                          f"budget.time_budget or --time-budget")  # fmt: skip
     if best is None:
         raise TuneLMError(f"every trial failed ({len(rows)}); see the errors above and the "
                           f"trial logs under {job.path}")  # fmt: skip
