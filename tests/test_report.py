@@ -309,3 +309,36 @@ def test_importances_say_when_too_few_trials_completed(tmp_path, monkeypatch):
     assert "4 completed trials of 4" in few.get_title() and "fANOVA" in few.get_title()
     assert "Too few completed trials" in few.texts[0].get_text() and not few.patches
     assert "16 completed trials" in enough.get_title() and len(enough.patches) == 2
+
+
+def test_grouped_differences_get_the_seed_noise_the_search_measured():
+    from tune_lm.reporting.verdicts import add_verdicts, seed_noise
+
+    def rows():
+        return [{"model": "LSTM", "best_val_ppl": 100.0}, {"model": "GRU", "best_val_ppl": 102.0},
+                {"model": "RNN_TANH", "best_val_ppl": 120.0}]  # fmt: skip
+
+    confirmed = {"confirmed": [{"val_ppl_sd": 1.0}, {"val_ppl_sd": 2.0}]}
+    sd, where = seed_noise(confirmed)
+    assert sd == pytest.approx(math.sqrt(2.5)) and "2 confirmed" in where
+    table = rows()
+    add_verdicts(table, (sd, where))
+    half = 1.96 * math.sqrt(2) * sd  # 4.38
+    assert table[0]["verdict"] == "best"
+    assert table[1]["verdict"].startswith("within noise")
+    assert table[1]["vs_best"] == f"+2.00 [{2 - half:+.2f}, {2 + half:+.2f}]"
+    assert table[2]["verdict"].startswith("worse")
+    # A grid's repeats: each cell's spread over its seeds.
+    grid = {"space": {"parameters": {"model": {}, "lr": {}}}, "trials": [
+        {"model": "LSTM", "lr": 5, "seed": 0, "best_val_ppl": 100.0},
+        {"model": "LSTM", "lr": 5, "seed": 1, "best_val_ppl": 104.0},
+        {"model": "GRU", "lr": 5, "seed": 0, "best_val_ppl": 110.0},
+        {"model": "GRU", "lr": 5, "seed": 1, "best_val_ppl": 110.0}]}  # fmt: skip
+    sd, where = seed_noise(grid)
+    assert sd == pytest.approx(math.sqrt((8.0 + 0.0) / 2)) and "2 grid cell" in where
+    single = {"space": {"parameters": {"model": {}}}, "trials": [
+        {"model": "LSTM", "best_val_ppl": 100.0}]}  # fmt: skip
+    assert seed_noise(single) is None
+    unknown = rows()
+    add_verdicts(unknown, None)
+    assert unknown[1]["vs_best"] == "+2.00" and "noise unknown" in unknown[1]["verdict"]

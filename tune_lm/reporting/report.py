@@ -25,6 +25,7 @@ from typing import Any
 from tune_lm.lm import metrics as M
 from tune_lm.lm.errors import TuneLMError
 from tune_lm.reporting.expected_best import expected_best_curve
+from tune_lm.reporting.verdicts import add_verdicts, seed_noise
 from tune_lm.tuning.layout import SUMMARY_JSON
 from tune_lm.tuning.results import TrialRow
 from tune_lm.tuning.summary import confirmation_table, markdown_table
@@ -155,13 +156,16 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
     columns = ["trial_id", *params, M.EPOCHS_RUN, "status", M.BEST_VAL_PPL, M.EPOCH_TIME_S,
                M.TOKENS_PER_S, M.TEST_PPL]  # fmt: skip
     written = _write_table(summary["trials"], columns, out / "trials")
+    noise = seed_noise(summary)
     for name in dict.fromkeys(["model", *by]):
         if name not in params and name not in summary["space"]["fixed"]:
             continue  # a search that fixed no cell type
         for record in records:
             record.params.setdefault(name, summary["space"]["fixed"].get(name))
         rows = grouped(records, name)
-        header = [name, "trials", M.BEST_VAL_PPL, "best_trial", "median_epoch_time_s"]
+        add_verdicts(rows, noise)
+        header = [name, "trials", M.BEST_VAL_PPL, "best_trial", "median_epoch_time_s",
+                  "vs_best", "verdict"]
         written += _write_table(rows, header, out / f"by_{name}")
     curve = expected_best_curve([r.best_val_ppl for r in records])
     shown = [point for point in curve
