@@ -48,6 +48,7 @@ from tune_lm.tuning.summary import (
     top_table,
     write_summary,
 )
+from tune_lm.tuning.warm_start import warm_started
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def validate(args: argparse.Namespace) -> Job | None:
     finished search, said and left untouched."""
     check_flags(args)
     name, path, space, pinned = resolve_experiment(args)
-    space, warm = warm_started(args, space)
+    space, warm = warm_started(args.warm_start, space)
     finished = read_finished(path) if args.resume else None
     if finished is not None:
         say(f"experiment {path} finished on {finished.get('finished_at', '?')}: nothing to "
@@ -113,24 +114,6 @@ def validate(args: argparse.Namespace) -> Job | None:
     )  # fmt: skip
 
 
-def warm_started(args: argparse.Namespace, space: SearchSpace) -> tuple[SearchSpace, Any]:
-    """--warm-start: the space with the earlier search's best configurations queued, and
-    what transfers (None without the flag)."""
-    if args.warm_start is None:
-        return space, None
-    from tune_lm.tuning.warm_start import plan_warm_start, with_queued
-
-    warm = plan_warm_start(args.warm_start, space)
-    say(f"warm start from {warm.source}: {len(warm.queued)} of its best configurations "
-        f"queued first, {len(warm.priors)} of its trials given to the sampler, "
-        f"{len(warm.skipped)} not transferred")  # fmt: skip
-    for line in warm.skipped[:10]:
-        say(f"  not transferred: {line}")
-    if len(warm.skipped) > 10:
-        say(f"  ... and {len(warm.skipped) - 10} more (all in summary.json, warm_start)")
-    return with_queued(space, warm), warm
-
-
 def replay(args: argparse.Namespace) -> int:
     """--replay CURVES: the search rehearsed on recorded curves (no training, no MLflow);
     its summary and what it would have cost."""
@@ -140,7 +123,7 @@ def replay(args: argparse.Namespace) -> int:
 
     check_flags(args)
     name, path, space, _ = resolve_experiment(args)
-    space, warm = warm_started(args, space)
+    space, warm = warm_started(args.warm_start, space)
     curves = load_curves(args.replay)
     curves.check_fits(space)
     check_experiment(path, resume=False)
@@ -268,6 +251,8 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     conclusion = conclude(outcomes, space, asha_stops=ledger.stopped(), interrupted=interrupted)
     confirmed, confirm_spend = None, None
     if space.confirm is not None and not interrupted and conclusion.finished:
+        from tune_lm.tracking.confirm_runs import confirm_finalists
+
         confirmed, interrupted, confirm_loggers, confirm_spend = confirm_finalists(
             job, conclusion, experiment_id, parent_id)
         loggers += confirm_loggers
@@ -293,36 +278,6 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
                 f"± {winner['val_ppl_sd']:.2f}, test ppl {winner['test_ppl_mean']:.2f} ± "
                 f"{winner['test_ppl_sd']:.2f} over seeds {winner['seeds']}")  # fmt: skip
     return print_outcome(job, conclusion, paths, model_uri, interrupted)
-
-
-def confirm_finalists(
-    job: Job, conclusion: Conclusion, experiment_id: str, parent_id: str,
-) -> tuple[list[dict[str, Any]], str | None, list, list]:  # fmt: skip
-    """The finalists trained again with fresh seeds (:mod:`tune_lm.tuning.confirm`), as
-    runs under the search's MLflow run: (per-finalist entries, what interrupted it, the
-    MLflow logger, each run's (epochs, training seconds))."""
-    from tune_lm.tracking.trial_runs import MLflowTrialLogger
-    from tune_lm.tuning import confirm, private_api
-    from tune_lm.tuning.summary import confirmation_table
-
-    space, corpus = job.space, job.corpus
-    made = confirm.plan(job.folder, conclusion, space)
-    finalists, seeds = made["finalists"], made["seeds"]
-    say(f"confirming {len(finalists)} finalist(s) ({', '.join(f['trial_id'] for f in finalists)}) "
-        f"with fresh seeds {seeds}: {len(finalists) * len(seeds)} runs of the full budget, "
-        f"in {job.path}/{confirm.CONFIRM_FOLDER} ...")  # fmt: skip
-    logger = MLflowTrialLogger(job.tracking_uri, experiment_id, parent_id, space, corpus.vocab,
-                               job.log_checkpoints)  # fmt: skip
-    logger.finalists = finalists
-    tuner = confirm.build_confirm_tuner(space, corpus, job.path, made, [logger])
-    results, interrupted = private_api.fit_noting_interrupt(tuner)
-    loggers = [c for c in private_api.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
-    entries = confirm.summarise(results, made)
-    if not interrupted:
-        say("finalists, confirmed (mean ± sd over the fresh seeds; the winner has the lowest "
-            "mean validation perplexity):")  # fmt: skip
-        say(confirmation_table(entries))
-    return entries, interrupted, loggers, confirm.spend(results)
 
 
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,

@@ -40,6 +40,7 @@ from tune_lm.tuning.space_parts import (
     check_override,
     parse_duration,
 )
+from tune_lm.tuning.space_pbt import check_pbt
 
 __all__ = [  # and, from the modules it is built of, what users of a space need
     "GRID_MAX_TRIALS", "GRID_WARN_TRIALS", "MIN_REDUCTION_FACTOR", "PARAMETER_KINDS",
@@ -205,44 +206,8 @@ class SearchSpace(TrainingSpace):
 
     @model_validator(mode="after")
     def _pbt_fits(self) -> SearchSpace:
-        """PBT: a population drawn at random by Tune, perturbing what training can change
-        mid-run (lr, dropout) and that the space searches."""
-        if self.scheduler.type != "pbt":
-            return self
-        if "searcher" in self.model_fields_set:
-            raise space_error("field 'searcher' has no effect with 'scheduler: {type: pbt}': "
-                              "PBT's population is drawn at random from the parameters "
-                              "(Ray's PBT takes no searcher); remove 'searcher'")  # fmt: skip
-        if len(self.objectives) > 1:
-            raise space_error("'scheduler: {type: pbt}' optimises val_ppl alone; remove the "
-                              "other objectives, or use type: mo_asha")  # fmt: skip
-        if self.confirm is not None:
-            raise space_error("field 'confirm' cannot go with 'scheduler: {type: pbt}': a PBT "
-                              "trial's weights grew under its parents' values too, so no "
-                              "configuration of it can be trained again from scratch; remove "
-                              "'confirm' (or --confirm), or use type: asha")  # fmt: skip
-        if self.baselines:
-            raise space_error("field 'baselines' has no effect with 'scheduler: {type: pbt}' "
-                              "(its population is drawn at random); remove it")  # fmt: skip
-        for name in self.pbt_mutations:
-            if name not in PERTURBABLE:
-                raise space_error(
-                    f"field 'scheduler.mutate' names {name!r}, which training cannot change "
-                    f"mid-run (the weights' shapes or the data would change); PBT can perturb "
-                    f"{list(PERTURBABLE)}")  # fmt: skip
-            if name not in self.parameters:
-                raise space_error(f"field 'scheduler.mutate' names {name!r}, which the space "
-                                  f"does not search; add it to 'parameters' (a range or a "
-                                  f"choice) or remove it from mutate")  # fmt: skip
-        if not self.pbt_mutations:
-            raise space_error("'scheduler: {type: pbt}' needs something to perturb: lr or "
-                              "dropout, searched in 'parameters' and not left out of "
-                              "'scheduler.mutate'")  # fmt: skip
-        if self.scheduler.perturbation_interval >= self.epochs:
-            raise space_error(
-                f"field 'scheduler.perturbation_interval' is "
-                f"{self.scheduler.perturbation_interval:g} epochs, not less than the "
-                f"{self.epochs} epochs trials train, so PBT would never act; lower it")
+        """PBT's own rules (tuning/space_pbt.py)."""
+        check_pbt(self)
         return self
 
     @property

@@ -29,6 +29,7 @@ from typing import Any
 
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.console import say
 from tune_lm.tuning.layout import SUMMARY_JSON
 from tune_lm.tuning.space import SearchSpace
 
@@ -147,3 +148,19 @@ def with_queued(space: SearchSpace, start: WarmStart) -> SearchSpace:
     raw = space.model_dump(exclude_unset=True)
     raw["baselines"] = [*space.baselines, *start.queued]
     return SearchSpace.from_raw(raw, source=f"space {space.name!r} with {FLAG}")
+
+
+def warm_started(folder: str | None, space: SearchSpace) -> tuple[SearchSpace, WarmStart | None]:
+    """--warm-start: the space with the earlier search's best configurations queued, and
+    what transfers, said on the console (None without the flag)."""
+    if folder is None:
+        return space, None
+    warm = plan_warm_start(folder, space)
+    say(f"warm start from {warm.source}: {len(warm.queued)} of its best configurations "
+        f"queued first, {len(warm.priors)} of its trials given to the sampler, "
+        f"{len(warm.skipped)} not transferred")  # fmt: skip
+    for line in warm.skipped[:10]:
+        say(f"  not transferred: {line}")
+    if len(warm.skipped) > 10:
+        say(f"  ... and {len(warm.skipped) - 10} more (all in summary.json, warm_start)")
+    return with_queued(space, warm), warm
