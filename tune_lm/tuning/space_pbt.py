@@ -3,18 +3,16 @@ training can change mid-run (lr, dropout) and what the space searches."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tune_lm.lm.config import PERTURBABLE
 from tune_lm.tuning.params import space_error
 
-if TYPE_CHECKING:
-    from tune_lm.tuning.space import SearchSpace
 
-
-def check_pbt(space: SearchSpace) -> None:
+def check_pbt(space: Any) -> None:
     """PBT: a population drawn at random by Tune, perturbing what training can change
-    mid-run (lr, dropout) and that the space searches."""
+    mid-run (lr, dropout) and that the space searches. ``space``: the SearchSpace being
+    validated (not imported here: space.py imports this module)."""
     if space.scheduler.type != "pbt":
         return
     if "searcher" in space.model_fields_set:
