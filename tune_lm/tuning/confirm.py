@@ -32,11 +32,11 @@ from tune_lm.tuning.private_api import tune_state_saved
 from tune_lm.tuning.results import Conclusion
 from tune_lm.tuning.space import SchedulerSpec, SearcherSpec, SearchSpace
 from tune_lm.tuning.trainable import train_trial
+from tune_lm.tuning.tuner import CHECKPOINTS_KEPT
 
 CONFIRM_FOLDER = "confirm"  # the confirmation runs' Ray experiment, in the search's folder
 CONFIRM_FILE = "confirm.json"  # the finalists and seeds, fixed when confirmation starts
 SEED_OFFSET = 1000  # fresh seeds: the space's seed + 1000, + 1001, ...
-CHECKPOINTS_KEPT = 2
 
 
 def fresh_seeds(space: SearchSpace) -> list[int]:
