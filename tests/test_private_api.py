@@ -45,6 +45,35 @@ def test_tune_names_its_state_file_as_we_look_for_it(asha_search):
     assert not tune_state_saved(folder / "nothing-here")
 
 
+@pytest.mark.slow
+def test_tune_saves_the_trial_total_where_extend_raises_it(asha_search, tmp_path):
+    """A finished search's saved search state holds (trials created, trials planned), and
+    a raised total is what Tune's own loader then reads back."""
+    import shutil
+
+    from ray.tune.utils.util import _load_newest_checkpoint
+
+    done, folder = asha_search
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert private_api.trial_total(folder) == (8, 8)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    private_api.set_trial_total(copy, 11)
+    state = _load_newest_checkpoint(str(copy), private_api.SEARCH_STATE_PATTERN)
+    assert (state["counter"], state["total_samples"], state["finished"]) == (8, 11, False)
+    assert private_api.trial_total(tmp_path / "nothing-here") is None
+
+
+def test_asha_keeps_its_rungs_and_metric_sign_where_we_read_them():
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3)
+    scheduler.set_search_properties("val_ppl", "min")
+    assert [m for m, recorded in private_api.asha_rungs(scheduler)] == [9, 3, 1]
+    assert all(recorded == {} for _, recorded in private_api.asha_rungs(scheduler))
+    assert private_api.asha_metric_sign(scheduler) == -1
+
+
 def _ray_source_files():
     root = Path(importlib.util.find_spec("ray").origin).parent
     return [p for sub in ("tune", "_private", "train") for p in (root / sub).rglob("*.py")]

@@ -20,6 +20,7 @@ from typing import Any
 from tune_lm.cli import run_main
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError, TuneLMError
+from tune_lm.tuning import extend as extension
 from tune_lm.tuning.compute import compute_ledger, describe_compute
 from tune_lm.tuning.console import console, say
 from tune_lm.tuning.experiment import (
@@ -30,11 +31,13 @@ from tune_lm.tuning.experiment import (
     read_finished,
     write_pinned,
 )
-from tune_lm.tuning.layout import LOG_FILE, STUDY_FILE
+from tune_lm.tuning.extend import check_tune_state
+from tune_lm.tuning.layout import LOG_FILE, STUDY_FILE, SUMMARY_JSON
 from tune_lm.tuning.request import (
     build_parser,
     check_corpus,
     check_flags,
+    continues,
     resolve_experiment,
     resume_command,
 )
@@ -94,7 +97,7 @@ def validate(args: argparse.Namespace) -> Job | None:
     check_flags(args)
     name, path, space, pinned = resolve_experiment(args)
     space, warm = warm_started(args.warm_start, space)
-    finished = read_finished(path) if args.resume else None
+    finished = read_finished(path) if args.resume and not args.extend else None
     if finished is not None:
         say(f"experiment {path} finished on {finished.get('finished_at', '?')}: nothing to "
             f"resume, nothing was changed. Best trial {finished.get('best_trial')} "
@@ -152,7 +155,9 @@ def prepare(job: Job) -> None:
 
     args, space = job.args, job.space
     settings = job.pinned.settings if job.pinned else None
-    job.restore = ray_side.check_experiment(job.path, resume=args.resume)
+    if args.extend:  # before check_experiment, which restarts a stateless experiment
+        check_tune_state(job.path)
+    job.restore = ray_side.check_experiment(job.path, resume=continues(args))
     job.address = ray_side.check_address(args.address)  # "auto" resolved to what it names
     ray_side.check_gpus(space, args.address)
     store.limit_http_retries()
@@ -218,7 +223,7 @@ def _run_tracked(job: Job) -> int:
     client = MlflowClient(job.tracking_uri)
     space_file = resolve_space_path(job.args.space) if job.args.space else None
     experiment_id, parent_id = start_parent_run(client, job.name, job.path, job.space, corpus,
-                                                space_file, resume=job.args.resume)  # fmt: skip
+                                                space_file, resume=continues(job.args))  # fmt: skip
     try:
         return search(job, client, experiment_id, parent_id)
     except BaseException as error:
@@ -233,6 +238,13 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     from tune_lm.tuning import tuner as ray_side
     from tune_lm.tuning.progress import ProgressPrinter
 
+    if job.args.extend:
+        entry = extension.begin(job.path, job.args.extend)
+        job.space = job.space.with_overrides(num_samples=entry["total"])
+        say(f"extending {job.name} by {entry['added']} trial(s), to {entry['total']} in all; "
+            "the Optuna study, ASHA's rungs and the MLflow run go on from the earlier trials")
+    elif job.restore and "://" not in job.path:
+        extension.reapply(job.path)
     space, corpus = job.space, job.corpus
     ledger = ray_side.stop_ledger(job.path)
     trial_logger = MLflowTrialLogger(job.tracking_uri, experiment_id, parent_id, space,
@@ -244,6 +256,9 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     say(f"MLflow: {job.tracking_uri} (experiment {job.name!r}, run {parent_id}); browse it "
         f"with: mlflow ui --backend-store-uri {job.tracking_uri}")
     say(f"search: {describe_plan(space)}")
+    for callback in private_api.tuner_callbacks(tuner):  # a restored Tuner's own copies
+        if isinstance(callback, ProgressPrinter):
+            callback.retarget(space)  # the trials --extend added count
     results, interrupted = private_api.fit_noting_interrupt(tuner)
     loggers = [c for c in private_api.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
 
@@ -261,7 +276,8 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
                  else f"{len(conclusion.to_test)} trials")  # fmt: skip
         say(f"scoring {which} on the test split (once, on the best-validation weights) ...")
     started = time.monotonic()
-    best_model = ray_side.score_on_test(conclusion, outcomes, space, corpus)
+    best_model = ray_side.score_on_test(conclusion, outcomes, space, corpus,
+                                        known=scored_before(job.folder))  # fmt: skip
     tested = time.monotonic() - started
     spent = compute_ledger([o.history for o in outcomes], space, test_seconds=tested,
                            confirm=confirm_spend)  # fmt: skip
@@ -278,6 +294,20 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
                 f"± {winner['val_ppl_sd']:.2f}, test ppl {winner['test_ppl_mean']:.2f} ± "
                 f"{winner['test_ppl_sd']:.2f} over seeds {winner['seeds']}")  # fmt: skip
     return print_outcome(job, conclusion, paths, model_uri, interrupted)
+
+
+def scored_before(folder: Path) -> dict[str, tuple[float, float]]:
+    """trial id -> (best val ppl, test ppl) from an earlier summary of this experiment (a
+    resumed or extended search): test is scored once per chosen weights, so a trial
+    whose best weights are unchanged keeps its score."""
+    import json
+
+    try:
+        trials = json.loads((folder / SUMMARY_JSON).read_text())["trials"]
+        return {str(t["trial_id"]): (float(t["best_val_ppl"]), float(t["test_ppl"]))
+                for t in trials if t.get("test_ppl") is not None}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
@@ -320,6 +350,8 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
         client, name=job.name, experiment_id=experiment_id, parent_id=parent_id,
         plan=describe_plan(space), corpus=job.corpus, rows=rows, best=best,
         best_model=best_model, paths=paths, interrupted=bool(interrupted),
+        known_model=extension.unchanged_model(job.path, best.trial_id if best else None)
+        if "://" not in job.path else None,
     )  # fmt: skip
     return paths, model_uri, failures
 

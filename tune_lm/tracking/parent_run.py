@@ -149,20 +149,21 @@ def model_description(name: str, best: TrialRow, config: TrainConfig, corpus: st
 def record_results(
     client: MlflowClient, *, name: str, experiment_id: str, parent_id: str, plan: str,
     corpus: Corpus, rows: list[TrialRow], best: TrialRow | None, best_model: tuple | None,
-    paths: dict[str, Path], interrupted: bool,
+    paths: dict[str, Path], interrupted: bool, known_model: str | None = None,
 ) -> tuple[str | None, list[str]]:  # fmt: skip
     """The search's results into MLflow: every trial's run settled as the summary says,
     the best model logged into its trial's run and registered, the summary and the
-    description into the search's run, which ends. Returns (the registered model's URI,
+    description into the search's run, which ends (``known_model``: the best trial's model,
+    registered before an ``--extend``, is not registered again). Returns (the model's URI,
     what could not be logged): a tracking server that went away loses nothing else."""
     from tune_lm.tracking.registry import log_best_model
     from tune_lm.tracking.trial_runs import settle_trial_runs
 
     failures: list[str] = []
-    model_uri = None
+    model_uri = known_model if not interrupted else None
     try:
         runs = settle_trial_runs(client, experiment_id, parent_id, rows)
-        if best is not None and best_model is not None and not interrupted:
+        if best is not None and best_model is not None and not interrupted and not model_uri:
             run = runs.get(best.trial_id)
             run_id = run.info.run_id if run is not None else parent_id
             metrics = {M.BEST_VAL_PPL: best.best_val_ppl, M.TEST_PPL: best.test_ppl}

@@ -27,6 +27,7 @@ from ray import tune
 from tune_lm.lm import metrics as M
 from tune_lm.lm.atomic import atomic_file
 from tune_lm.lm.corpus import Corpus
+from tune_lm.tuning.layout import CONFIRM_FILE, CONFIRM_FOLDER
 from tune_lm.tuning.noise import difference, mean_sd
 from tune_lm.tuning.private_api import tune_state_saved
 from tune_lm.tuning.results import Conclusion
@@ -34,8 +35,6 @@ from tune_lm.tuning.space import SchedulerSpec, SearcherSpec, SearchSpace
 from tune_lm.tuning.trainable import train_trial
 from tune_lm.tuning.tuner import CHECKPOINTS_KEPT
 
-CONFIRM_FOLDER = "confirm"  # the confirmation runs' Ray experiment, in the search's folder
-CONFIRM_FILE = "confirm.json"  # the finalists and seeds, fixed when confirmation starts
 SEED_OFFSET = 1000  # fresh seeds: the space's seed + 1000, + 1001, ...
 
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from tune_lm.lm.atomic import atomic_file
 from tune_lm.lm.config import describe_validation_error
 from tune_lm.lm.errors import ConfigError
-from tune_lm.tuning.layout import FINISHED_FILE, SETTINGS_FILE, SPACE_FILE
+from tune_lm.tuning.layout import EXTENSIONS_FILE, FINISHED_FILE, SETTINGS_FILE, SPACE_FILE
 from tune_lm.tuning.space import SearchSpace
 
 SETTINGS_FORMAT = "tune_lm.search/1"
@@ -95,6 +95,26 @@ def read_finished(path: str) -> dict[str, Any] | None:
     except ValueError:  # written whole or not at all; a damaged file is not a verdict
         return None
     return found if isinstance(found, dict) else None
+
+
+def clear_finished(path: str) -> None:
+    """The search at ``path`` is going on again (``--extend``); a local folder only."""
+    (Path(path) / FINISHED_FILE).unlink(missing_ok=True)
+
+
+def read_extensions(path: str) -> list[dict[str, Any]]:
+    """The ``--extend`` calls made on the experiment, oldest first: each ``{"added": N,
+    "total": trials in all after it, "at": when}``."""
+    text = _read(path, EXTENSIONS_FILE)
+    try:
+        found = json.loads(text) if text is not None else []
+    except ValueError:  # written whole or not at all
+        return []
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
+def add_extension(path: str, entry: dict[str, Any]) -> None:
+    _write(path, EXTENSIONS_FILE, json.dumps([*read_extensions(path), entry], indent=2) + "\n")
 
 
 def _read(path: str, name: str) -> str | None:

@@ -23,3 +23,6 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 GRID_TABLE_MD = "grid_table.md"
 FINISHED_FILE = "finished.json"
+EXTENSIONS_FILE = "extensions.json"  # --extend: trials added to a finished search
+CONFIRM_FOLDER = "confirm"  # the confirmation runs' Ray experiment, in the search's folder
+CONFIRM_FILE = "confirm.json"  # the finalists and seeds, fixed when confirmation starts

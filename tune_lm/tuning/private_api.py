@@ -139,3 +139,50 @@ def optuna_trials(searcher: Any) -> dict[str, Any]:
 def closed_trials(searcher: Any) -> set[str]:
     """Tune trial ids that OptunaSearch has already told its study about."""
     return searcher._completed_trials
+
+
+# Tune keeps how many trials a search creates in its SearchGenerator's state, saved beside
+# the experiment as ``search_gen_state-<session>.json`` (a cloudpickle of a dict, the
+# newest by name wins). ``--extend`` raises that total: Ray has no public way to add
+# trials to a finished experiment (ray-project/ray#42221, #18847).
+SEARCH_STATE_PATTERN = "search_gen_state-*.json"
+
+
+def trial_total(experiment_dir: Path) -> tuple[int, int] | None:
+    """(trials created, trials the search will create) from Tune's saved search state;
+    None when Tune has saved none (a grid, or a search killed before its first snapshot)."""
+    from ray.tune.utils.util import _load_newest_checkpoint
+
+    state = _load_newest_checkpoint(str(experiment_dir), SEARCH_STATE_PATTERN)
+    if not state:
+        return None
+    return int(state["counter"]), int(state["total_samples"])
+
+
+def set_trial_total(experiment_dir: Path, total: int) -> None:
+    """Make the search at ``experiment_dir`` create ``total`` trials in all when Tune
+    restores it (its newest saved search state rewritten, atomically, in place)."""
+    import glob
+
+    from ray.tune.utils.util import _atomic_save, _load_newest_checkpoint
+
+    state = _load_newest_checkpoint(str(experiment_dir), SEARCH_STATE_PATTERN)
+    newest = max(glob.glob(str(experiment_dir / SEARCH_STATE_PATTERN)))
+    state["total_samples"] = total
+    state["finished"] = state["counter"] >= total
+    _atomic_save(state=state, checkpoint_dir=str(experiment_dir),
+                 file_name=Path(newest).name, tmp_file_name=f"tmp-{Path(newest).name}")  # fmt: skip
+
+
+# Ray's ASHA keeps each rung's recorded values in ``_Bracket._rungs`` (a list of
+# (milestone, {trial id: signed value})) and the sign in ``_metric_op``; a restored ASHA
+# starts with them empty, so tune_lm refills them from the earlier trials' results.
+def asha_rungs(scheduler: Any) -> list[tuple[float, dict[str, float]]]:
+    """The rungs of a one-bracket ASHA: (milestone epoch, {trial id: signed value})."""
+    return list(scheduler._brackets[0]._rungs)
+
+
+def asha_metric_sign(scheduler: Any) -> float:
+    """+1 when ASHA maximises its metric, -1 when it minimises it."""
+    return float(scheduler._metric_op)
+

@@ -140,14 +140,14 @@ class ProgressPrinter(Callback):
         if asha:
             outcome += f" (not among the best 1/{self.space.scheduler.reduction_factor:g} there)"
         best = self._trial_best.get(trial.trial_id)
-        done = sum(1 for t in trials if self._ended.get(t.trial_id))
+        done = self._ended_count(trials)
         settings = describe(self.space.searched(trial.config or {}))
         measured = f": best {M.VAL_PPL} {best:.2f}" if best is not None else ""
         return f"trial {done}/{self.total} {trial.trial_id} {outcome}{measured} | {settings}"
 
     def _trial_ended(self, trials: list, trial: Any, error: str | None) -> None:
         self._print(self.trial_line(trials, trial, error))
-        if len(self._ended) >= self.total:  # the last one: where the search stands
+        if self._ended_count(trials) >= self.total:  # the last one: where the search stands
             self._print(self.line(trials))
 
     def line(self, trials: list) -> str:
@@ -162,7 +162,7 @@ class ProgressPrinter(Callback):
         ended_early = [
             t for t in finished
             if status[t.trial_id] == "TERMINATED"
-            and self._epochs.get(t.trial_id, 0) < self.space.epochs
+            and self._epochs_run(t) < self.space.epochs
         ]  # fmt: skip
         by_asha = self.ledger.stopped() if self.ledger is not None else {}
         stopped_early = sum(1 for t in ended_early if t.trial_id in by_asha or not self.ledger)
@@ -174,8 +174,9 @@ class ProgressPrinter(Callback):
             f"({stopped_early} stopped early, {f'{cut} cut by the time budget, ' if cut else ''}"
             f"{failed} failed)",
         ]
-        if self._best is not None:
-            parts.append(f"best {M.VAL_PPL} {self._best[0]:.2f} ({self._best[1]})")
+        best = self._best_of(trials)
+        if best is not None:
+            parts.append(f"best {M.VAL_PPL} {best[0]:.2f} ({best[1]})")
         if self._per_epoch:
             left = estimate_remaining_s(
                 space=self.space,
@@ -188,6 +189,31 @@ class ProgressPrinter(Callback):
             )
             parts.append(f"about {_clock(left)} left")
         return "progress: " + " | ".join(parts)
+
+    def _best_of(self, trials: list) -> tuple[float, str] | None:
+        """The best val_ppl seen, or kept by Tune for a restored search's earlier trials
+        (each trial's ``metric_analysis``)."""
+        found = [self._best] if self._best is not None else []
+        for trial in trials:
+            low = (getattr(trial, "metric_analysis", None) or {}).get(M.VAL_PPL, {}).get("min")
+            if isinstance(low, int | float) and math.isfinite(low):
+                found.append((float(low), trial.trial_id))
+        return min(found) if found else None
+
+    def _ended_count(self, trials: list) -> int:
+        """Trials that have ended, those of a restored search's earlier run included."""
+        ended = ("TERMINATED", "ERROR")
+        return sum(1 for t in trials if self._ended.get(t.trial_id, t.status) in ended)
+
+    def _epochs_run(self, trial: Any) -> float:
+        """Epochs a trial ran: from the results seen, or (a trial that ended before a
+        restore, after the callback's last snapshot) Tune's record of its last result."""
+        last = (getattr(trial, "last_result", None) or {}).get(M.EPOCH) or 0.0
+        return max(self._epochs.get(trial.trial_id, 0.0), float(last))
+
+    def retarget(self, space: SearchSpace) -> None:
+        """A restored search that now runs ``space`` (``--extend`` added trials)."""
+        self.space, self.total = space, total_trials(space)
 
     def _print(self, text: str) -> None:
         self._last_print = time.monotonic()

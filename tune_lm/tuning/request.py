@@ -18,6 +18,7 @@ from tune_lm.tuning.experiment import (
     read_pinned,
     resume_conflicts,
 )
+from tune_lm.tuning.extend import check_extendable, extended
 from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE
 from tune_lm.tuning.space import SearchSpace, check_override
 from tune_lm.tuning.space_yaml import load_space
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"experiment storage: a folder or s3://... (default ./{DEFAULT_STORAGE})")  # fmt: skip
     add("--name", help="experiment name (default: the space's name)")
     add("--resume", action="store_true", help="continue the experiment --name after a stop")
+    add("--extend", type=positive_count, metavar="N",
+        help="add N trials to the experiment --name, finished or not: same Ray "
+             "experiment, Optuna study (its sampler learns from the earlier trials) and "
+             "MLflow run")  # fmt: skip
     add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     add("--log-checkpoints", choices=["best", "all", "none"],
         help="checkpoints logged to each trial's MLflow run (default: best)")  # fmt: skip
@@ -78,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"show Ray's status tables and Ray's, MLflow's and Optuna's messages here "
              f"(default: in {LOG_FILE} in the experiment folder)")  # fmt: skip
     return parser
+
+
+def positive_count(text: str) -> int:
+    """A whole number of at least 1 (``--extend N``)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of trials to add: give a "
+                                         "whole number of at least 1, e.g. --extend 8")  # fmt: skip
+    return int(text)
+
+
+def continues(args: argparse.Namespace) -> bool:
+    """Whether the command goes on with an existing experiment (--resume or --extend)."""
+    return bool(args.resume or getattr(args, "extend", None))
 
 
 def confirm_flag(text: str) -> dict[str, int]:
@@ -122,10 +140,14 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.progress_every is not None and not 0 < args.progress_every < math.inf:
         raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
     check_replay_flags(args)
-    if args.warm_start is not None and args.resume:
-        raise ConfigError("--warm-start seeds a new search; a resumed one was seeded when it "
-                          "started (its study holds the earlier trials). Drop --warm-start, or "
-                          "start a new search with --name NEW_NAME")  # fmt: skip
+    if args.warm_start is not None and continues(args):
+        flag = "--resume" if args.resume else "--extend"
+        raise ConfigError(f"--warm-start seeds a new search; {flag} goes on with one that was "
+                          "seeded when it started (its study holds the earlier trials). Drop "
+                          "--warm-start, or start a new search with --name NEW_NAME")  # fmt: skip
+    if args.extend and args.smoke:
+        raise ConfigError("--extend adds trials to an experiment; --smoke starts a new tiny "
+                          "one. Drop one of them")  # fmt: skip
     check_storage(args.storage)
     if args.name is not None and (
         not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")
@@ -134,8 +156,9 @@ def check_flags(args: argparse.Namespace) -> None:
                           "it is a folder inside --storage")  # fmt: skip
 
 
-NOT_WITH_REPLAY = {"resume": "--resume", "smoke": "--smoke", "tracking_uri": "--tracking-uri",
-                   "log_checkpoints": "--log-checkpoints", "data": "--data"}  # fmt: skip
+NOT_WITH_REPLAY = {"resume": "--resume", "extend": "--extend", "smoke": "--smoke",
+                   "tracking_uri": "--tracking-uri", "log_checkpoints": "--log-checkpoints",
+                   "data": "--data"}  # fmt: skip
 
 
 def check_replay_flags(args: argparse.Namespace) -> None:
@@ -211,7 +234,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace, Pinned | None]:
     """(name, path, space, what the experiment pinned): on --resume the space and the
     settings the experiment started with, and a refusal of any flag that disagrees."""
-    if not args.resume:
+    if not continues(args):
         if not args.space:
             raise ConfigError("--space is required (a YAML file or a shipped name, e.g. "
                               "quick.yaml); only --resume can do without it")  # fmt: skip
@@ -220,12 +243,16 @@ def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace,
         if args.replay and not args.name:  # never the real search's experiment
             name = f"{name}-replay"
         return name, experiment_path(args.storage, name), absolute_data(space), None
+    flag = "--resume" if args.resume else "--extend"
     name = args.name or (space_from_args(args).name if args.space else None)
     if not name:
-        raise ConfigError("--resume needs --name (the experiment's name), or the --space "
+        raise ConfigError(f"{flag} needs --name (the experiment's name), or the --space "
                           "it was started with")  # fmt: skip
     path = experiment_path(args.storage, name)
     pinned = read_pinned(path)
+    if pinned is None and args.extend:
+        raise ConfigError(f"--extend: no experiment with a saved space at {path}. Check "
+                          "--name and --storage, or start it without --extend")  # fmt: skip
     if pinned is None:  # stopped before it pinned anything: start-up is repeated
         if not args.space:
             raise ConfigError(
@@ -234,12 +261,14 @@ def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace,
             )
         return name, path, absolute_data(space_from_args(args)), None
     refuse_changes(args, pinned)
-    return name, path, pinned.space, pinned
+    if args.extend:
+        check_extendable(pinned.space, path)
+    return name, path, extended(pinned.space, path), pinned
 
 
 def refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
-    """--resume continues an experiment as it started: a flag given anew that disagrees
-    would be applied by half of it (Ray restores its own copy), so it is refused."""
+    """--resume (and --extend) continue an experiment as it started: a flag given anew
+    that disagrees would be applied by half of it (Ray restores its own copy): refused."""
     space, conflicts = pinned.space, []
     for key, value in overrides(args).items():
         if value is None:
@@ -272,7 +301,8 @@ def refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
         })  # fmt: skip
     if conflicts:
         raise ConfigError(
-            "--resume continues the experiment exactly as it started (same space, corpus "
+            f"{'--resume' if args.resume else '--extend'} continues the experiment exactly "
+            "as it started (same space, corpus "
             f"and MLflow store), but these flags disagree with it: {'; '.join(conflicts)}. "
             "Leave them out (the experiment keeps its own copy of each), or start a new "
             "search with --name NEW_NAME"

@@ -18,9 +18,11 @@ from ray.tune.search.optuna import OptunaSearch
 from tune_lm.lm import metrics as M
 from tune_lm.tuning import private_api
 from tune_lm.tuning.baselines import is_baseline
+from tune_lm.tuning.console import say
 from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
 from tune_lm.tuning.mo_asha import MultiObjectiveASHA
 from tune_lm.tuning.pbt import make_pbt
+from tune_lm.tuning.rung_history import rung_values
 from tune_lm.tuning.rung_sampler import VALUE_AT_EPOCH, RungAwareTPESampler
 from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.tune_space import to_tune_space
@@ -70,7 +72,42 @@ class RecordingASHA(ASHAScheduler):
         self.ledger, self.max_epochs = ledger, max_t
         self.baselines = [dict(b) for b in baselines or ()]
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled by ``Tuner.restore``: a resumed or extended search, whose rungs are
+        refilled from the earlier trials before the first new result is judged."""
+        self.__dict__.update(state)
+        self._refill = True
+        self._ended_before: set[str] = set()
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        if getattr(self, "_refill", False) and trial.status in ("TERMINATED", "ERROR"):
+            self._ended_before.add(trial.trial_id)  # restored as ended: it reports no more
+
+    def refill_rungs(self) -> int:
+        """Record at each rung what the experiment's trials that had ended before the
+        restore reached there, read from their result.json; a restored ASHA otherwise
+        judges new trials only against each other. (A trial restored unfinished reports its
+        later epochs itself.) One bracket only (a Hyperband trial's bracket is not on
+        disk). Returns how many values were added."""
+        if self.ledger.path is None or len(self._brackets) != 1:
+            return 0  # remote storage: the trials' results are not in a local folder
+        rungs = private_api.asha_rungs(self)
+        found = rung_values(self.ledger.path.parent, [milestone for milestone, _ in rungs])
+        sign, added = private_api.asha_metric_sign(self), 0
+        for milestone, recorded in rungs:
+            for trial_id, value in found.get(milestone, {}).items():
+                if trial_id not in recorded and trial_id in self._ended_before:
+                    recorded[trial_id] = sign * value
+                    added += 1
+        return added
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if self.__dict__.pop("_refill", False):
+            added = self.refill_rungs()
+            if added:
+                say(f"ASHA: {added} rung value(s) of the earlier trials restored; new results "
+                    "are judged against them")  # fmt: skip
         decision = super().on_trial_result(tune_controller, trial, result)
         epoch = result.get(M.EPOCH)
         if decision == TrialScheduler.STOP and epoch is not None and epoch < self.max_epochs:

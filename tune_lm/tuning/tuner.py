@@ -261,15 +261,20 @@ def best_weights(result: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]] 
 
 
 def score_on_test(conclusion: Conclusion, outcomes: list[TrialOutcome], space: SearchSpace,
-                  corpus: Corpus) -> tuple[Any, dict[str, Any]] | None:  # fmt: skip
+                  corpus: Corpus, known: dict[str, tuple[float, float]] | None = None,
+                  ) -> tuple[Any, dict[str, Any]] | None:  # fmt: skip
     """Test perplexity of each trial the conclusion names, once, on its best-validation
-    weights (set on its row); returns the winner's (config, weights) for the registry."""
+    weights (set on its row); returns the winner's (config, weights) for the registry.
+    ``known``: trial id -> (best val ppl, test ppl) scored before (an extended search):
+    the same weights (same best val ppl) are not scored again."""
     sources = {outcome.trial_id: outcome.source for outcome in outcomes}
     best_model = None
     for row in conclusion.to_test:
         found = best_weights(sources[row.trial_id], space)
         if found:
-            row.test_ppl = test_perplexity(found[0], corpus, found[1])
+            before = (known or {}).get(row.trial_id)
+            row.test_ppl = (before[1] if before and before[0] == row.best_val_ppl
+                            else test_perplexity(found[0], corpus, found[1]))  # fmt: skip
             best_model = found if row is conclusion.best else best_model
     return best_model
 
