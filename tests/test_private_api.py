@@ -53,6 +53,8 @@ def test_tune_saves_the_trial_total_where_extend_raises_it(asha_search, tmp_path
 
     from ray.tune.utils.util import _load_newest_checkpoint
 
+    from tune_lm.tuning.extend import reapply
+
     done, folder = asha_search
     assert done.returncode == 0, done.stderr[-2000:]
     assert private_api.trial_total(folder) == (8, 8)
@@ -61,6 +63,14 @@ def test_tune_saves_the_trial_total_where_extend_raises_it(asha_search, tmp_path
     private_api.set_trial_total(copy, 11)
     state = _load_newest_checkpoint(str(copy), private_api.SEARCH_STATE_PATTERN)
     assert (state["counter"], state["total_samples"], state["finished"]) == (8, 11, False)
+    # --extend noted its total, then was killed before Tune's state had it: --resume
+    # applies it (extend.reapply), once.
+    again = tmp_path / "again"
+    shutil.copytree(folder, again)
+    (again / "extensions.json").write_text(json.dumps([{"added": 3, "total": 11}]))
+    reapply(str(again))
+    reapply(str(again))
+    assert private_api.trial_total(again) == (8, 11)
     assert private_api.trial_total(tmp_path / "nothing-here") is None
 
 
