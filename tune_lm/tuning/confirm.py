@@ -29,11 +29,10 @@ from tune_lm.lm.atomic import atomic_file
 from tune_lm.lm.corpus import Corpus
 from tune_lm.tuning.layout import CONFIRM_FILE, CONFIRM_FOLDER
 from tune_lm.tuning.noise import difference, mean_sd
-from tune_lm.tuning.private_api import tune_state_saved
 from tune_lm.tuning.results import Conclusion
 from tune_lm.tuning.space import SchedulerSpec, SearcherSpec, SearchSpace
 from tune_lm.tuning.trainable import train_trial
-from tune_lm.tuning.tuner import CHECKPOINTS_KEPT
+from tune_lm.tuning.tuner import CHECKPOINTS_KEPT, forget_stateless, restorable
 
 SEED_OFFSET = 1000  # fresh seeds: the space's seed + 1000, + 1001, ...
 
@@ -92,12 +91,10 @@ def build_confirm_tuner(space: SearchSpace, corpus: Corpus, path: str, made: dic
                              finalists=[f["params"] for f in made["finalists"]]),
         {"cpu": space.resources.cpus_per_trial, "gpu": space.resources.gpus_per_trial},
     )  # fmt: skip
-    remote = "://" in where
-    if tune.Tuner.can_restore(where) and (remote or tune_state_saved(Path(where))):
+    if restorable(where):
         return tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)  # fmt: skip
-    if not remote:  # killed before Tune's first state: start it again
-        (Path(where) / "tuner.pkl").unlink(missing_ok=True)
+    forget_stateless(where)  # killed before Tune's first state: start it again
     return tune.Tuner(
         trainable,
         param_space={"finalist": tune.grid_search(list(range(len(made["finalists"])))),

@@ -154,22 +154,32 @@ def _trainable(space: SearchSpace, corpus: Corpus) -> Any:
     )
 
 
+def restorable(path: str) -> bool:
+    """Whether Tune can restore the experiment at ``path``. Killed between Tune's
+    tuner.pkl and its first state snapshot, an experiment looks restorable but is not
+    (Tune then "restarts" it with a wrong trial count)."""
+    return tune.Tuner.can_restore(path) and ("://" in path or tune_state_saved(Path(path)))
+
+
+def forget_stateless(path: str) -> None:
+    """Remove the tuner.pkl of a local experiment killed before Tune saved any state: it
+    holds no state, makes the folder look taken, and a new start rewrites it."""
+    if "://" not in path:
+        (Path(path) / "tuner.pkl").unlink(missing_ok=True)
+
+
 def check_experiment(path: str, *, resume: bool) -> bool:
     """A new search needs a free name; --resume needs an experiment to resume.
 
     Returns whether Tune's state is to be restored: a search killed before Tune's first
     snapshot (its folder exists, its state does not) is, on --resume, started again."""
     exists = tune.Tuner.can_restore(path)
-    # Killed between Tune's tuner.pkl and its first state snapshot, an experiment looks
-    # restorable but is not (Tune then "restarts" it with a wrong trial count).
-    restorable = exists and ("://" in path or tune_state_saved(Path(path)))
-    if resume and not restorable and "://" not in path and Path(path).is_dir():
+    can_restore = restorable(path)
+    if resume and not can_restore and "://" not in path and Path(path).is_dir():
         log.warning("--resume: %s stopped before Tune saved any state; starting it again", path)
-        # Tune's tuner.pkl alone makes the folder look like an experiment, which a new
-        # start would refuse as taken: it holds no state, and the new start rewrites it.
-        (Path(path) / "tuner.pkl").unlink(missing_ok=True)
+        forget_stateless(path)
         return False
-    if resume and not restorable:
+    if resume and not can_restore:
         raise ConfigError(
             f"--resume: no experiment to resume at {path}. Check --name and --storage, "
             "or drop --resume to start it"
