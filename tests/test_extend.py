@@ -149,6 +149,7 @@ def test_a_finished_search_extended_by_two_holds_four_trials_everywhere(tmp_path
     assert len(versions) == 1 + changed
     extensions = json.loads((folder / "extensions.json").read_text())
     assert [(e["added"], e["total"]) for e in extensions] == [(2, 4)]
+    assert [(e["added"], e["total"]) for e in summary["extensions"]] == [(2, 4)]
     # A finished extended search is finished: --resume changes nothing.
     again = run_cli("search", "--resume", "--name", "grown", *common[:2], cwd=tmp_path)
     assert again.returncode == 0 and "nothing to resume" in again.stdout + again.stderr

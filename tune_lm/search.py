@@ -28,6 +28,7 @@ from tune_lm.tuning.experiment import (
     SearchSettings,
     clean_tracking_uri,
     mark_finished,
+    read_extensions,
     read_finished,
     write_pinned,
 )
@@ -324,10 +325,14 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
 
     space, rows, best, pareto = job.space, conclusion.rows, conclusion.best, conclusion.pareto
     say(top_table(rows))
-    warm = {"warm_start": job.warm.describe()} if job.warm else None
+    extra = {"warm_start": job.warm.describe()} if job.warm else {}
+    extensions = read_extensions(job.path) if "://" not in job.path else []
+    if extensions:  # --extend: how the experiment grew
+        extra["extensions"] = [{k: e.get(k) for k in ("added", "total", "at")}
+                               for e in extensions]  # fmt: skip
     paths = write_summary(job.folder, rows, space, best, pareto,
                           confirmed=None if interrupted else confirmed, compute=spent,
-                          extra=warm)  # fmt: skip
+                          extra=extra or None)  # fmt: skip
     if spent:
         say(f"compute: {describe_compute(spent)}")
         log_compute(client, parent_id, spent)
