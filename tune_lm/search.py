@@ -33,7 +33,7 @@ from tune_lm.tuning.experiment import (
     write_pinned,
 )
 from tune_lm.tuning.extend import check_tune_state
-from tune_lm.tuning.layout import LOG_FILE, STUDY_FILE, SUMMARY_JSON
+from tune_lm.tuning.layout import LOG_FILE, STUDY_FILE
 from tune_lm.tuning.request import (
     build_parser,
     check_corpus,
@@ -49,6 +49,7 @@ from tune_lm.tuning.summary import (
     describe,
     describe_plan,
     outcome_counts,
+    scored_before,
     top_table,
     write_summary,
 )
@@ -75,9 +76,14 @@ class Job:
     warm: Any = None  # a WarmStart (tuning/warm_start.py): --warm-start's priors
 
     @property
+    def local(self) -> bool:
+        """The experiment is a local folder (not in remote storage)."""
+        return "://" not in self.path
+
+    @property
     def folder(self) -> Path:
         """Where the summary goes: the experiment folder, or ./NAME for remote storage."""
-        return Path(self.path) if "://" not in self.path else Path(self.path.rsplit("/", 1)[-1])
+        return Path(self.path) if self.local else Path(self.path.rsplit("/", 1)[-1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +250,7 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
         job.space = job.space.with_overrides(num_samples=entry["total"])
         say(f"extending {job.name} by {entry['added']} trial(s), to {entry['total']} in all; "
             "the Optuna study, ASHA's rungs and the MLflow run go on from the earlier trials")
-    elif job.restore and "://" not in job.path:
+    elif job.restore and job.local:
         extension.reapply(job.path)
     space, corpus = job.space, job.corpus
     ledger = ray_side.stop_ledger(job.path)
@@ -297,20 +303,6 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     return print_outcome(job, conclusion, paths, model_uri, interrupted)
 
 
-def scored_before(folder: Path) -> dict[str, tuple[float, float]]:
-    """trial id -> (best val ppl, test ppl) from an earlier summary of this experiment (a
-    resumed or extended search): test is scored once per chosen weights, so a trial
-    whose best weights are unchanged keeps its score."""
-    import json
-
-    try:
-        trials = json.loads((folder / SUMMARY_JSON).read_text())["trials"]
-        return {str(t["trial_id"]): (float(t["best_val_ppl"]), float(t["test_ppl"]))
-                for t in trials if t.get("test_ppl") is not None}  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
            experiment_id: str, parent_id: str, trial_folders: list[str],
            interrupted: str | None,
@@ -326,7 +318,7 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
     space, rows, best, pareto = job.space, conclusion.rows, conclusion.best, conclusion.pareto
     say(top_table(rows))
     extra = {"warm_start": job.warm.describe()} if job.warm else {}
-    extensions = read_extensions(job.path) if "://" not in job.path else []
+    extensions = read_extensions(job.path) if job.local else []
     if extensions:  # --extend: how the experiment grew
         extra["extensions"] = [{k: e.get(k) for k in ("added", "total", "at")}
                                for e in extensions]  # fmt: skip
@@ -349,14 +341,14 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
         if lost:
             say(f"MLflow: deleted {len(lost)} run(s) of trials lost with a killed driver "
                 f"(run again after --resume): {', '.join(lost)}")  # fmt: skip
-        if "://" not in job.path:
+        if job.local:
             fail_unfinished_trials(Path(job.path))
     model_uri, failures = record_results(
         client, name=job.name, experiment_id=experiment_id, parent_id=parent_id,
         plan=describe_plan(space), corpus=job.corpus, rows=rows, best=best,
         best_model=best_model, paths=paths, interrupted=bool(interrupted),
         known_model=extension.unchanged_model(job.path, best.trial_id if best else None)
-        if "://" not in job.path else None,
+        if job.local else None,
     )  # fmt: skip
     return paths, model_uri, failures
 

@@ -13,7 +13,8 @@ the driver's environment), each::
   checkpoint are lost, as in a crash during it; a retry resumes before it, so without
   ``once_dir`` every attempt fails);
 - ``kill``: the trial's process is SIGKILLed ``after_s`` (default 0.2) seconds after
-  reporting ``epoch``: mid-way through the next epoch;
+  reporting ``epoch``: mid-way through the next epoch (not if the trial has ended by
+  then: its reused process may run another trial);
 - ``when``: only trials whose sampled parameters have these values;
 - ``once_dir``: fire once per trial (a marker file per trial id), so the retry succeeds.
 """
@@ -65,6 +66,12 @@ def _fire(kinds: set[str], epoch: float, sampled: dict[str, Any], trial_id: str,
         elif fault["kind"] == "raise":
             raise RuntimeError(f"injected fault after epoch {epoch:g}")
         elif fault["kind"] == "kill":
-            pid = os.getpid()
-            threading.Timer(float(fault.get("after_s", 0.2)), os.kill,
-                            (pid, signal.SIGKILL)).start()  # fmt: skip
+            threading.Timer(float(fault.get("after_s", 0.2)), _kill_while_alive,
+                            (threading.current_thread(),)).start()  # fmt: skip
+
+
+def _kill_while_alive(training: threading.Thread) -> None:
+    """SIGKILL this process if the trial's training thread still runs: with Tune's
+    reuse_actors a trial that has ended may already have handed the process to another."""
+    if training.is_alive():
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -179,6 +179,18 @@ def write_summary(
     return paths
 
 
+def scored_before(folder: Path) -> dict[str, tuple[float, float]]:
+    """trial id -> (best val ppl, test ppl) from an earlier summary of this experiment (a
+    resumed or extended search): test is scored once per chosen weights, so a trial
+    whose best weights are unchanged keeps its score."""
+    try:
+        trials = json.loads((folder / SUMMARY_JSON).read_text())["trials"]
+        return {str(t["trial_id"]): (float(t["best_val_ppl"]), float(t["test_ppl"]))
+                for t in trials if t.get("test_ppl") is not None}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def outcome_counts(rows: list[TrialRow]) -> str:
     """``5 completed, 9 stopped early by ASHA, 2 stopped by the time budget, 0 failed``
     (a kind no trial ended in is left out, except completed and failed)."""
