@@ -14,6 +14,9 @@ already in the CSV are skipped, and each finished trial's rows are appended in o
 write, so a killed run loses only the trials it was training.
 
     python benchmarks/record_curves.py --out benchmarks/results/curves_ptb.csv --trials 200
+
+After the random pool it records the ``ANCHORS`` (the grid the replay benchmark compares
+with) exactly, as configurations 1000-1007.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ SPACE = {
 FIXED = {"nlayers": 1, "batch_size": 20, "decoder": "adaptive", "eval_batch_size": 10,
          "lr_decay": 1.0, "threads": 1, "device": "cpu", "seed": 1111}  # fmt: skip
 COLUMNS = ["config_id", *SPACE, "epoch", "val_ppl", "epoch_time_s", "eval_time_s"]
+# Anchors, recorded exactly after the random pool (ids from ANCHOR_IDS): the seed-style
+# grid that replay_efficiency.py compares every search with (LSTM/GRU x emsize 64/200,
+# nhid = emsize, x lr 5/20, dropout 0.2, bptt 35), whose LSTM 200 lr 20 cell is also the
+# PyTorch example's defaults that cells.yaml runs first as a baseline. Recorded, they
+# replay their own curves instead of their nearest random neighbour's.
+ANCHOR_IDS = 1000
+ANCHORS = [{"model": model, "emsize": size, "nhid": size, "dropout": 0.2, "lr": lr, "bptt": 35}
+           for model in ("LSTM", "GRU") for size in (64, 200) for lr in (5.0, 20.0)]
 
 
 def draw(config_id: int, seed: int) -> dict[str, Any]:
@@ -142,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop-after-s", type=float, default=None,
                         help="start no new trial after this many seconds")  # fmt: skip
+    parser.add_argument("--no-anchors", action="store_true",
+                        help="record the random pool only, not the grid's configurations")
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(args.trials) if i not in done_ids(args.out)]
-    print(f"{len(todo)} of {args.trials} configurations to record into {args.out}", flush=True)
+    configs = {i: draw(i, args.seed) for i in range(args.trials)}
+    if not args.no_anchors:
+        configs.update({ANCHOR_IDS + i: anchor for i, anchor in enumerate(ANCHORS)})
+    done = done_ids(args.out)
+    todo = [i for i in configs if i not in done]
+    print(f"{len(todo)} of {len(configs)} configurations to record into {args.out}", flush=True)
     started = time.monotonic()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         pending = {}
@@ -155,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             over = args.stop_after_s is not None and time.monotonic() - started > args.stop_after_s
             if queue and not over:
                 config_id = queue.pop(0)
-                future = pool.submit(train_one, config_id, draw(config_id, args.seed), args)
+                future = pool.submit(train_one, config_id, configs[config_id], args)
                 pending[future] = config_id
 
         for _ in range(args.workers):
