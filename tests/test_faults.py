@@ -237,6 +237,28 @@ def test_credentials_leave_the_tracking_uri(monkeypatch):
     assert move_credentials("https://127.0.0.1:5000") == "https://127.0.0.1:5000"
 
 
+def test_trial_folders_lost_with_a_killed_driver_are_removed(tmp_path):
+    """A trial started after Tune's last snapshot is created again by --resume in a new
+    folder; the lost attempt's folder goes, and nothing else in the experiment does."""
+    from tune_lm.tuning.experiment import remove_lost_trial_folders
+
+    kept = tmp_path / "train_trial_a_0_2026-11-28_10-00-00"
+    lost = tmp_path / "train_trial_b_1_2026-11-28_10-00-01"
+    again = tmp_path / "train_trial_b_1_2026-11-28_10-00-09"
+    for folder in (kept, again):
+        (folder / "checkpoint_000001").mkdir(parents=True)
+        (folder / "params.json").write_text("{}")
+    (lost / "checkpoint_000000").mkdir(parents=True)  # all the lost attempt wrote
+    (tmp_path / "confirm" / "x").mkdir(parents=True)  # not a trial folder
+    (tmp_path / "report").mkdir()
+    (tmp_path / "space.json").write_text("{}")
+    removed = remove_lost_trial_folders(str(tmp_path), [kept.name, again.name])
+    assert removed == [lost.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [kept.name, again.name, "confirm", "report", "space.json"])
+    assert remove_lost_trial_folders("s3://bucket/x", []) == []
+
+
 def test_runs_of_trials_lost_with_a_killed_driver_are_deleted(tmp_path):
     """A trial started after Ray's last snapshot has an MLflow run but no place in the
     resumed experiment: that run goes, the others stay."""

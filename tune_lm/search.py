@@ -30,6 +30,7 @@ from tune_lm.tuning.experiment import (
     mark_finished,
     read_extensions,
     read_finished,
+    remove_lost_trial_folders,
     write_pinned,
 )
 from tune_lm.tuning.extend import check_tune_state
@@ -343,6 +344,7 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
                 f"(run again after --resume): {', '.join(lost)}")  # fmt: skip
         if job.local:
             fail_unfinished_trials(Path(job.path))
+            remove_lost_trial_folders(job.path, trial_folders)
     model_uri, failures = record_results(
         client, name=job.name, experiment_id=experiment_id, parent_id=parent_id,
         plan=describe_plan(space), corpus=job.corpus, rows=rows, best=best,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tune_lm.tuning.console import say
+from tune_lm.tuning.experiment import remove_lost_trial_folders
 from tune_lm.tuning.results import Conclusion
 
 
@@ -32,6 +34,8 @@ def confirm_finalists(
     loggers = [c for c in private_api.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
     entries = confirm.summarise(results, made)
     if not interrupted:
+        remove_lost_trial_folders(f"{job.path}/{confirm.CONFIRM_FOLDER}",
+                                  [Path(r.path).name for r in results])  # fmt: skip
         say("finalists, confirmed (mean ± sd over the fresh seeds; the winner has the lowest "
             "mean validation perplexity):")  # fmt: skip
         say(confirmation_table(entries))

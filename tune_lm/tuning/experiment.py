@@ -11,7 +11,9 @@ local folder or (through pyarrow's filesystems, as Ray writes) remote storage.
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -161,3 +163,19 @@ def resume_conflicts(given: dict[str, tuple[Any, Any]]) -> list[str]:
     return [f"{flag} {value} (the experiment started with {was})"
             for flag, (value, was) in given.items()
             if value is not None and value != was]  # fmt: skip
+
+
+def remove_lost_trial_folders(path: str, kept: Iterable[str]) -> list[str]:
+    """Remove the trial folders of a finished local experiment that none of its trials
+    owns, and return their names. A trial that started after Tune's last snapshot, before
+    a driver kill, is created again by ``--resume`` in a new folder; the old one holds
+    only what that lost attempt wrote."""
+    if "://" in path or not Path(path).is_dir():
+        return []
+    kept, lost = set(kept), []
+    for child in sorted(Path(path).iterdir()):
+        trial_like = (child / "params.json").is_file() or any(child.glob("checkpoint_*"))
+        if child.is_dir() and child.name not in kept and trial_like:
+            shutil.rmtree(child, ignore_errors=True)
+            lost.append(child.name)
+    return lost
