@@ -332,6 +332,9 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
     if pareto:
         say(f"Pareto-optimal trials ({', '.join(space.objectives)}):")
         say(top_table(pareto, limit=len(pareto)))
+    if not interrupted and job.local:  # before the report, which reads these
+        fail_unfinished_trials(Path(job.path))  # every trial Ray knows has finished
+        remove_lost_trial_folders(job.path, trial_folders)
     say("writing the report and logging the results to MLflow ...")
     paths.update(write_search_report(job.folder, job.path))
     study = job.folder / STUDY_FILE
@@ -342,9 +345,6 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
         if lost:
             say(f"MLflow: deleted {len(lost)} run(s) of trials lost with a killed driver "
                 f"(run again after --resume): {', '.join(lost)}")  # fmt: skip
-        if job.local:
-            fail_unfinished_trials(Path(job.path))
-            remove_lost_trial_folders(job.path, trial_folders)
     model_uri, failures = record_results(
         client, name=job.name, experiment_id=experiment_id, parent_id=parent_id,
         plan=describe_plan(space), corpus=job.corpus, rows=rows, best=best,
