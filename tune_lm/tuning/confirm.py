@@ -100,8 +100,7 @@ def build_confirm_tuner(space: SearchSpace, corpus: Corpus, path: str, made: dic
         param_space={"finalist": tune.grid_search(list(range(len(made["finalists"])))),
                      "seed": tune.grid_search(made["seeds"])},  # fmt: skip
         tune_config=tune.TuneConfig(metric=M.VAL_PPL, mode="min", num_samples=1,
-                                    max_concurrent_trials=space.budget.max_concurrent,
-                                    reuse_actors=True),  # fmt: skip
+                                    max_concurrent_trials=space.budget.max_concurrent),
         run_config=tune.RunConfig(
             name=CONFIRM_FOLDER, storage_path=path, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
