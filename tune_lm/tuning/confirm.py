@@ -27,6 +27,7 @@ from ray import tune
 from tune_lm.lm import metrics as M
 from tune_lm.lm.atomic import atomic_file
 from tune_lm.lm.corpus import Corpus
+from tune_lm.tuning import private_api
 from tune_lm.tuning.layout import CONFIRM_FILE, CONFIRM_FOLDER
 from tune_lm.tuning.noise import difference, mean_sd
 from tune_lm.tuning.results import Conclusion
@@ -86,11 +87,11 @@ def build_confirm_tuner(space: SearchSpace, corpus: Corpus, path: str, made: dic
     """The confirmation experiment at ``path/confirm``: restored when it has state."""
     where = f"{path}/{CONFIRM_FOLDER}"
     trained = confirmation_space(space)
-    trainable = tune.with_resources(
+    trainable = private_api.restoring_from_surviving_checkpoints(tune.with_resources(
         tune.with_parameters(confirm_trial, space=trained, corpus=corpus,
                              finalists=[f["params"] for f in made["finalists"]]),
         {"cpu": space.resources.cpus_per_trial, "gpu": space.resources.gpus_per_trial},
-    )  # fmt: skip
+    ))  # fmt: skip
     if restorable(where):
         return tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)  # fmt: skip
@@ -100,7 +101,8 @@ def build_confirm_tuner(space: SearchSpace, corpus: Corpus, path: str, made: dic
         param_space={"finalist": tune.grid_search(list(range(len(made["finalists"])))),
                      "seed": tune.grid_search(made["seeds"])},  # fmt: skip
         tune_config=tune.TuneConfig(metric=M.VAL_PPL, mode="min", num_samples=1,
-                                    max_concurrent_trials=space.budget.max_concurrent),
+                                    max_concurrent_trials=space.budget.max_concurrent,
+                                    reuse_actors=True),  # fmt: skip
         run_config=tune.RunConfig(
             name=CONFIRM_FOLDER, storage_path=path, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),

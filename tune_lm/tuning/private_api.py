@@ -3,12 +3,15 @@
 Each one here has a canary test (tests/test_private_api.py) that fails loudly when a Ray
 or Optuna upgrade changes it: Ray's address record and token setup, Tune's state-file
 and trial-folder naming, Tune's SIGINT handler, ``Tuner._local_tuner``, OptunaSearch's
-``_ot_study``/``_ot_trials``/``_completed_trials``, Tune's logger names and the
-environment knobs set below. Nothing else in tune_lm touches them.
+``_ot_study``/``_ot_trials``/``_completed_trials``, Tune's logger names, the
+environment knobs set below, and the ``__mixins__`` hook with Tune's ``_TrainingResult``
+through which a trial restores from a checkpoint that survived a killed driver.
+Nothing else in tune_lm touches them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -25,6 +28,8 @@ TUNE_ENV_DEFAULTS = {
 PLAIN_OUTPUT_ENV = "RAY_COLOR_PREFIX"  # "0": worker lines without ANSI colour codes
 SIGINT_OPT_OUT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"  # set: Tune leaves Ctrl-C alone
 RESTORE_HINT_LOGGER = "ray.tune.tune"  # logs "Resume experiment with: Tuner.restore(...)"
+
+log = logging.getLogger(__name__)
 
 
 def find_cluster_address() -> str:
@@ -186,3 +191,52 @@ def asha_metric_sign(scheduler: Any) -> float:
     """+1 when ASHA maximises its metric, -1 when it minimises it."""
     return float(scheduler._metric_op)
 
+
+
+# A race in Tune (2.60): the experiment snapshot on storage names a trial's checkpoint N;
+# the trial then saves N+1..N+k and Tune's keep-the-last-k rule deletes N; the driver is
+# killed before its next snapshot reaches storage. On --resume, Tune restores the trial from
+# N and fails it: "Could not recover from checkpoint as it does not exist on storage
+# anymore". Ray's wrap_function puts the classes in a function's ``__mixins__`` before
+# FunctionTrainable, so a mixin's ``restore`` sees (and may replace) what Tune restores from.
+class RestoreFromSurvivingCheckpoint:
+    """Trainable mixin: a trial whose snapshot checkpoint was deleted resumes from the
+    oldest later checkpoint of its own folder (complete: the trial saved another after it,
+    or Tune registered it), instead of failing."""
+
+    def restore(self, checkpoint_path: Any) -> Any:
+        return super().restore(surviving_checkpoint(checkpoint_path))  # type: ignore[misc]
+
+
+def surviving_checkpoint(result: Any) -> Any:
+    """``result`` (Tune's ``_TrainingResult``) unchanged when its checkpoint exists; else
+    the same metrics with the oldest later ``checkpoint_*`` folder beside it, if any."""
+    import pyarrow.fs
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+    from ray.train._internal.storage import _exists_at_fs_path
+    from ray.tune import Checkpoint
+
+    checkpoint = getattr(result, "checkpoint", None)
+    if checkpoint is None or _exists_at_fs_path(checkpoint.filesystem, checkpoint.path):
+        return result
+    parent, missing = checkpoint.path.rstrip("/").rsplit("/", 1)
+    try:
+        found = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    except OSError:
+        return result  # Tune's own error then names the missing checkpoint
+    later = sorted(
+        (i.path for i in found if i.type == pyarrow.fs.FileType.Directory
+         and i.base_name.startswith("checkpoint_") and i.base_name > missing),
+    )  # fmt: skip
+    if not later:
+        return result
+    log.warning("checkpoint %s was deleted after the experiment's last snapshot (the driver "
+                "was killed); the trial resumes from the next one it saved, %s",
+                checkpoint.path, later[0])  # fmt: skip
+    return _TrainingResult(Checkpoint(later[0], filesystem=checkpoint.filesystem), result.metrics)
+
+
+def restoring_from_surviving_checkpoints(trainable: Any) -> Any:
+    """A function trainable whose trials restore through RestoreFromSurvivingCheckpoint."""
+    trainable.__mixins__ = (RestoreFromSurvivingCheckpoint,)
+    return trainable

@@ -148,10 +148,10 @@ def check_trial_fits(space: SearchSpace) -> None:
 
 def _trainable(space: SearchSpace, corpus: Corpus) -> Any:
     with_data = tune.with_parameters(train_trial, space=space, corpus=corpus)
-    return tune.with_resources(
+    return private_api.restoring_from_surviving_checkpoints(tune.with_resources(
         with_data,
         {"cpu": space.resources.cpus_per_trial, "gpu": space.resources.gpus_per_trial},
-    )
+    ))  # fmt: skip
 
 
 def restorable(path: str) -> bool:
@@ -202,7 +202,7 @@ def stop_ledger(path: str) -> StopLedger:
 def build_tuner(
     space: SearchSpace, corpus: Corpus | None, path: str, *, resume: bool,
     callbacks: list | None = None, ledger: StopLedger | None = None, trainable: Any = None,
-    stop: Any = None, reuse_actors: bool = False, study_on_disk: bool = True, verbose: int = 1,
+    stop: Any = None, study_on_disk: bool = True, verbose: int = 1,
     priors: list[dict[str, Any]] | None = None,
 ) -> tune.Tuner:
     """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`).
@@ -233,7 +233,10 @@ def build_tuner(
         # Optuna is limited by its ConcurrencyLimiter; Tune's grid by this.
         max_concurrent_trials=None if searcher else space.budget.max_concurrent,
         time_budget_s=time_budget,
-        reuse_actors=reuse_actors,
+        # A trial's worker process runs the next trial too (when its thread has ended):
+        # no process start, torch import or CUDA context per trial (about 13 s of 37 s
+        # in a 4-trial tiny search on 2 cores).
+        reuse_actors=True,
     )
     run_config = tune.RunConfig(
         name=name,
