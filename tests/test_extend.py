@@ -16,6 +16,7 @@ from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning import private_api
 from tune_lm.tuning.extend import check_extendable
 from tune_lm.tuning.layout import CONFIRM_FILE, STUDY_FILE, STUDY_NAME
+from tune_lm.tuning.mo_asha import MultiObjectiveASHA
 from tune_lm.tuning.searchers import RecordingASHA, StopLedger
 from tune_lm.tuning.space import SearchSpace
 
@@ -65,6 +66,70 @@ def test_a_restored_asha_judges_new_trials_against_the_earlier_trials_rung_value
     assert rungs[1] == {"a": -100.0, "b": -110.0, "c": -120.0, "late": -130.0}
     assert rungs[2] == {"a": -90.0, "b": -105.0}
     assert restored.refill_rungs() == 0  # once only: every value is there already
+
+
+def test_a_restored_hyperband_keeps_each_trial_in_its_bracket_and_refills_each_bracket(
+    tmp_path,
+):
+    """Hyperband puts each trial in a random bracket; restored, it puts them back where
+    they were (noted on disk) and refills every bracket with its own trials' values."""
+    scheduler = RecordingASHA(ledger=StopLedger(tmp_path), time_attr="epoch", max_t=9,
+                              grace_period=1, reduction_factor=3, brackets=2)  # fmt: skip
+    scheduler.set_search_properties("val_ppl", "min")
+    ids = [f"t{i}" for i in range(12)]
+    for trial_id in ids:
+        scheduler.on_trial_add(None, SimpleNamespace(trial_id=trial_id, status="PENDING"))
+    placed = {t: private_api.trial_bracket(scheduler, t) for t in ids}
+    assert set(placed.values()) == {0, 1}  # 12 trials: both brackets used
+    for i, trial_id in enumerate(ids):
+        write_results(tmp_path, trial_id, [(1, 200.0 + i), (3, 150.0 + i), (9, 100.0 + i)])
+
+    restored = pickle.loads(pickle.dumps(scheduler))
+    for bracket in restored._brackets:
+        bracket._rungs = [(m, {}) for m, _ in bracket._rungs]
+    restored._trial_info = {}
+    for trial_id in ids:  # "t11" was unfinished: it reports again
+        status = "PENDING" if trial_id == "t11" else "TERMINATED"
+        restored.on_trial_add(None, SimpleNamespace(trial_id=trial_id, status=status))
+    assert {t: private_api.trial_bracket(restored, t) for t in ids} == placed
+    new = SimpleNamespace(trial_id="new", config={}, status="PENDING")
+    restored.on_trial_add(None, new)
+    restored.on_trial_result(None, new, {"epoch": 1, "val_ppl": 500.0})
+    for index in (0, 1):
+        for milestone, recorded in private_api.asha_rungs(restored, index):
+            earlier = {t for t in recorded if t != "new"}
+            assert earlier == {t for t in ids[:-1] if placed[t] == index}, (index, milestone)
+            value = {1: 200.0, 3: 150.0, 9: 100.0}[milestone]
+            assert all(recorded[t] == -(value + ids.index(t)) for t in earlier)
+
+
+def test_a_restored_mo_asha_judges_new_trials_against_the_earlier_trials_points(tmp_path):
+    def results(trial_id, rows):  # (epoch, val_ppl, speed): speed is maximised
+        (tmp_path / f"train_trial_{trial_id}_1").mkdir()
+        lines = [json.dumps({"trial_id": trial_id, "epoch": e, "val_ppl": v, "speed": s})
+                 for e, v, s in rows]  # fmt: skip
+        (tmp_path / f"train_trial_{trial_id}_1" / "result.json").write_text("\n".join(lines))
+
+    results("a", [(1, 100.0, 50.0), (3, 90.0, 50.0)])
+    results("b", [(1, 110.0, 60.0)])
+    results("c", [(1, 120.0, 70.0)])
+    scheduler = MultiObjectiveASHA(
+        ledger=StopLedger(tmp_path), time_attr="epoch", max_t=9, grace_period=1,
+        reduction_factor=3, objectives=["val_ppl", "speed"], modes=["min", "max"],
+        rungs=[1, 3])  # fmt: skip
+    scheduler.set_search_properties("val_ppl", "min")
+    restored = pickle.loads(pickle.dumps(scheduler))
+    for trial_id in "abc":
+        restored.on_trial_add(None, SimpleNamespace(trial_id=trial_id, status="TERMINATED"))
+    late = SimpleNamespace(trial_id="late", config={}, status="PENDING")
+    restored.on_trial_add(None, late)
+    # Dominated by a, b and c (slower and worse): with their points it is stopped.
+    decision = restored.on_trial_result(None, late, {"epoch": 1, "val_ppl": 130, "speed": 40})
+    assert decision == TrialScheduler.STOP
+    assert restored.recorded[1]["a"] == (100.0, -50.0) and set(restored.recorded[1]) == {
+        "a", "b", "c", "late"}
+    assert restored.recorded[3] == {"a": (90.0, -50.0)}
+    assert restored.refill_rungs() == 0
 
 
 def test_what_cannot_be_extended_is_refused_naming_why(tmp_path):

@@ -84,6 +84,26 @@ def test_asha_keeps_its_rungs_and_metric_sign_where_we_read_them():
     assert private_api.asha_metric_sign(scheduler) == -1
 
 
+def test_hyperband_keeps_each_trials_bracket_where_we_read_and_set_it():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3,
+                              brackets=3)  # fmt: skip
+    scheduler.set_search_properties("val_ppl", "min")
+    assert private_api.asha_bracket_count(scheduler) == 3
+    assert [m for m, _ in private_api.asha_rungs(scheduler, 1)] == [9, 3]
+    scheduler.on_trial_add(None, SimpleNamespace(trial_id="t"))
+    assert private_api.trial_bracket(scheduler, "t") in (0, 1, 2)
+    assert private_api.trial_bracket(scheduler, "other") is None
+    private_api.put_in_bracket(scheduler, "t", 1)
+    assert private_api.trial_bracket(scheduler, "t") == 1
+    # Ray then judges the trial in that bracket, whose first rung is epoch 3.
+    scheduler.on_trial_result(None, SimpleNamespace(trial_id="t"), {"epoch": 3, "val_ppl": 5})
+    assert dict(private_api.asha_rungs(scheduler, 1))[3] == {"t": -5}
+
+
 def _ray_source_files():
     root = Path(importlib.util.find_spec("ray").origin).parent
     return [p for sub in ("tune", "_private", "train") for p in (root / sub).rglob("*.py")]

@@ -17,6 +17,7 @@ SETTINGS_FILE = "search.json"
 STUDY_FILE = "optuna_study.journal"
 STUDY_NAME = "tune_lm"  # the Optuna study's name inside its journal
 STOPS_FILE = "asha_stops.jsonl"
+BRACKETS_FILE = "asha_brackets.jsonl"  # Hyperband: the bracket each trial was put in
 LOG_FILE = "search.log"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"

@@ -18,6 +18,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tune_lm.lm import metrics as M
 from tune_lm.tuning.baselines import is_baseline
+from tune_lm.tuning.rung_history import RefilledOnRestore, rung_values
 
 
 def front_ranks(points: dict[str, tuple[float, ...]]) -> dict[str, int]:
@@ -37,9 +38,12 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
 
 
-class MultiObjectiveASHA(ASHAScheduler):
+class MultiObjectiveASHA(RefilledOnRestore, ASHAScheduler):
     """See the module. Its stops go to ``ledger`` (a StopLedger), like ASHA's; the
-    ``baselines`` are never stopped early (see :mod:`tune_lm.tuning.baselines`)."""
+    ``baselines`` are never stopped early (see :mod:`tune_lm.tuning.baselines`).
+    Restored, it refills its rungs from the earlier trials (``RefilledOnRestore``)."""
+
+    label = "MO-ASHA"
 
     def __init__(self, *, ledger: Any, max_t: float, objectives: list[str], modes: list[str],
                  rungs: list[float], baselines: list[dict[str, Any]] | None = None,
@@ -53,7 +57,27 @@ class MultiObjectiveASHA(ASHAScheduler):
         self.recorded: dict[float, dict[str, tuple[float, ...]]] = {r: {} for r in rungs}
         self.rf = float(kwargs.get("reduction_factor", 3.0))
 
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        self.note_restored(trial)
+
+    def refill_rungs(self) -> int:
+        """Record at each rung what the trials that had ended before the restore reached
+        there, read from their result.json. Returns how many points were added."""
+        if self.ledger.path is None:
+            return 0  # remote storage: the trials' results are not in a local folder
+        found = rung_values(self.ledger.path.parent, self.rung_epochs, self.objectives)
+        added = 0
+        for rung, recorded in self.recorded.items():
+            for trial_id, values in found.get(rung, {}).items():
+                if trial_id not in recorded and trial_id in self._ended_before:
+                    recorded[trial_id] = tuple(s * v for s, v in zip(self.signs, values,
+                                                                     strict=True))  # fmt: skip
+                    added += 1
+        return added
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        self.refill_once()
         decision = self.decide(trial.trial_id, result)
         epoch = result.get(M.EPOCH)
         if decision == TrialScheduler.STOP and epoch is not None and epoch < self.max_epochs:
@@ -63,6 +87,7 @@ class MultiObjectiveASHA(ASHAScheduler):
         return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self.refill_once()
         if result:
             self.decide(trial.trial_id, result)  # its values count at the rungs it passed
 

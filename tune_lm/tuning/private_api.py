@@ -179,12 +179,27 @@ def set_trial_total(experiment_dir: Path, total: int) -> None:
                  file_name=Path(newest).name, tmp_file_name=f"tmp-{Path(newest).name}")  # fmt: skip
 
 
-# Ray's ASHA keeps each rung's recorded values in ``_Bracket._rungs`` (a list of
-# (milestone, {trial id: signed value})) and the sign in ``_metric_op``; a restored ASHA
-# starts with them empty, so tune_lm refills them from the earlier trials' results.
-def asha_rungs(scheduler: Any) -> list[tuple[float, dict[str, float]]]:
-    """The rungs of a one-bracket ASHA: (milestone epoch, {trial id: signed value})."""
-    return list(scheduler._brackets[0]._rungs)
+# Ray's ASHA keeps each bracket's rungs in ``_Bracket._rungs`` (a list of (milestone,
+# {trial id: signed value})), each trial's bracket in ``_trial_info`` and the sign in
+# ``_metric_op``; a restored ASHA starts with them empty, so tune_lm refills them from the
+# earlier trials' results and puts each trial back in its Hyperband bracket.
+def asha_rungs(scheduler: Any, bracket: int = 0) -> list[tuple[float, dict[str, float]]]:
+    """The rungs of one ASHA bracket: (milestone epoch, {trial id: signed value})."""
+    return list(scheduler._brackets[bracket]._rungs)
+
+
+def asha_bracket_count(scheduler: Any) -> int:
+    return len(scheduler._brackets)
+
+
+def trial_bracket(scheduler: Any, trial_id: str) -> int | None:
+    """The index of the bracket ASHA put ``trial_id`` in (None: not added)."""
+    bracket = scheduler._trial_info.get(trial_id)
+    return None if bracket is None else scheduler._brackets.index(bracket)
+
+
+def put_in_bracket(scheduler: Any, trial_id: str, bracket: int) -> None:
+    scheduler._trial_info[trial_id] = scheduler._brackets[bracket]
 
 
 def asha_metric_sign(scheduler: Any) -> float:

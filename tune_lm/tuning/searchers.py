@@ -18,11 +18,15 @@ from ray.tune.search.optuna import OptunaSearch
 from tune_lm.lm import metrics as M
 from tune_lm.tuning import private_api
 from tune_lm.tuning.baselines import is_baseline
-from tune_lm.tuning.console import say
 from tune_lm.tuning.layout import STOPS_FILE, STUDY_FILE, STUDY_NAME
 from tune_lm.tuning.mo_asha import MultiObjectiveASHA
 from tune_lm.tuning.pbt import make_pbt
-from tune_lm.tuning.rung_history import rung_values
+from tune_lm.tuning.rung_history import (
+    RefilledOnRestore,
+    read_brackets,
+    record_bracket,
+    rung_values,
+)
 from tune_lm.tuning.rung_sampler import VALUE_AT_EPOCH, RungAwareTPESampler
 from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.tune_space import to_tune_space
@@ -62,52 +66,74 @@ class StopLedger:
         return found
 
 
-class RecordingASHA(ASHAScheduler):
-    """Ray's ASHA, writing each early stop it decides into a :class:`StopLedger`; the
-    space's ``baselines`` are never stopped early (see :mod:`tune_lm.tuning.baselines`)."""
+class RecordingASHA(RefilledOnRestore, ASHAScheduler):
+    """Ray's ASHA (or, with several brackets, Hyperband), writing each early stop it
+    decides into a :class:`StopLedger`; the space's ``baselines`` are never stopped early
+    (see :mod:`tune_lm.tuning.baselines`). Restored, it refills its rungs from the earlier
+    trials (:class:`~tune_lm.tuning.rung_history.RefilledOnRestore`)."""
 
     def __init__(self, *, ledger: StopLedger, max_t: float,
                  baselines: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(max_t=max_t, **kwargs)
         self.ledger, self.max_epochs = ledger, max_t
         self.baselines = [dict(b) for b in baselines or ()]
+        if private_api.asha_bracket_count(self) > 1:
+            self.label = "Hyperband"
+
+    @property
+    def folder(self) -> Path | None:
+        """The experiment's local folder (None: remote storage, or no folder at all)."""
+        return self.ledger.path.parent if self.ledger.path is not None else None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickled by ``Tuner.restore``: a resumed or extended search, whose rungs are
-        refilled from the earlier trials before the first new result is judged."""
-        self.__dict__.update(state)
-        self._refill = True
-        self._ended_before: set[str] = set()
+        super().__setstate__(state)
+        self.__dict__.pop("_bracket_of", None)  # read again from the folder
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
-        if getattr(self, "_refill", False) and trial.status in ("TERMINATED", "ERROR"):
-            self._ended_before.add(trial.trial_id)  # restored as ended: it reports no more
+        self.note_restored(trial)
+        self._keep_bracket(trial.trial_id)
+
+    def _keep_bracket(self, trial_id: str) -> None:
+        """Hyperband: a trial stays in the bracket it was first put in (noted on disk), so
+        that a restored trial is judged against the same rungs as before."""
+        if self.folder is None or private_api.asha_bracket_count(self) == 1:
+            return
+        if "_bracket_of" not in self.__dict__:
+            self._bracket_of = read_brackets(self.folder)
+        if trial_id in self._bracket_of:
+            private_api.put_in_bracket(self, trial_id, self._bracket_of[trial_id])
+        else:
+            index = private_api.trial_bracket(self, trial_id)
+            self._bracket_of[trial_id] = index
+            record_bracket(self.folder, trial_id, index)
 
     def refill_rungs(self) -> int:
-        """Record at each rung what the experiment's trials that had ended before the
-        restore reached there, read from their result.json; a restored ASHA otherwise
-        judges new trials only against each other. (A trial restored unfinished reports its
-        later epochs itself.) One bracket only (a Hyperband trial's bracket is not on
-        disk). Returns how many values were added."""
-        if self.ledger.path is None or len(self._brackets) != 1:
+        """Record at each rung of each bracket what the trials that had ended before the
+        restore reached there, read from their result.json (a Hyperband trial only in its
+        own bracket). Returns how many values were added."""
+        if self.folder is None:
             return 0  # remote storage: the trials' results are not in a local folder
-        rungs = private_api.asha_rungs(self)
-        found = rung_values(self.ledger.path.parent, [milestone for milestone, _ in rungs])
+        count = private_api.asha_bracket_count(self)
+        bracket_of = read_brackets(self.folder) if count > 1 else {}
         sign, added = private_api.asha_metric_sign(self), 0
-        for milestone, recorded in rungs:
-            for trial_id, value in found.get(milestone, {}).items():
-                if trial_id not in recorded and trial_id in self._ended_before:
-                    recorded[trial_id] = sign * value
-                    added += 1
+        for index in range(count):
+            rungs = private_api.asha_rungs(self, index)
+            found = rung_values(self.folder, [milestone for milestone, _ in rungs])
+            for milestone, recorded in rungs:
+                for trial_id, (value,) in found.get(milestone, {}).items():
+                    if (trial_id not in recorded and trial_id in self._ended_before
+                            and (count == 1 or bracket_of.get(trial_id) == index)):  # fmt: skip
+                        recorded[trial_id] = sign * value
+                        added += 1
         return added
 
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self.refill_once()
+        super().on_trial_complete(tune_controller, trial, result)
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if self.__dict__.pop("_refill", False):
-            added = self.refill_rungs()
-            if added:
-                say(f"ASHA: {added} rung value(s) of the earlier trials restored; new results "
-                    "are judged against them")  # fmt: skip
+        self.refill_once()
         decision = super().on_trial_result(tune_controller, trial, result)
         epoch = result.get(M.EPOCH)
         if decision == TrialScheduler.STOP and epoch is not None and epoch < self.max_epochs:
