@@ -4,7 +4,8 @@
 # The lent GPU machines have Python 3.12 with torch, numpy, pyyaml, tqdm and pytest but
 # no package registry and no ../shared; only the repository and the folders named in
 # `carry` (64 MiB in all) travel. So this carries:
-#   .gpu_carry/wheels/  pydantic and what it needs, built for CPython 3.12 on x86-64
+#   .gpu_carry/wheels/  pydantic and what it needs, built for CPython 3.12 on x86-64,
+#                       and pytest-timeout (the check runs pytest with --timeout)
 #                       (the versions of requirements-lock.txt);
 #   .gpu_carry/data/    PTB and WikiText-2, copied from ../shared/data (or $1).
 # Then, with the device tool:  run  command="bash benchmarks/gpu_run.sh"  carry=[".gpu_carry"]
@@ -21,7 +22,7 @@ done
 rm -rf "$carry"
 mkdir -p "$carry/wheels" "$carry/data"
 pins=()
-for name in pydantic pydantic_core annotated-types typing-inspection typing_extensions; do
+for name in pydantic pydantic_core annotated-types typing-inspection typing_extensions pytest-timeout; do
   pin=$(grep -i -E "^${name//[-_]/[-_]}==" requirements-lock.txt) || { echo "no pin for $name in requirements-lock.txt" >&2; exit 1; }
   pins+=("$pin")
 done
