@@ -90,21 +90,18 @@ def test_verbose_brings_rays_table_back_without_colour_codes(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_of_every_shipped_space_leaves_the_real_name_free(tmp_path):
+@pytest.mark.parametrize("shipped", sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml")))
+def test_smoke_of_every_shipped_space_leaves_the_real_name_free(tmp_path, shipped):
     """On a CPU-only machine (CUDA hidden), each shipped space's --smoke runs under
     NAME-smoke; the real search's folder, MLflow experiment and model stay free."""
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    names = []
-    for path in sorted(SHIPPED_SPACES.glob("*.yaml")):
-        name = load_space(path.stem).name
-        names.append(name)
-        done = search("--space", path.name, "--smoke", cwd=tmp_path, tracking=tracking,
-                      CUDA_VISIBLE_DEVICES="")  # fmt: skip
-        assert done.returncode == 0, (path.name, done.stdout[-2000:] + done.stderr[-2000:])
-        assert (tmp_path / "tune_lm_runs" / f"{name}-smoke" / "summary.csv").is_file()
-        assert not (tmp_path / "tune_lm_runs" / name).exists(), name
+    name = load_space(Path(shipped).stem).name
+    done = search("--space", shipped, "--smoke", cwd=tmp_path, tracking=tracking,
+                  CUDA_VISIBLE_DEVICES="")  # fmt: skip
+    assert done.returncode == 0, (shipped, done.stdout[-2000:] + done.stderr[-2000:])
+    assert (tmp_path / "tune_lm_runs" / f"{name}-smoke" / "summary.csv").is_file()
+    assert not (tmp_path / "tune_lm_runs" / name).exists(), name
     client = MlflowClient(tracking)
     models = {m.name for m in client.search_registered_models()}
-    for name in names:
-        assert client.get_experiment_by_name(name) is None, name
-        assert f"tune_lm-{name}" not in models and f"tune_lm-{name}-smoke" in models, models
+    assert client.get_experiment_by_name(name) is None, name
+    assert f"tune_lm-{name}" not in models and f"tune_lm-{name}-smoke" in models, models
