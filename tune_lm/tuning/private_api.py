@@ -207,7 +207,6 @@ def asha_metric_sign(scheduler: Any) -> float:
     return float(scheduler._metric_op)
 
 
-
 # A race in Tune (2.60): the experiment snapshot on storage names a trial's checkpoint N;
 # the trial then saves N+1..N+k and Tune's keep-the-last-k rule deletes N; the driver is
 # killed before its next snapshot reaches storage. On --resume, Tune restores the trial from

@@ -110,20 +110,19 @@ class RecordingASHA(RefilledOnRestore, ASHAScheduler):
 
     def refill_rungs(self) -> int:
         """Record at each rung of each bracket what the trials that had ended before the
-        restore reached there, read from their result.json (a Hyperband trial only in its
-        own bracket). Returns how many values were added."""
+        restore reached there, read from their result.json (a Hyperband trial only in the
+        bracket ``on_trial_add`` put it back in). Returns how many values were added."""
         if self.folder is None:
             return 0  # remote storage: the trials' results are not in a local folder
-        count = private_api.asha_bracket_count(self)
-        bracket_of = read_brackets(self.folder) if count > 1 else {}
+        brackets = [private_api.asha_rungs(self, index)
+                    for index in range(private_api.asha_bracket_count(self))]  # fmt: skip
+        found = rung_values(self.folder, {m for rungs in brackets for m, _ in rungs})
         sign, added = private_api.asha_metric_sign(self), 0
-        for index in range(count):
-            rungs = private_api.asha_rungs(self, index)
-            found = rung_values(self.folder, [milestone for milestone, _ in rungs])
+        for index, rungs in enumerate(brackets):
             for milestone, recorded in rungs:
                 for trial_id, (value,) in found.get(milestone, {}).items():
-                    if (trial_id not in recorded and trial_id in self._ended_before
-                            and (count == 1 or bracket_of.get(trial_id) == index)):  # fmt: skip
+                    if (trial_id in self._ended_before and trial_id not in recorded
+                            and private_api.trial_bracket(self, trial_id) == index):  # fmt: skip
                         recorded[trial_id] = sign * value
                         added += 1
         return added
