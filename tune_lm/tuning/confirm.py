@@ -102,7 +102,7 @@ def build_confirm_tuner(space: SearchSpace, corpus: Corpus, path: str, made: dic
                      "seed": tune.grid_search(made["seeds"])},  # fmt: skip
         tune_config=tune.TuneConfig(metric=M.VAL_PPL, mode="min", num_samples=1,
                                     max_concurrent_trials=space.budget.max_concurrent,
-                                    reuse_actors=True),  # fmt: skip
+                                    reuse_actors=False),  # fmt: skip
         run_config=tune.RunConfig(
             name=CONFIRM_FOLDER, storage_path=path, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),

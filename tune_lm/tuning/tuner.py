@@ -202,7 +202,7 @@ def stop_ledger(path: str) -> StopLedger:
 def build_tuner(
     space: SearchSpace, corpus: Corpus | None, path: str, *, resume: bool,
     callbacks: list | None = None, ledger: StopLedger | None = None, trainable: Any = None,
-    stop: Any = None, study_on_disk: bool = True, verbose: int = 1,
+    stop: Any = None, reuse_actors: bool = False, study_on_disk: bool = True, verbose: int = 1,
     priors: list[dict[str, Any]] | None = None,
 ) -> tune.Tuner:
     """A new Tuner for ``path``, or the restored one (see :func:`check_experiment`).
@@ -233,12 +233,10 @@ def build_tuner(
         # Optuna is limited by its ConcurrencyLimiter; Tune's grid by this.
         max_concurrent_trials=None if searcher else space.budget.max_concurrent,
         time_budget_s=time_budget,
-        # A trial's worker process runs the next trial too (when its thread has ended):
-        # no process start, torch import or CUDA context per trial (about 13 s of 37 s
-        # in a 4-trial tiny search on 2 cores). Not under PBT: there, on a loaded machine,
-        # Ray 2.60 loses lines of a trial's result.json when it moves reused processes
-        # between trials at each exploit (tests/test_pbt.py failed 3 of 3 runs under load).
-        reuse_actors=space.scheduler.type != "pbt",
+        # Not reusing trial processes (Tune's reuse_actors): with reuse, Ray 2.60 lost lines
+        # of a restarted trial's result.json on a loaded machine (PBT exploits, a retried
+        # trial); see the README's Speed section. The replay (no training) reuses them.
+        reuse_actors=reuse_actors,
     )
     run_config = tune.RunConfig(
         name=name,
