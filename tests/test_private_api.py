@@ -233,3 +233,76 @@ def test_a_trial_whose_snapshot_checkpoint_was_deleted_resumes_from_the_next_one
     else:  # Ray unchanged: the day this fails, the mixin may be unnecessary
         assert outcome["errors"] == 1 and not (tmp_path / "seen").exists()
         assert "does not exist on storage anymore" in done.stderr
+
+
+
+
+RESULT_LINES_SCRIPT = """
+import json, sys
+from pathlib import Path
+import ray
+from ray import tune
+from ray.train._internal.checkpoint_manager import _TrainingResult
+from ray.train._internal.storage import StorageContext
+from ray.tune.experiment import Trial
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from tune_lm.tuning.tuner import CSVLogger, JsonLogger
+
+ray.init(num_cpus=1, include_dashboard=False)
+tune.register_trainable("counting", lambda config: None)
+root, epochs = Path(sys.argv[1]), {}
+for logger in (JsonLogger(), JsonLoggerCallback(), CSVLogger(), CSVLoggerCallback()):
+    name, kind = type(logger).__name__, "json" if isinstance(logger, JsonLoggerCallback) else "csv"
+    trial = Trial("counting", config={}, storage=StorageContext(str(root / name), "exp"))
+    trial.init_local_path()
+    driver = Path(trial.local_path, "result.json" if kind == "json" else "progress.csv")
+    stored = Path(trial.storage.trial_fs_path, driver.name)
+    logger.log_trial_start(trial)
+    for epoch in (1, 2, 3):
+        logger.log_trial_result(epoch, trial, {"epoch": epoch})
+    # The driver's last upload came after epoch 1 (with the csv header); the trial saved
+    # a checkpoint at epoch 3 and died; it starts again and reports epoch 4.
+    stored.parent.mkdir(parents=True)
+    stored.write_text("".join(driver.read_text().splitlines(True)[:1 if kind == "json" else 2]))
+    checkpoint = Path(trial.storage.trial_fs_path, "checkpoint_000002")
+    checkpoint.mkdir()
+    trial.run_metadata.checkpoint_manager.register_checkpoint(
+        _TrainingResult(tune.Checkpoint(str(checkpoint)), {"epoch": 3}))
+    logger.log_trial_end(trial, failed=True)
+    logger.log_trial_start(trial)
+    logger.log_trial_result(4, trial, {"epoch": 4})
+    logger.log_trial_end(trial)
+    read = (lambda text: [json.loads(line)["epoch"] for line in text.splitlines()]
+            if kind == "json" else [int(line) for line in text.splitlines()[1:]])
+    epochs[name] = read(driver.read_text())
+    # A resumed driver has no copy of its own (a new staging folder): storage's is fetched.
+    stored.write_text(driver.read_text())
+    driver.unlink()
+    logger.log_trial_start(trial)
+    logger.log_trial_result(5, trial, {"epoch": 5})
+    logger.log_trial_end(trial)
+    epochs[name + " resumed"] = read(driver.read_text())
+print(json.dumps(epochs))
+"""
+
+
+def test_a_restarted_trial_keeps_the_result_lines_its_driver_wrote(tmp_path):
+    """Tune's real loggers and Trial, driven as Tune's controller drives them: a trial
+    whose storage copy of result.json/progress.csv is older than its driver's (the last
+    upload came before epochs 2 and 3) starts again from its checkpoint. Tune's own
+    loggers (the canary) copy storage's lines over the driver's; tune_lm's keep them, and
+    still fetch storage's copy for a resumed driver, which has none."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "lines.py"
+    script.write_text(RESULT_LINES_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    epochs = json.loads(done.stdout.strip().splitlines()[-1])
+    for kept in ("JsonLogger", "CSVLogger"):
+        assert epochs[kept] == [1, 2, 3, 4], epochs
+        assert epochs[kept + " resumed"] == [1, 2, 3, 4, 5], epochs
+    # Ray unchanged: the day these fail, KeepsDriverResultLines may be unnecessary
+    assert epochs["JsonLoggerCallback"] == epochs["CSVLoggerCallback"] == [1, 4], epochs

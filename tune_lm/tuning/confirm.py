@@ -33,7 +33,12 @@ from tune_lm.tuning.noise import difference, mean_sd
 from tune_lm.tuning.results import Conclusion
 from tune_lm.tuning.space import SchedulerSpec, SearcherSpec, SearchSpace
 from tune_lm.tuning.trainable import train_trial
-from tune_lm.tuning.tuner import CHECKPOINTS_KEPT, forget_stateless, restorable
+from tune_lm.tuning.tuner import (
+    CHECKPOINTS_KEPT,
+    forget_stateless,
+    restorable,
+    with_result_loggers,
+)
 
 SEED_OFFSET = 1000  # fresh seeds: the space's seed + 1000, + 1001, ...
 
@@ -102,9 +107,9 @@ def build_confirm_tuner(space: SearchSpace, corpus: Corpus, path: str, made: dic
                      "seed": tune.grid_search(made["seeds"])},  # fmt: skip
         tune_config=tune.TuneConfig(metric=M.VAL_PPL, mode="min", num_samples=1,
                                     max_concurrent_trials=space.budget.max_concurrent,
-                                    reuse_actors=False),  # fmt: skip
+                                    reuse_actors=True),  # fmt: skip
         run_config=tune.RunConfig(
-            name=CONFIRM_FOLDER, storage_path=path, callbacks=callbacks,
+            name=CONFIRM_FOLDER, storage_path=path, callbacks=with_result_loggers(callbacks),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
         ),

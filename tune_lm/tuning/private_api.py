@@ -5,7 +5,8 @@ or Optuna upgrade changes it: Ray's address record and token setup, Tune's state
 and trial-folder naming, Tune's SIGINT handler, ``Tuner._local_tuner``, OptunaSearch's
 ``_ot_study``/``_ot_trials``/``_completed_trials``, Tune's logger names, the
 environment knobs set below, and the ``__mixins__`` hook with Tune's ``_TrainingResult``
-through which a trial restores from a checkpoint that survived a killed driver.
+through which a trial restores from a checkpoint that survived a killed driver, and the
+loggers' ``_restore_from_remote``, which lost a restarted trial's result lines.
 Nothing else in tune_lm touches them.
 """
 
@@ -254,3 +255,22 @@ def restoring_from_surviving_checkpoints(trainable: Any) -> Any:
     """A function trainable whose trials restore through RestoreFromSurvivingCheckpoint."""
     trainable.__mixins__ = (RestoreFromSurvivingCheckpoint,)
     return trainable
+
+
+class KeepsDriverResultLines:
+    """Tune logger-callback mixin (its JSON and CSV loggers): a trial that starts again
+    within one driver run (a retry after its process died, a PBT exploit, a paused trial)
+    keeps the lines the driver already wrote to its ``result.json``/``progress.csv``.
+
+    Ray 2.60's loggers copy the trial's file from storage over the driver's own copy each
+    time a trial with a checkpoint starts (``_restore_from_remote``). The storage copy is
+    only as new as the driver's last upload (every few seconds; later on a loaded
+    machine), so the lines written since were lost: a retried trial's epochs read [2, 3],
+    not [1, 2, 3]. Within a run the driver's copy only grows and is what storage receives,
+    so it is kept; the storage copy is still fetched where the driver has none (a resumed
+    experiment, whose staging folder is new)."""
+
+    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+        if Path(trial.local_path, file_name).exists():
+            return
+        super()._restore_from_remote(file_name, trial)  # type: ignore[misc]

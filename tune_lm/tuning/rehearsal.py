@@ -109,7 +109,7 @@ def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float | No
     kept = [recorder, *([keeper] if keeper else []), *(callbacks or [])]
     tuner = build_tuner(space, None, path, resume=False, callbacks=kept,
                         ledger=ledger, trainable=trainable, stop=recorder,
-                        reuse_actors=True, study_on_disk=not quick, priors=priors,
+                        study_on_disk=not quick, priors=priors,
                         verbose=0 if quick else 1)  # fmt: skip
     try:
         rehearsal.results = tuner.fit()
