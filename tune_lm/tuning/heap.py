@@ -2,12 +2,11 @@
 
 Trial processes are reused (Tune's ``reuse_actors``): one process trains trial after
 trial. glibc's allocator keeps the memory a trial frees inside the process, and the next
-trial, whose tensors have other sizes, cannot always fit into those holes, so the
-process grew by about 62 MB per trial with no Python object or tensor left behind
-(WikiText-2, 1-layer models of 128-256 units: 704 MB at the 2nd trial, 1,413 MB at the
-12th; trimmed, 620 and 711 MB; ``benchmarks/reuse_memory.py``). ``malloc_trim`` returns
-the free pages at once.
-``TUNE_LM_KEEP_FREED_HEAP=1`` turns it off (that benchmark's comparison).
+trial, whose tensors have other sizes, cannot always fit into those holes: the process
+grew by about 60 MB per trial with no Python object or tensor left behind (figures:
+``benchmarks/reuse_memory.py`` and the README's Speed section). ``malloc_trim`` returns
+the free pages at once. ``TUNE_LM_KEEP_FREED_HEAP=1`` turns it off (that benchmark's
+comparison).
 """
 
 from __future__ import annotations
