@@ -17,7 +17,7 @@ if [[ ! -x $venv/bin/python3 ]]; then
   done
   [[ -n $python312 ]] || { echo "no Python 3.12 here (the device image's version); install one (pyenv install 3.12)" >&2; exit 2; }
   "$python312" -m venv "$venv"
-  "$venv/bin/python3" -m pip install -q torch==2.9.1 numpy pandas pyyaml tqdm matplotlib pytest
+  "$venv/bin/python3" -m pip install -q torch==2.11.0 numpy pandas pyyaml tqdm matplotlib pytest
 fi
 [[ -d .gpu_carry/wheels ]] || bash benchmarks/gpu_prepare.sh
 out=$(mktemp -d)
