@@ -106,6 +106,19 @@ def test_model_state_and_data_live_on_the_gpu(corpus):
     assert split.inputs.is_cuda and split.targets.is_cuda
 
 
+def test_a_finished_trials_cached_blocks_go_back_to_the_gpu():
+    """A reused trial process hands what torch's caching allocator kept of the previous
+    trial back to the GPU, for the trials that share it (fractional GPUs)."""
+    from tune_lm.tuning.heap import release_freed_memory
+
+    block = torch.empty(512 * 2**20, dtype=torch.uint8, device=CUDA)
+    del block  # freed, yet still reserved by this process
+    reserved = torch.cuda.memory_reserved()
+    assert reserved >= 512 * 2**20
+    assert release_freed_memory()["cuda"] is True
+    assert reserved - torch.cuda.memory_reserved() >= 512 * 2**20
+
+
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH"])
 def test_recurrent_layers_run_on_cudnn(corpus, cell):
     assert torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled

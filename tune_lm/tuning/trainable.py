@@ -31,7 +31,7 @@ from tune_lm.lm.fit import fit
 from tune_lm.lm.model import RNNLanguageModel
 from tune_lm.lm.train_state import TrainState, adopt
 from tune_lm.tuning import faults
-from tune_lm.tuning.heap import release_freed_heap
+from tune_lm.tuning.heap import release_freed_memory
 from tune_lm.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
     """Tune entry point. ``space`` and ``corpus`` come once per search through
     ``tune.with_parameters`` (the corpus sits in Ray's object store, not re-read)."""
     config = trial_resources(space.trial_config(sampled))
-    release_freed_heap()  # what the previous trial of this (reused) process freed
+    release_freed_memory()  # what the previous trial of this (reused) process freed
     checkpoint = tune.get_checkpoint()
     state = load_latest_readable(checkpoint) if checkpoint is not None else None
     if state is not None and space.scheduler.type == "pbt":
