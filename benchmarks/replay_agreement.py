@@ -85,6 +85,9 @@ def compare(real: list[dict[str, Any]], replayed: dict[str, Any]) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="run seeds FIRST..FIRST+SEEDS-1 (more seeds for an earlier run: "
+                             "then compare both with --from-runs A.json B.json)")  # fmt: skip
     parser.add_argument("--methods", nargs="+", default=["tpe_asha_base_g3", "random_asha"],
                         choices=[m for m in replay.METHODS if m != "grid"])  # fmt: skip
     parser.add_argument("--budget", type=float, default=1.0, help="x the grid's trial-epochs")
@@ -92,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                         "search_efficiency_replay.json")  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
                         "replay_agreement.json")  # fmt: skip
-    parser.add_argument("--from-runs", type=Path, default=None,
-                        help="compare the real runs of an earlier --out JSON, running none")
+    parser.add_argument("--from-runs", type=Path, nargs="+", default=None,
+                        help="compare the real runs of earlier --out JSONs, running none")
     args = parser.parse_args(argv)
     if args.from_runs is not None:
-        earlier = json.loads(args.from_runs.read_text())
-        return report(earlier["runs"], args, earlier["seeds"], earlier["wall_s"])
+        earlier = [json.loads(path.read_text()) for path in args.from_runs]
+        runs = [run for e in earlier for run in e["runs"]]
+        return report(runs, args, len({run["seed"] for run in runs}),
+                      sum(e["wall_s"] for e in earlier))  # fmt: skip
     from tune_lm.tuning.tuner import connect_ray, disconnect
 
     corpus = record_curves._reduced_ptb(10_000)  # noqa: SLF001 (the recording's own task)
@@ -105,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     started, real = time.monotonic(), []
     connect_ray(None)
     try:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in args.methods:
                 real.append(real_search(method, seed, corpus, budget))
                 run = real[-1]
                 partial = args.out.with_suffix(".partial.json")  # kept if the run is cut
                 partial.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(json.dumps({"seeds": seed + 1, "runs": real,
+                done = seed + 1 - args.first_seed
+                partial.write_text(json.dumps({"seeds": done, "runs": real,
                                                "wall_s": round(time.monotonic() - started)}))
                 print(f"{time.monotonic() - started:6.0f}s {method} seed {seed}: "
                       f"{len(run['val_ppl'])} trial-epochs, {run['trials']} trials, best "
