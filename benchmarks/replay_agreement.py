@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier = [json.loads(path.read_text()) for path in args.from_runs]
         runs = [run for e in earlier for run in e["runs"]]
         return report(runs, args, len({run["seed"] for run in runs}),
-                      sum(e["wall_s"] for e in earlier))  # fmt: skip
+                      round(sum(e["wall_s"] for e in earlier), 1))  # fmt: skip
     from tune_lm.tuning.tuner import connect_ray, disconnect
 
     corpus = record_curves._reduced_ptb(10_000)  # noqa: SLF001 (the recording's own task)
