@@ -1,18 +1,21 @@
 """The prepared GPU check: one command that, on a CUDA machine and within a wall-clock
-budget (default 400 s), measures what tune_lm's users run on GPUs and writes
+budget (default 480 s), measures what tune_lm's users run on GPUs and writes
 ``gpu_check.json`` and ``gpu_check.md`` to ``--out`` after every section:
 
 1. ``environment``: GPU, driver, torch/CUDA/cuDNN versions;
-2. ``tests``: ``pytest -m gpu tests/test_gpu.py`` (placement, no per-batch host sync,
-   cuDNN, bf16 autocast, resume, evaluation) with each test's outcome;
+2. ``tests``: ``pytest -m gpu`` over ``tests/test_gpu.py`` (placement, no per-batch host
+   sync, cuDNN, bf16 autocast, resume, evaluation) and ``tests/test_gpu_graph.py`` (the
+   step captured as a CUDA graph), with each test's outcome;
 3. ``peak``: the GPU's own matrix-product peak (bf16, fp32, tf32);
 4. ``throughput``: training tokens/s, tune_lm against the textbook loop at identical
-   settings, fp32 / bf16 / adaptive softmax, PTB and WikiText-2 2x200 and PTB 2x650, LSTM
-   and GRU (warm-up excluded, CUDA-synchronised clocks), as a fraction of the peak too;
+   settings, fp32 / bf16 / the step as a CUDA graph / adaptive softmax, PTB and WikiText-2
+   2x200 and PTB 2x650, LSTM and GRU (warm-up excluded, CUDA-synchronised clocks), as a
+   fraction of the peak too;
 5. ``epochs``: the classic study's setting on WikiText-2 (2-layer LSTM and GRU, emsize
-   200, bptt 35 and 50): seconds per full epoch;
-6. ``packing``: 1, 2, 4 and 8 trainings at once on the one GPU, one process each (as
-   Ray's fractional GPUs run trials): aggregate tokens/s and peak GPU memory.
+   200, bptt 35 and 50), eager and as a CUDA graph: seconds per full epoch;
+6. ``packing``: 1, 4 and 8 trainings at once on the one GPU, one process each (as Ray's
+   fractional GPUs run trials): aggregate tokens/s and peak GPU memory;
+7. ``packing_graphed``: the same with the step as a CUDA graph.
 
 A section that the budget no longer covers is recorded as skipped; a section that fails
 is recorded with its error and the check goes on.
@@ -43,10 +46,11 @@ from typing import Any
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-SECTIONS = ("environment", "tests", "peak", "throughput", "epochs", "packing")
+SECTIONS = ("environment", "tests", "peak", "throughput", "epochs", "packing",
+            "packing_graphed")
 # The least time a section needs to be worth starting (real run), seconds.
 MIN_SECONDS = {"environment": 1, "tests": 60, "peak": 10, "throughput": 30, "epochs": 20,
-               "packing": 40}  # fmt: skip
+               "packing": 40, "packing_graphed": 40}  # fmt: skip
 
 
 class Check:
@@ -124,8 +128,8 @@ def environment(check: Check) -> dict[str, Any]:
 
 
 def gpu_tests(check: Check) -> dict[str, Any]:
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q",
-               "-p", "no:cacheprovider"]  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py",
+               "tests/test_gpu_graph.py", "-q", "-p", "no:cacheprovider"]  # fmt: skip
     collected: list[str] = []
     if check.args.dry_run:  # then run them too: without CUDA each must be skipped
         done = subprocess.run([*command, "--collect-only"], cwd=REPO, capture_output=True,
@@ -232,24 +236,27 @@ def epochs(check: Check) -> dict[str, Any]:
     rows = []
     for model in ("LSTM", "GRU"):
         for bptt in (35, 50):
-            if check.left_s() < 25 and not check.args.dry_run:
-                return {"rows": rows, "partial": True}
-            config = TrainConfig(data=data, model=model, bptt=bptt, device=str(check.device),
-                                 **check.toy)  # fmt: skip
-            row = {"model": model, "bptt": bptt, **full_epoch(config, corpus)}
-            rows.append(row)
-            print(f"   WT2 {model} bptt {bptt}: {row['train_s']:.1f} s/epoch, "
-                  f"val ppl {row['val_ppl']:.1f}", flush=True)  # fmt: skip
+            for graph in (True, False):
+                if check.left_s() < 25 and not check.args.dry_run:
+                    return {"rows": rows, "partial": True}
+                config = TrainConfig(data=data, model=model, bptt=bptt, cuda_graph=graph,
+                                     device=str(check.device), **check.toy)  # fmt: skip
+                row = {"model": model, "bptt": bptt, "cuda_graph": graph,
+                       **full_epoch(config, corpus)}  # fmt: skip
+                rows.append(row)
+                print(f"   WT2 {model} bptt {bptt}{' graphed' if graph else ''}: "
+                      f"{row['train_s']:.1f} s/epoch, val ppl {row['val_ppl']:.1f}",
+                      flush=True)  # fmt: skip
     return {"rows": rows, "partial": False, "corpus": data}
 
 
-def packing(check: Check) -> dict[str, Any]:
+def packing(check: Check, graphed: bool = False) -> dict[str, Any]:
     from tune_lm.lm.config import TrainConfig
 
     data = "synthetic" if check.args.dry_run else "ptb"
     check.corpus(data)  # tokenised once here; the workers read the cache
     config = TrainConfig(data=data, model="LSTM", device=str(check.device), threads=2,
-                         **check.toy)  # fmt: skip
+                         cuda_graph=graphed, **check.toy)  # fmt: skip
     rows = []
     for count in check.args.packing:
         if check.left_s() < check.args.packing_seconds + 30 and not check.args.dry_run:
@@ -258,8 +265,8 @@ def packing(check: Check) -> dict[str, Any]:
         row = rows[-1]
         print(f"   {count} at once: {row['aggregate_tokens_per_s']:.0f} tok/s in all, "
               f"{row['gpu_memory_used_mib']} MiB GPU memory in use", flush=True)  # fmt: skip
-    return {"rows": rows, "partial": False, "setting": "PTB LSTM 2x200 fp32",
-            "seconds": check.args.packing_seconds}  # fmt: skip
+    return {"rows": rows, "partial": False, "cuda_graph": graphed,
+            "setting": "PTB LSTM 2x200 fp32", "seconds": check.args.packing_seconds}  # fmt: skip
 
 
 def pack(check: Check, config: Any, count: int) -> dict[str, Any]:
@@ -368,14 +375,17 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append("")
         elif name == "epochs":
             lines += ["**epochs** (WikiText-2, 2 layers, emsize 200, one full epoch)", "",
-                      "| model | bptt | train s/epoch | with validation s | tokens/s | val ppl |",
-                      "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-            lines += [f"| {r['model']} | {r['bptt']} | {r['train_s']:.1f} | "
+                      "| model | bptt | step | train s/epoch | with validation s | tokens/s "
+                      "| val ppl |", "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+            lines += [f"| {r['model']} | {r['bptt']} | "
+                      f"{'CUDA graph' if r.get('cuda_graph') else 'eager'} | {r['train_s']:.1f} | "
                       f"{r['epoch_with_validation_s']:.1f} | {r['tokens_per_s']:,.0f} | "
                       f"{r['val_ppl']:.1f} |" for r in data.get("rows", [])]  # fmt: skip
             lines.append("")
-        elif name == "packing":
-            lines += ["**packing** (trainings at once on one GPU, one process each)", "",
+        elif name in ("packing", "packing_graphed"):
+            step = "the step as a CUDA graph" if name == "packing_graphed" else "eager"
+            lines += [f"**{name}** (trainings at once on one GPU, one process each; {step})",
+                      "",
                       "| trials | aggregate tokens/s | per trial | GPU memory in use MiB | "
                       "peak reserved per trial MiB |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
             for row in data.get("rows", []):
@@ -397,13 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_check"),
                         help="folder for gpu_check.json and gpu_check.md")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, every path")
-    parser.add_argument("--budget-s", type=float, default=400.0, help="wall-clock budget")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (alternated)")
-    parser.add_argument("--warmup-batches", type=int, default=50)
-    parser.add_argument("--measure-batches", type=int, default=300)
-    parser.add_argument("--packing", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--packing-seconds", type=float, default=12.0)
+    parser.add_argument("--warmup-batches", type=int, default=30)
+    parser.add_argument("--measure-batches", type=int, default=200)
+    parser.add_argument("--packing", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--packing-seconds", type=float, default=8.0)
     parser.add_argument("--segment-batches", type=int, default=25,
                         help="packing: batches between the workers' clock readings")  # fmt: skip
     parser.add_argument("--packing-worker", metavar="SPEC", help=argparse.SUPPRESS)
@@ -450,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dry run: corpora {check.results['data_found']}; would run sections "
               f"{', '.join(args.sections)} within {args.budget_s:.0f} s on a GPU", flush=True)
     functions = {"environment": environment, "tests": gpu_tests, "peak": peak_section,
-                 "throughput": throughput, "epochs": epochs, "packing": packing}  # fmt: skip
+                 "throughput": throughput, "epochs": epochs, "packing": packing,
+                 "packing_graphed": lambda c: packing(c, graphed=True)}  # fmt: skip
     for name in SECTIONS:
         if name in args.sections:
             check.run(name, functions[name])

@@ -39,8 +39,9 @@ VARIANTS = {  # name: TrainConfig changes (None: the textbook loop)
     "textbook fp32": None,
     "tune_lm fp32": {},
     "tune_lm bf16": {"precision": "bf16"},
+    "graphed fp32": {"cuda_graph": True},  # the step replayed as one CUDA graph
+    "graphed bf16": {"cuda_graph": True, "precision": "bf16"},
     "adaptive fp32": {"decoder": "adaptive"},
-    "adaptive bf16": {"decoder": "adaptive", "precision": "bf16"},
 }
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 

@@ -21,20 +21,26 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "gpu_check.json").read_text())
     sections = results["sections"]
-    assert list(sections) == ["environment", "tests", "peak", "throughput", "epochs", "packing"]
+    assert list(sections) == ["environment", "tests", "peak", "throughput", "epochs", "packing",
+                              "packing_graphed"]  # fmt: skip
     assert {name: entry["status"] for name, entry in sections.items()} == dict.fromkeys(
         sections, "ok"
     )
     env = sections["environment"]["data"]
     assert not (env["ray_imported"] or env["mlflow_imported"] or env["optuna_imported"])
-    assert sections["tests"]["data"]["collected"] >= 10
+    assert sections["tests"]["data"]["collected"] >= 20  # test_gpu.py and test_gpu_graph.py
     rows = sections["throughput"]["data"]["rows"]
-    assert len(rows) == 6 * 5 and all(row["tokens_per_s"] > 0 for row in rows)
+    assert len(rows) == 6 * 6 and all(row["tokens_per_s"] > 0 for row in rows)
     assert {row["variant"] for row in rows if row["vs_textbook"] == 1.0} == {"textbook fp32"}
-    assert len(sections["epochs"]["data"]["rows"]) == 4
-    packing = sections["packing"]["data"]["rows"]
-    assert [row["trials"] for row in packing] == [1, 2]
-    assert all(row["aggregate_tokens_per_s"] > 0 for row in packing)
+    epochs = sections["epochs"]["data"]["rows"]
+    assert [row["cuda_graph"] for row in epochs] == [True, False] * 4
+    for graphed, eager in zip(epochs[::2], epochs[1::2], strict=True):  # same arithmetic on a CPU
+        assert graphed["val_ppl"] == eager["val_ppl"]
+    for name, graphed in (("packing", False), ("packing_graphed", True)):
+        assert sections[name]["data"]["cuda_graph"] is graphed
+        packing = sections[name]["data"]["rows"]
+        assert [row["trials"] for row in packing] == [1, 2]
+        assert all(row["aggregate_tokens_per_s"] > 0 for row in packing)
     markdown = (out / "gpu_check.md").read_text()
     assert "| setting | variant | tokens/s | x textbook | of peak |" in markdown
     assert "| trials | aggregate tokens/s |" in markdown

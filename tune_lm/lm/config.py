@@ -72,8 +72,14 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
     precision: Precision = Field(
-        "fp32", description="bf16: training matmuls and RNNs autocast to bfloat16, weights "
-        "and evaluation stay fp32 (GPUs; CPUs with AVX512-BF16 or AMX)",
+        "fp32", description="bf16: training matmuls autocast to bfloat16 (the RNNs too on "
+        "CPUs with AVX512-BF16 or AMX; on CUDA they stay fp32, as torch's autocast would make "
+        "cuDNN's fp16), weights and evaluation stay fp32",
+    )  # fmt: skip
+    cuda_graph: bool = Field(
+        False, description="on CUDA, replay each training step (forward, backward, clipping, "
+        "update) as one captured CUDA graph: no per-kernel launch cost (full softmax only; "
+        "a CPU runs the same step without a graph)",
     )  # fmt: skip
 
     @model_validator(mode="after")
@@ -88,6 +94,12 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 "tied=True needs decoder='full': the adaptive softmax has no single "
                 "output matrix to share with the embedding. Use one or the other"
+            )
+        if self.cuda_graph and self.decoder == "adaptive":
+            raise ValueError(
+                "cuda_graph=True needs decoder='full': the adaptive softmax picks each "
+                "cluster's words with data-dependent shapes, which a CUDA graph cannot replay. "
+                "Turn cuda_graph off or use the full softmax"
             )
         cutoffs = self.adaptive_cutoffs
         if cutoffs is not None and (

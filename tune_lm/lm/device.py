@@ -20,17 +20,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def training_autocast(config: TrainConfig, device: torch.device) -> TrainingPrecision:
+def training_autocast(
+    config: TrainConfig, device: torch.device, *, cache: bool = True
+) -> TrainingPrecision:
     """bf16 autocast for the training forward pass (``precision: bf16``), else a no-op.
 
     Weights, optimizer state and gradients stay fp32; evaluation is not autocast, so the
     reported perplexities are fp32 scores of the trained weights. Reusable: enter it once
-    per batch."""
+    per batch. ``cache=False`` for a region captured as a CUDA graph (torch asks that
+    autocast's cast cache be off there)."""
     enabled = config.precision == "bf16"
     emulated = enabled and not bf16_is_fast(device)
     if emulated:
         log.warning("precision=bf16 on %s without native bf16 support: expect it slower", device)
-    return TrainingPrecision(device, enabled, keep_onednn=not (emulated and device.type == "cpu"))
+    return TrainingPrecision(device, enabled, keep_onednn=not (emulated and device.type == "cpu"),
+                             cache=cache)  # fmt: skip
 
 
 class TrainingPrecision:
@@ -38,8 +42,12 @@ class TrainingPrecision:
     bf16: oneDNN has no bf16 LSTM there (it fails to build the primitive), while torch's
     own kernels run the recurrent layers in fp32 and the rest in emulated bf16."""
 
-    def __init__(self, device: torch.device, enabled: bool, keep_onednn: bool = True) -> None:
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    def __init__(
+        self, device: torch.device, enabled: bool, keep_onednn: bool = True, cache: bool = True
+    ) -> None:
+        self.autocast = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache
+        )
         self.keep_onednn = keep_onednn
         self._onednn_was = True
 

@@ -27,6 +27,7 @@ from tune_lm.lm.device import resolve_device, training_autocast
 from tune_lm.lm.errors import ConfigError, DataError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.model import Hidden, RNNLanguageModel, detach_hidden
+from tune_lm.lm.step import GraphedStep, eager_step
 from tune_lm.lm.train_state import (
     TrainState,
     check_resumable,
@@ -62,15 +63,21 @@ def _check_corpus(corpus: Corpus, config: TrainConfig) -> None:
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW over ``model``; on a GPU the fused (one-kernel) implementation."""
+    """SGD or AdamW over ``model``; on a GPU the fused (one-kernel) implementation, and
+    AdamW capturable in a CUDA graph when ``cuda_graph`` is on."""
     fused = next(model.parameters()).is_cuda or None  # None: torch's default (foreach)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
-        )
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused,
+            capturable=_capturable(config, model),
+        )  # fmt: skip
     return torch.optim.SGD(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
     )
+
+
+def _capturable(config: TrainConfig, model: torch.nn.Module) -> bool:
+    return config.cuda_graph and next(model.parameters()).is_cuda
 
 
 def fit(
@@ -140,6 +147,8 @@ def fit(
         reseed(config.seed, len(state.history))
     for group in optimizer.param_groups:
         group["lr"] = state.lr
+        if "capturable" in group:  # a saved state brings its own, maybe from an eager run
+            group["capturable"] = _capturable(config, model)
 
     model.train()
     try:
@@ -176,6 +185,7 @@ def _train(
     """The truncated-BPTT loop: trains ``model`` in place and advances ``state``."""
     device = train_data.device
     autocast = training_autocast(config, device)
+    graphed = GraphedStep(model, optimizer, config, device) if config.cuda_graph else None
     segment = _Segment()
     bar = None
     stop = False
@@ -190,18 +200,11 @@ def _train(
                 leave=False,
             )
         inputs, targets = get_window(train_data, starts[state.cursor], config.bptt)
-        if hidden is None:
-            hidden = model.init_hidden(config.batch_size)
-        hidden = detach_hidden(hidden)  # truncate BPTT at the window boundary
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            features, hidden = model(inputs, hidden)  # (L, batch, nhid)
-            loss = model.loss(features, targets)  # fp32: autocast keeps losses in fp32
-        loss.backward()
-        if config.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        optimizer.step()
-        segment.add(loss.detach(), targets.numel())  # no host sync here
+        if graphed is not None:
+            loss, hidden = graphed(inputs, targets, hidden)
+        else:
+            loss, hidden = eager_step(model, optimizer, config, autocast, inputs, targets, hidden)
+        segment.add(loss, targets.numel())  # no host sync here
         bar.update()
 
         state.cursor += 1

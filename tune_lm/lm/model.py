@@ -30,6 +30,20 @@ def auto_cutoffs(ntokens: int, nhid: int) -> list[int]:
     return cutoffs[:max_clusters] or [max(1, ntokens // 2)]
 
 
+def _autocast_would_make_cudnn_rnn_fp16(inputs: torch.Tensor) -> bool:
+    """True under a CUDA autocast to bfloat16: torch's autocast rule for cuDNN RNNs casts
+    them to float16 whatever dtype the autocast was given (ATen's AutocastRNN.cpp), and
+    fp16 without loss scaling can underflow gradients. cuDNN has no bf16 RNN in torch (it
+    accepts double, float and half), so there the recurrent layers stay fp32 (cuDNN, TF32
+    where torch allows it) and bf16 covers the decoder. Measured on an H200: see the
+    README's "On a GPU"."""
+    return (
+        inputs.is_cuda
+        and torch.is_autocast_enabled("cuda")
+        and torch.get_autocast_dtype("cuda") != torch.float16
+    )
+
+
 class RNNLanguageModel(nn.Module):
     """Embedding -> dropout -> multi-layer RNN -> dropout -> decoder over the vocabulary.
 
@@ -126,7 +140,11 @@ class RNNLanguageModel(nn.Module):
         The features go to :meth:`loss`, :meth:`nll_sum` or :meth:`log_probs`.
         """
         embedded = self.drop(self.encoder(tokens))  # (seq_len, batch, emsize)
-        output, hidden = self.rnn(embedded, hidden)  # (seq_len, batch, nhid)
+        if _autocast_would_make_cudnn_rnn_fp16(embedded):
+            with torch.autocast("cuda", enabled=False):
+                output, hidden = self.rnn(embedded.float(), hidden)
+        else:
+            output, hidden = self.rnn(embedded, hidden)  # (seq_len, batch, nhid)
         return self.drop(output), hidden
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from tune_lm.lm.model import Hidden
 
 STATE_FORMAT = "tune_lm.train_state/1"
 # Fields that may differ between a saved state and the config that resumes it.
-RESUMABLE_CHANGES = {"epochs", "device", "threads", "data"}
+RESUMABLE_CHANGES = {"epochs", "device", "threads", "data", "cuda_graph"}
 
 
 @dataclass

@@ -1,0 +1,109 @@
+"""The training step captured as a CUDA graph (``cuda_graph: true``) on a CUDA GPU: it is
+replayed (graph launches, not per-kernel ones, and no host sync), trains like the eager
+step, is captured again when the lr changes, and draws new dropout masks at each replay.
+Skipped without CUDA (conftest); run by ``benchmarks/gpu_check.py``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_gpu import CUDA, RESUME_RTOL, small_config, sync_counts
+
+from tune_lm.lm import metrics as M
+from tune_lm.lm.batching import batchify, get_window, window_starts
+from tune_lm.lm.fit import fit, make_optimizer
+from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.lm.step import WARMUP_STEPS, GraphedStep, eager_step
+from tune_lm.lm.synthetic import make_synthetic_corpus
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_synthetic_corpus(train_tokens=60000, valid_tokens=3000, test_tokens=3000, seed=3)
+
+
+def ready(corpus, **changes):
+    """A graphed step, its model and optimizer, and the full-length windows of the data."""
+    config = small_config(cuda_graph=True, **changes)
+    model = RNNLanguageModel.from_config(config, corpus.ntokens).to(CUDA)
+    optimizer = make_optimizer(config, model)
+    data = batchify(corpus.train, config.batch_size).to(CUDA)
+    windows = [get_window(data, start, config.bptt)
+               for start in window_starts(data.size(0), config.bptt)]  # fmt: skip
+    windows = [window for window in windows if window[0].size(0) == config.bptt]
+    return GraphedStep(model, optimizer, config, CUDA), model, optimizer, config, windows
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_the_step_is_captured_once_then_replayed_without_kernel_launches_or_syncs(corpus, cell):
+    step, model, optimizer, config, windows = ready(corpus, model=cell)
+    hidden = None
+    for inputs, targets in windows[: WARMUP_STEPS + 1]:
+        _, hidden = step(inputs, targets, hidden)
+    assert (step.captures, step.replays) == (1, 1)
+    later = windows[WARMUP_STEPS + 1 : WARMUP_STEPS + 11]
+    state = {"hidden": hidden}
+
+    def graphed():
+        for inputs, targets in later:
+            _, state["hidden"] = step(inputs, targets, state["hidden"])
+
+    def eager():
+        for inputs, targets in later:
+            _, state["hidden"] = eager_step(model, optimizer, config, step.eager_autocast,
+                                            inputs, targets, state["hidden"])  # fmt: skip
+
+    replayed, unrolled = sync_counts(graphed), sync_counts(eager)
+    assert step.replays == 1 + len(later)
+    assert replayed["graph_launches"] >= len(later), replayed
+    assert replayed["kernel_launches"] * 10 < unrolled["kernel_launches"], (replayed, unrolled)
+    assert replayed["runtime_syncs"] == 0 and replayed["debug_warnings"] == 0, replayed
+
+
+@pytest.mark.parametrize("changes", [{}, {"optimizer": "adamw", "lr": 0.003},
+                                     {"precision": "bf16"}])  # fmt: skip
+def test_a_graphed_run_trains_like_an_eager_one(corpus, changes):
+    """Without dropout the two do the same arithmetic (up to the embedding backward's
+    atomics), through several epochs and the lr anneals between them."""
+    config = small_config(dropout=0.0, epochs=3, lr=40.0, max_tokens_per_epoch=8000, **changes)
+    eager = fit(config, corpus=corpus)
+    graphed = fit(config.replace(cuda_graph=True), corpus=corpus)
+    assert [h[M.LR] for h in graphed.history] == [h[M.LR] for h in eager.history]
+    for name in (M.TRAIN_LOSS, M.VAL_LOSS):
+        expected = [entry[name] for entry in eager.history]
+        assert [entry[name] for entry in graphed.history] == pytest.approx(
+            expected, rel=RESUME_RTOL), name  # fmt: skip
+    assert graphed.metrics[M.TEST_PPL] == pytest.approx(eager.metrics[M.TEST_PPL],
+                                                        rel=RESUME_RTOL)  # fmt: skip
+
+
+def test_a_changed_lr_is_captured_again_and_applied(corpus):
+    step, model, optimizer, _, windows = ready(corpus, dropout=0.0)
+    for inputs, targets in windows[: WARMUP_STEPS + 2]:
+        step(inputs, targets, None)
+    assert step.captures == 1
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    step(*windows[WARMUP_STEPS + 2], None)
+    assert step.captures == 2
+    after = list(model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True)), "old lr replayed"
+
+
+@pytest.mark.parametrize("where", ["embedding and output", "between recurrent layers"])
+def test_each_replay_draws_new_dropout_masks(corpus, where):
+    """Weights frozen (lr 0), the same window from the same state: only dropout can make
+    two replays' losses differ, and it must (a mask frozen into the graph would repeat)."""
+    step, model, optimizer, _, windows = ready(corpus, dropout=0.5, nlayers=2)
+    if where == "between recurrent layers":
+        model.drop.p = 0.0  # only cuDNN's own dropout between the layers is left
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    inputs, targets = windows[0]
+    losses = [float(step(inputs, targets, None)[0]) for _ in range(WARMUP_STEPS + 4)]
+    replayed = losses[WARMUP_STEPS:]
+    assert step.replays == len(replayed)
+    assert len(set(replayed)) == len(replayed), losses
