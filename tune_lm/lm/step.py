@@ -55,6 +55,7 @@ class GraphedStep:
         device: torch.device,
     ) -> None:  # fmt: skip
         self.model, self.optimizer, self.config = model, optimizer, config
+        self.device = device
         self.capture = device.type == "cuda"
         self.autocast = training_autocast(config, device, cache=not self.capture)
         self.eager_autocast = training_autocast(config, device)
@@ -79,15 +80,20 @@ class GraphedStep:
         if not self.capture:
             self.optimizer.zero_grad(set_to_none=True)
             self._body()
-        elif self.warmup_left > 0:
-            self._warm_up()
         else:
-            lrs = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
-            if self.graph is None or lrs != self.captured_lrs:
-                self._capture(lrs)
-            self.graph.replay()
-            self.replays += 1
+            with torch.cuda.device(self.device):  # cuda:N: its streams, not the current GPU's
+                self._on_cuda()
         return self.loss, self.hidden
+
+    def _on_cuda(self) -> None:
+        if self.warmup_left > 0:
+            self._warm_up()
+            return
+        lrs = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
+        if self.graph is None or lrs != self.captured_lrs:
+            self._capture(lrs)
+        self.graph.replay()
+        self.replays += 1
 
     def _load(self, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None) -> None:
         self.inputs.copy_(inputs)
