@@ -187,7 +187,7 @@ def throughput(check: Check) -> dict[str, Any]:
 
     from tune_lm.lm.config import TrainConfig
 
-    rows, partial = [], False
+    rows, partial, errors = [], False, {}
     warmup, measure = check.args.warmup_batches, check.args.measure_batches
     for setting, (data, changes) in SETTINGS.items():
         corpus = short_eval(check.corpus(data))
@@ -199,7 +199,12 @@ def throughput(check: Check) -> dict[str, Any]:
                 if check.left_s() < 5 and not check.args.dry_run:
                     partial = True
                     break
-                speed = measure_variant(name, config, corpus, check.device, warmup, measure)
+                try:
+                    speed = measure_variant(name, config, corpus, check.device, warmup, measure)
+                except Exception as error:  # one variant failing keeps the others' figures
+                    errors.setdefault(f"{setting} {name}", f"{type(error).__name__}: {error}"[:500])
+                    print(f"   {setting:15s} {name}: failed ({error})", flush=True)
+                    continue
                 speeds[name].append(speed)
                 print(f"   {setting:15s} round {round_index + 1} {name:14s} {speed:9.0f} tok/s",
                       flush=True)  # fmt: skip
@@ -222,7 +227,7 @@ def throughput(check: Check) -> dict[str, Any]:
             })  # fmt: skip
         check.results["sections"]["throughput"] = {"status": "running", "data": {"rows": rows}}
         check.write()
-    return {"rows": rows, "partial": partial, "warmup_batches": warmup,
+    return {"rows": rows, "partial": partial, "errors": errors, "warmup_batches": warmup,
             "measured_batches": measure, "rounds": check.args.rounds}  # fmt: skip
 
 
@@ -233,21 +238,26 @@ def epochs(check: Check) -> dict[str, Any]:
 
     data = "synthetic" if check.args.dry_run else "wikitext-2"
     corpus = check.corpus(data)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
     for model in ("LSTM", "GRU"):
         for bptt in (35, 50):
             for graph in (True, False):
                 if check.left_s() < 25 and not check.args.dry_run:
-                    return {"rows": rows, "partial": True}
+                    return {"rows": rows, "partial": True, "errors": errors}
                 config = TrainConfig(data=data, model=model, bptt=bptt, cuda_graph=graph,
                                      device=str(check.device), **check.toy)  # fmt: skip
-                row = {"model": model, "bptt": bptt, "cuda_graph": graph,
-                       **full_epoch(config, corpus)}  # fmt: skip
+                try:
+                    row = {"model": model, "bptt": bptt, "cuda_graph": graph,
+                           **full_epoch(config, corpus)}  # fmt: skip
+                except Exception as error:  # the eager rows still count
+                    errors[f"{model} bptt {bptt} graph {graph}"] = repr(error)[:500]
+                    continue
                 rows.append(row)
                 print(f"   WT2 {model} bptt {bptt}{' graphed' if graph else ''}: "
                       f"{row['train_s']:.1f} s/epoch, val ppl {row['val_ppl']:.1f}",
                       flush=True)  # fmt: skip
-    return {"rows": rows, "partial": False, "corpus": data}
+    return {"rows": rows, "partial": False, "errors": errors, "corpus": data}
 
 
 def packing(check: Check, graphed: bool = False) -> dict[str, Any]:
@@ -396,6 +406,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                              f"{'-' if used is None else used} | "
                              f"{f'{max(reserved):,.0f}' if reserved else '-'} |")  # fmt: skip
             lines.append("")
+        errors = data.get("errors") or {}
+        if errors:
+            lines += [f"- {name}, failed: {key}: {why}" for key, why in errors.items()] + [""]
     return "\n".join(lines) + "\n"
 
 
