@@ -203,6 +203,8 @@ CASES = [
         "tied-sizes", "fixed: {tied: true, emsize: 16, nhid: 32}\n", ["tied", "nhid == emsize"]
     ),
     bad_space("infinite-value", "fixed: {lr: .inf}\n", ["field 'lr'", "finite"]),
+    bad_space("graph-adaptive", "fixed: {cuda_graph: true, decoder: adaptive}\n",
+              ["cuda_graph=True needs decoder='full'"]),  # fmt: skip
     bad_space("no-objectives", "objectives: []\n", ["objectives"]),
     bad_space("dropout-one", "fixed: {dropout: 1.0}\n", ["dropout"]),
     bad_space("negative-bptt", "parameters: {bptt: {choice: [-5, 10]}}\n", ["bptt"]),
@@ -288,6 +290,8 @@ CASES = [
     train("train-dropout-one", ["--dropout", "1"], ("--dropout",)),
     train("train-tied-sizes", ["--emsize", "16", "--nhid", "8", "--tied"], ("nhid == emsize",)),
     train("train-tied-adaptive", ["--tied", "--decoder", "adaptive"], ("decoder='full'",)),
+    train("train-graph-adaptive", ["--cuda-graph", "--decoder", "adaptive"],
+          ("cuda_graph=True needs decoder='full'",)),  # fmt: skip
     train("train-bad-cutoffs", ["--adaptive-cutoffs", "50", "10"], ("adaptive_cutoffs",)),
     train("train-not-an-int", ["--batch-size", "ten"], ("--batch-size", "invalid int")),
     train("train-bad-device", ["--device", "gpu"], ("device",)),

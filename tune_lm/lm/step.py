@@ -69,6 +69,8 @@ class GraphedStep:
         self.warmup_left = WARMUP_STEPS
         self.captures = 0  # how many times the step was captured (one per lr, normally)
         self.replays = 0
+        if not self.capture:
+            log.info("cuda_graph: no CUDA device (%s), so the step runs without a graph", device)
 
     def __call__(
         self, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None
