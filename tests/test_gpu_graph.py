@@ -66,8 +66,9 @@ def test_the_step_is_captured_once_then_replayed_without_kernel_launches_or_sync
                                      {"precision": "bf16"}])  # fmt: skip
 def test_a_graphed_run_trains_like_an_eager_one(corpus, changes):
     """Without dropout the two do the same arithmetic (up to the embedding backward's
-    atomics), through several epochs and the lr anneals between them."""
-    config = small_config(dropout=0.0, epochs=3, lr=40.0, max_tokens_per_epoch=8000, **changes)
+    atomics), through several epochs: the resume test's setting, which agreed to 1e-4 on an
+    H200. (A changed lr's new capture is tested below.)"""
+    config = small_config(dropout=0.0, epochs=3, max_tokens_per_epoch=8000, **changes)
     eager = fit(config, corpus=corpus)
     graphed = fit(config.replace(cuda_graph=True), corpus=corpus)
     assert [h[M.LR] for h in graphed.history] == [h[M.LR] for h in eager.history]
