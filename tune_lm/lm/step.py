@@ -34,8 +34,16 @@ def eager_step(
     """Train on one window; returns (mean loss, still on the device) and the next hidden."""
     if hidden is None:
         hidden = model.init_hidden(inputs.size(1))
-    hidden = detach_hidden(hidden)  # truncate BPTT at the window boundary
     optimizer.zero_grad(set_to_none=True)
+    # detached: truncate BPTT at the window boundary
+    return _train_on(model, optimizer, config, autocast, inputs, targets, detach_hidden(hidden))
+
+
+def _train_on(
+    model: RNNLanguageModel, optimizer: torch.optim.Optimizer, config: TrainConfig,
+    autocast, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden,
+) -> tuple[torch.Tensor, Hidden]:  # fmt: skip
+    """Forward, backward, clipping and update into gradients the caller has set to None."""
     with autocast:
         features, hidden = model(inputs, hidden)  # (L, batch, nhid)
         loss = model.loss(features, targets)  # fp32: autocast keeps losses in fp32
@@ -44,6 +52,11 @@ def eager_step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
     optimizer.step()
     return loss.detach(), hidden
+
+
+def _parts(hidden: Hidden) -> tuple[torch.Tensor, ...]:
+    """(h, c) of an LSTM, (h,) of the other cells."""
+    return hidden if isinstance(hidden, tuple) else (hidden,)
 
 
 class GraphedStep:
@@ -100,31 +113,22 @@ class GraphedStep:
     def _load(self, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None) -> None:
         self.inputs.copy_(inputs)
         self.targets.copy_(targets)
-        mine = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
         if hidden is None:  # start of the data: a fresh state
-            for buffer in mine:
+            for buffer in _parts(self.hidden):
                 buffer.zero_()
             return
-        given = hidden if isinstance(hidden, tuple) else (hidden,)
-        for buffer, value in zip(mine, given, strict=True):
+        for buffer, value in zip(_parts(self.hidden), _parts(hidden), strict=True):
             if value is not buffer:  # e.g. a resumed run's state, or after an eager window
                 buffer.copy_(value.detach())
 
     def _body(self) -> None:
         """The step itself, reading and writing only the fixed buffers (and gradients,
         which the caller has set to None)."""
-        with self.autocast:
-            features, hidden = self.model(self.inputs, self.hidden)
-            loss = self.model.loss(features, self.targets)
-        loss.backward()
-        if self.config.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-        self.optimizer.step()
+        loss, hidden = _train_on(self.model, self.optimizer, self.config, self.autocast,
+                                 self.inputs, self.targets, self.hidden)  # fmt: skip
         with torch.no_grad():
-            self.loss.copy_(loss.detach())
-            mine = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
-            new = hidden if isinstance(hidden, tuple) else (hidden,)
-            for buffer, value in zip(mine, new, strict=True):
+            self.loss.copy_(loss)
+            for buffer, value in zip(_parts(self.hidden), _parts(hidden), strict=True):
                 buffer.copy_(value)
 
     def _warm_up(self) -> None:
