@@ -11,11 +11,13 @@ budget (default 480 s), measures what tune_lm's users run on GPUs and writes
    settings, fp32 / bf16 / the step as a CUDA graph / adaptive softmax, PTB and WikiText-2
    2x200 and PTB 2x650, LSTM and GRU (warm-up excluded, CUDA-synchronised clocks), as a
    fraction of the peak too;
-5. ``epochs``: the classic study's setting on WikiText-2 (2-layer LSTM and GRU, emsize
+5. ``profile``: where one step's time goes, eager and as a CUDA graph: wall ms, ms the
+   GPU spends in kernels (profiler), kernels per step (host-bound or device-bound?);
+6. ``epochs``: the classic study's setting on WikiText-2 (2-layer LSTM and GRU, emsize
    200, bptt 35 and 50), eager and as a CUDA graph: seconds per full epoch;
-6. ``packing``: 1, 4 and 8 trainings at once on the one GPU, one process each (as Ray's
+7. ``packing``: 1, 4 and 8 trainings at once on the one GPU, one process each (as Ray's
    fractional GPUs run trials): aggregate tokens/s and peak GPU memory;
-7. ``packing_graphed``: the same with the step as a CUDA graph.
+8. ``packing_graphed``: the same with the step as a CUDA graph.
 
 A section that the budget no longer covers is recorded as skipped; a section that fails
 is recorded with its error and the check goes on.
@@ -46,10 +48,11 @@ from typing import Any
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-SECTIONS = ("environment", "tests", "peak", "throughput", "epochs", "packing",
+SECTIONS = ("environment", "tests", "peak", "throughput", "profile", "epochs", "packing",
             "packing_graphed")
 # The least time a section needs to be worth starting (real run), seconds.
-MIN_SECONDS = {"environment": 1, "tests": 60, "peak": 10, "throughput": 30, "epochs": 20,
+MIN_SECONDS = {"environment": 1, "tests": 60, "peak": 10, "throughput": 30, "profile": 15,
+               "epochs": 20,
                "packing": 40, "packing_graphed": 40}  # fmt: skip
 
 
@@ -234,6 +237,12 @@ def throughput(check: Check) -> dict[str, Any]:
             "measured_batches": measure, "rounds": check.args.rounds}  # fmt: skip
 
 
+def profile_section(check: Check) -> dict[str, Any]:
+    from gpu_profile import profile_section as section
+
+    return section(check)
+
+
 def epochs(check: Check) -> dict[str, Any]:
     from gpu_measure import full_epoch
 
@@ -386,6 +395,10 @@ def render_markdown(results: dict[str, Any]) -> str:
                              f"{row['tokens_per_s']:,.0f} | {row['vs_textbook']:.2f} | "
                              f"{f'{fraction:.1%}' if fraction else '-'} |")  # fmt: skip
             lines.append("")
+        elif name == "profile":
+            from gpu_profile import render
+
+            lines += render(data)
         elif name == "epochs":
             lines += ["**epochs** (WikiText-2, 2 layers, emsize 200, one full epoch)", "",
                       "| model | bptt | step | train s/epoch | with validation s | tokens/s "
@@ -476,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dry run: corpora {check.results['data_found']}; would run sections "
               f"{', '.join(args.sections)} within {args.budget_s:.0f} s on a GPU", flush=True)
     functions = {"environment": environment, "tests": gpu_tests, "peak": peak_section,
-                 "throughput": throughput, "epochs": epochs, "packing": packing,
+                 "throughput": throughput, "profile": profile_section, "epochs": epochs,
+                 "packing": packing,
                  "packing_graphed": lambda c: packing(c, graphed=True)}  # fmt: skip
     for name in SECTIONS:
         if name in args.sections:

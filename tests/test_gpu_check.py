@@ -21,8 +21,8 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "gpu_check.json").read_text())
     sections = results["sections"]
-    assert list(sections) == ["environment", "tests", "peak", "throughput", "epochs", "packing",
-                              "packing_graphed"]  # fmt: skip
+    assert list(sections) == ["environment", "tests", "peak", "throughput", "profile", "epochs",
+                              "packing", "packing_graphed"]  # fmt: skip
     assert {name: entry["status"] for name, entry in sections.items()} == dict.fromkeys(
         sections, "ok"
     )
@@ -32,6 +32,11 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     rows = sections["throughput"]["data"]["rows"]
     assert len(rows) == 2 * 6 and all(row["tokens_per_s"] > 0 for row in rows)
     assert {row["variant"] for row in rows if row["vs_textbook"] == 1.0} == {"textbook fp32"}
+    profiled = sections["profile"]["data"]["rows"]
+    assert [row["step"] for row in profiled] == ["eager", "CUDA graph"]
+    for row in profiled:  # a CPU: host ops counted, no kernels, no GPU share
+        assert row["wall_ms_per_step"] > 0 and row["host_ops_per_step"] > 0
+        assert row["kernels_per_step"] == 0 and row["gpu_busy"] is None
     epochs = sections["epochs"]["data"]["rows"]
     assert [row["cuda_graph"] for row in epochs] == [True, False] * 4
     for graphed, eager in zip(epochs[::2], epochs[1::2], strict=True):  # same arithmetic on a CPU
@@ -44,6 +49,7 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     markdown = (out / "gpu_check.md").read_text()
     assert "| setting | variant | tokens/s | x textbook | of peak |" in markdown
     assert "| trials | aggregate tokens/s |" in markdown
+    assert "| setting | step | wall ms | GPU ms | GPU busy | kernels | host ops |" in markdown
 
 
 def test_flops_per_token_counts_each_matrix_product():
