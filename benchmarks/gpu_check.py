@@ -277,8 +277,8 @@ def packing(check: Check, graphed: bool = False) -> dict[str, Any]:
 
     data = "synthetic" if check.args.dry_run else "ptb"
     check.corpus(data)  # tokenised once here; the workers read the cache
-    config = TrainConfig(data=data, model="LSTM", device=str(check.device), threads=2,
-                         cuda_graph=graphed, **check.toy)  # fmt: skip
+    config = TrainConfig(data=data, model="LSTM", device=str(check.device), cuda_graph=graphed,
+                         **{"threads": 2, **check.toy})  # fmt: skip
     rows = []
     for count in check.args.packing:
         if check.left_s() < check.args.packing_seconds + 30 and not check.args.dry_run:
@@ -464,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup_batches, args.measure_batches, args.rounds = 2, 4, 1
         args.packing, args.packing_seconds, args.segment_batches = [1, 2], 1.0, 2
         # toy models and a capped epoch: every path runs, in seconds, on a CPU
-        check.toy = {"emsize": 16, "nhid": 16, "max_tokens_per_epoch": 4000}
+        # (one thread each: the packing workers and pytest's other worker share 2 cores)
+        check.toy = {"emsize": 16, "nhid": 16, "max_tokens_per_epoch": 4000, "threads": 1}
+        torch.set_num_threads(1)  # the textbook loop too
     else:
         if not torch.cuda.is_available():
             print("no CUDA GPU is visible: run this on a GPU machine, or use --dry-run here",
