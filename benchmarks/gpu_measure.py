@@ -106,7 +106,9 @@ def tune_lm_tokens_per_s(config: TrainConfig, corpus: Corpus, warmup_batches: in
                          measure_batches: int) -> float:  # fmt: skip
     """fit() for warm-up + measured batches, evaluated every ``warmup_batches``: the first
     segment is the warm-up, the median of the others is the speed (each segment's clock
-    stops after a device sync, in fit)."""
+    stops after a device sync, in fit). As a CUDA graph, a model with dropout between
+    layers steps eagerly once and is captured again after each evaluation (fit seeds
+    there); real runs evaluate about once an epoch, hence long segments here."""
     batch_tokens = config.batch_size * config.bptt
     segment = max(1, warmup_batches) * batch_tokens
     segments = max(1, measure_batches // max(1, warmup_batches))

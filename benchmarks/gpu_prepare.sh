@@ -40,4 +40,4 @@ total=$((tree_bytes + carry_bytes))
 echo "carry folder: $carry ($((carry_bytes / 1024)) KiB); working tree $((tree_bytes / 1024)) KiB; together $((total / 1048576)) MiB of the 64 MiB allowed"
 ls "$carry/wheels"
 if (( total >= 64 * 1048576 )); then echo "too large to travel" >&2; exit 1; fi
-echo 'device command:  bash benchmarks/gpu_run.sh        carry: [".gpu_carry"]   timeout_s: 560'
+echo 'device command:  bash benchmarks/gpu_run.sh        carry: [".gpu_carry"]   timeout_s: 590'

@@ -21,8 +21,8 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "gpu_check.json").read_text())
     sections = results["sections"]
-    assert list(sections) == ["environment", "tests", "peak", "throughput", "profile", "epochs",
-                              "packing", "packing_graphed"]  # fmt: skip
+    assert list(sections) == ["environment", "tests", "peak", "throughput", "profile", "packing",
+                              "epochs", "packing_graphed"]  # fmt: skip
     assert {name: entry["status"] for name, entry in sections.items()} == dict.fromkeys(
         sections, "ok"
     )

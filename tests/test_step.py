@@ -71,6 +71,28 @@ def test_on_a_cpu_nothing_is_captured(tiny_config, corpus):
     assert short_loss is not step.loss and short_hidden is not step.hidden
 
 
+@pytest.mark.parametrize("nlayers,dropout,cudnn_dropout", [(2, 0.2, True), (2, 0.0, False),
+                                                         (1, 0.2, False)])  # fmt: skip
+def test_when_the_step_is_replayed_captured_or_run_eagerly(tiny_config, nlayers, dropout,
+                                                           cudnn_dropout):  # fmt: skip
+    """The CUDA decision (here without a GPU): eager while warming up, a capture when there is
+    no graph or the lr changed, and, only where cuDNN's own dropout between layers is used,
+    an eager step after a new seed (torch replaces that dropout state then)."""
+    config = tiny_config.replace(cuda_graph=True, nlayers=nlayers, dropout=dropout)
+    model = RNNLanguageModel.from_config(config, 50)
+    step = GraphedStep(model, torch.optim.SGD(model.parameters(), lr=1.0), config,
+                       torch.device("cpu"))  # fmt: skip
+    assert step.cudnn_dropout is cudnn_dropout
+    lrs = (1.0,)
+    assert step.next_action(lrs, 7) == "eager"  # warming up
+    step.warmup_left, step.seed_seen = 0, 7  # as after the warm-up steps, under seed 7
+    assert step.next_action(lrs, 7) == "capture"  # no graph yet
+    step.graph, step.captured_lrs = object(), lrs  # a stand-in: only "is there one" is asked
+    assert step.next_action(lrs, 7) == "replay"
+    assert step.next_action((0.25,), 7) == "capture"  # annealed
+    assert step.next_action(lrs, 8) == ("eager" if cudnn_dropout else "replay")  # reseeded
+
+
 def test_cuda_graph_with_the_adaptive_softmax_is_refused():
     with pytest.raises(ConfigError, match="cuda_graph=True needs decoder='full'"):
         TrainConfig.from_dict({"cuda_graph": True, "decoder": "adaptive"})

@@ -10,6 +10,14 @@ cast cache off. Learning rates are baked into the captured kernels, so a changed
 anneal) means a new capture. A window shorter than ``bptt`` (the end of the data) runs
 eagerly. On a CPU the same buffered step runs without a graph, so its plumbing (hidden
 state carried and reset, windows, anneals) is tested against :func:`eager_step` there.
+
+cuDNN's dropout between recurrent layers keeps its random state in a buffer of its own,
+which torch replaces (drawing a seed with a host sync) at the first training step after a
+manual seed; ``fit`` seeds at every evaluation, for exact resumes. A graph captured before
+that would go on using the old buffer after it is freed, and a capture right after a seed
+would fail on the sync. So, for a model with dropout between layers, a changed CUDA seed
+means one eager step first (it makes the new buffer, as the eager loop would) and then a
+new capture.
 """
 
 from __future__ import annotations
@@ -80,7 +88,10 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.captured_lrs: tuple[float, ...] | None = None
         self.warmup_left = WARMUP_STEPS
-        self.captures = 0  # how many times the step was captured (one per lr, normally)
+        # cuDNN's own dropout state (see the module's docstring) is used
+        self.cudnn_dropout = getattr(model.rnn, "dropout", 0.0) > 0
+        self.seed_seen: int | None = None  # the CUDA seed at the last eager step
+        self.captures = 0  # how many times the step was captured (one per lr and seed)
         self.replays = 0
         if not self.capture:
             log.info("cuda_graph: no CUDA device (%s), so the step runs without a graph", device)
@@ -101,14 +112,26 @@ class GraphedStep:
         return self.loss, self.hidden
 
     def _on_cuda(self) -> None:
-        if self.warmup_left > 0:
+        lrs = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
+        action = self.next_action(lrs, torch.cuda.initial_seed())
+        if action == "eager":
+            self.graph = None  # the eager step may free the graph's cuDNN dropout state
             self._warm_up()
             return
-        lrs = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
-        if self.graph is None or lrs != self.captured_lrs:
+        if action == "capture":
             self._capture(lrs)
         self.graph.replay()
         self.replays += 1
+
+    def next_action(self, lrs: tuple[float, ...], seed: int) -> str:
+        """"replay" the graph, "capture" a new one (the lr changed), or run this step
+        "eager" (warming up, or cuDNN's dropout state is due to be replaced after a seed)."""
+        reseeded = self.cudnn_dropout and seed != self.seed_seen
+        if self.warmup_left > 0 or reseeded:
+            return "eager"
+        if self.graph is None or lrs != self.captured_lrs:
+            return "capture"
+        return "replay"
 
     def _load(self, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None) -> None:
         self.inputs.copy_(inputs)
@@ -138,7 +161,8 @@ class GraphedStep:
             self.optimizer.zero_grad(set_to_none=True)
             self._body()
         torch.cuda.current_stream().wait_stream(side)
-        self.warmup_left -= 1
+        self.warmup_left = max(0, self.warmup_left - 1)
+        self.seed_seen = torch.cuda.initial_seed()
 
     def _capture(self, lrs: tuple[float, ...]) -> None:
         self.graph = None  # the old graph's memory goes back with it
