@@ -45,6 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gpu_report import render_markdown  # benchmarks/ is on sys.path when run as a script
+
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -95,7 +97,7 @@ class Check:
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=2) + "\n")
-        (self.out / "gpu_check.md").write_text(render_markdown(self.results))
+        (self.out / "gpu_check.md").write_text(render_markdown(self.results, SECTIONS))
 
 
 # --- the sections --------------------------------------------------------------------
@@ -356,76 +358,6 @@ def _wait_for(ready: Callable[[], bool], workers: list, timeout_s: float) -> Non
 
 
 # --- the report ----------------------------------------------------------------------
-
-
-def render_markdown(results: dict[str, Any]) -> str:
-    sections = results["sections"]
-    lines = [f"# GPU check ({'dry run, CPU' if results['dry_run'] else 'GPU'}), "
-             f"{results['started']}", ""]  # fmt: skip
-    env = sections.get("environment", {}).get("data") or {}
-    if env:
-        lines += [f"Device: {env.get('gpu', env.get('device'))}; torch {env.get('torch')}, "
-                  f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
-                  f"driver/max SM clock {env.get('nvidia_smi', '-')}.", ""]  # fmt: skip
-    for name in SECTIONS:
-        entry = sections.get(name)
-        if entry is None:
-            continue
-        if entry["status"] not in ("ok", "running"):
-            lines += [f"**{name}**: {entry['status']} ({entry.get('why', '')})", ""]
-            continue
-        data = entry.get("data") or {}
-        if name == "tests":
-            lines += [f"**tests** (`pytest -m gpu`): {data.get('passed')} passed, "
-                      f"{data.get('failed')} failed, {data.get('skipped')} skipped.", ""]
-            lines += [f"- {c['outcome']}: {c['test']} {c['message']}".rstrip()
-                      for c in data.get("cases", []) if c["outcome"] != "passed"]
-        elif name == "peak":
-            lines += [f"**peak** ({data['size']}^3 matrix product): bf16 "
-                      f"{data['bf16_tflops']:.1f}, fp32 {data['fp32_tflops']:.1f}, tf32 "
-                      f"{data['tf32_tflops']:.1f} TFLOP/s.", ""]  # fmt: skip
-        elif name == "throughput":
-            lines += ["**throughput** (training tokens/s, median of rounds; x textbook; "
-                      "fraction of the matching peak)", "",
-                      "| setting | variant | tokens/s | x textbook | of peak |",
-                      "|---|---|---:|---:|---:|"]  # fmt: skip
-            for row in data.get("rows", []):
-                fraction = row.get("fraction_of_peak")
-                lines.append(f"| {row['setting']} | {row['variant']} | "
-                             f"{row['tokens_per_s']:,.0f} | {row['vs_textbook']:.2f} | "
-                             f"{f'{fraction:.1%}' if fraction else '-'} |")  # fmt: skip
-            lines.append("")
-        elif name == "profile":
-            from gpu_profile import render
-
-            lines += render(data)
-        elif name == "epochs":
-            lines += ["**epochs** (WikiText-2, 2 layers, emsize 200, one full epoch)", "",
-                      "| model | bptt | step | train s/epoch | with validation s | tokens/s "
-                      "| val ppl |", "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
-            lines += [f"| {r['model']} | {r['bptt']} | "
-                      f"{'CUDA graph' if r.get('cuda_graph') else 'eager'} | {r['train_s']:.1f} | "
-                      f"{r['epoch_with_validation_s']:.1f} | {r['tokens_per_s']:,.0f} | "
-                      f"{r['val_ppl']:.1f} |" for r in data.get("rows", [])]  # fmt: skip
-            lines.append("")
-        elif name in ("packing", "packing_graphed"):
-            step = "the step as a CUDA graph" if name == "packing_graphed" else "eager"
-            lines += [f"**{name}** (trainings at once on one GPU, one process each; {step})",
-                      "",
-                      "| trials | aggregate tokens/s | per trial | GPU memory in use MiB | "
-                      "peak reserved per trial MiB |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
-            for row in data.get("rows", []):
-                reserved = [r for r in row["peak_reserved_mib"] if r is not None]
-                used = row["gpu_memory_used_mib"]
-                lines.append(f"| {row['trials']} | {row['aggregate_tokens_per_s']:,.0f} | "
-                             f"{statistics.median(row['per_trial_tokens_per_s']):,.0f} | "
-                             f"{'-' if used is None else used} | "
-                             f"{f'{max(reserved):,.0f}' if reserved else '-'} |")  # fmt: skip
-            lines.append("")
-        errors = data.get("errors") or {}
-        if errors:
-            lines += [f"- {name}, failed: {key}: {why}" for key, why in errors.items()] + [""]
-    return "\n".join(lines) + "\n"
 
 
 # --- the command ---------------------------------------------------------------------

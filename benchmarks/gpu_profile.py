@@ -129,23 +129,3 @@ def profile_section(check: Any) -> dict[str, Any]:
               f"{'-' if busy is None else f'{busy:.0%}'}, "
               f"{row['kernels_per_step']:.0f} kernels/step", flush=True)  # fmt: skip
     return {"rows": rows, "partial": False, "errors": errors}
-
-
-def render(data: dict[str, Any]) -> list[str]:
-    """Markdown lines of the ``profile`` section."""
-    lines = ["**profile** (one training step, fp32: wall ms, ms the GPU spends in kernels, "
-             "its share of the wall, kernels and host ops per step)", "",
-             "| setting | step | wall ms | GPU ms | GPU busy | kernels | host ops |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for row in data.get("rows", []):
-        busy = "-" if row["gpu_busy"] is None else f"{row['gpu_busy']:.0%}"
-        lines.append(
-            f"| {row['setting']} | {row['step']} | {row['wall_ms_per_step']:.2f} | "
-            f"{row['device_ms_per_step']:.2f} | {busy} | {row['kernels_per_step']:.0f} | "
-            f"{row['host_ops_per_step']:.0f} |"
-        )
-    graphed = [r for r in data.get("rows", []) if r["step"] == "CUDA graph"]
-    for row in graphed[:1]:
-        top = ", ".join(f"`{name}` {ms:.3f}" for name, ms in row["top_kernels_ms_per_step"].items())
-        lines += ["", f"Top kernels, {row['setting']} as a CUDA graph (ms per step): {top}"]
-    return lines + [""]

@@ -65,14 +65,15 @@ def test_flops_per_token_counts_each_matrix_product():
 
 def test_a_failed_variant_is_reported_beside_the_figures_that_were_measured():
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    from gpu_check import render_markdown
+    from gpu_check import SECTIONS
+    from gpu_report import render_markdown
 
     row = {"setting": "PTB LSTM 2x200", "variant": "textbook fp32", "tokens_per_s": 1000.0,
            "vs_textbook": 1.0, "fraction_of_peak": None}  # fmt: skip
     results = {"dry_run": False, "started": "now", "sections": {"throughput": {
         "status": "ok", "data": {"rows": [row], "errors": {
             "PTB LSTM 2x200 graphed fp32": "RuntimeError: capture failed"}}}}}  # fmt: skip
-    markdown = render_markdown(results)
+    markdown = render_markdown(results, SECTIONS)
     assert "| PTB LSTM 2x200 | textbook fp32 | 1,000 | 1.00 | - |" in markdown
     assert "- throughput, failed: PTB LSTM 2x200 graphed fp32: RuntimeError: capture failed" in (
         markdown)  # fmt: skip
