@@ -1,5 +1,6 @@
 """The training loop: it learns, it is deterministic, and a resumed run equals an unbroken one."""
 
+import copy
 import io
 import math
 
@@ -88,8 +89,9 @@ def test_same_seed_same_perplexities(tiny_config, corpus):
     assert losses(other.history) != losses(first.history)
 
 
-def saved_states(config, corpus):
-    """Run ``config`` and keep each evaluation's state as it would come back from disk."""
+def saved_states(config, corpus, state=None):
+    """Run ``config`` (from ``state``) and keep each evaluation's state as it would come
+    back from disk."""
     states = []
 
     def keep(epoch, result, state):
@@ -98,7 +100,7 @@ def saved_states(config, corpus):
         buffer.seek(0)
         states.append(torch.load(buffer, weights_only=True))
 
-    return fit(config, corpus=corpus, on_epoch_end=keep), states
+    return fit(config, corpus=corpus, on_epoch_end=keep, state=state), states
 
 
 @pytest.mark.parametrize(
@@ -118,6 +120,22 @@ def test_resume_equals_uninterrupted_run(tiny_config, corpus, changes):
         assert losses(resumed.history) == losses(full.history)
         assert resumed.metrics[M.TEST_PPL] == full.metrics[M.TEST_PPL]
         assert resumed.metrics[M.BEST_VAL_PPL] == full.metrics[M.BEST_VAL_PPL]
+
+
+def test_a_state_saved_with_fused_or_capturable_kernels_resumes_with_this_runs(tiny_config,
+                                                                               corpus):  # fmt: skip
+    """A state saved on a GPU brings AdamW param groups marked fused (and capturable, with a
+    CUDA graph). Resumed here, the run uses its own kernels again, as the unbroken run did,
+    and the states it saves say so."""
+    config = tiny_config.replace(epochs=3, optimizer="adamw", lr=0.01)
+    full, states = saved_states(config, corpus)
+    as_on_a_gpu = copy.deepcopy(states[0])
+    for group in as_on_a_gpu["optimizer"]["param_groups"]:
+        group["fused"], group["capturable"] = True, True
+    resumed, later = saved_states(config, corpus, state=as_on_a_gpu)
+    assert losses(resumed.history) == losses(full.history)
+    for group in later[-1]["optimizer"]["param_groups"]:
+        assert (group["fused"], group["capturable"]) == (None, False)
 
 
 def test_evaluation_every_n_tokens_within_capped_epochs(tiny_config, corpus):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_fit import saved_states
 from test_gpu import CUDA, RESUME_RTOL, small_config, sync_counts
 
 from tune_lm.lm import metrics as M
@@ -152,3 +153,17 @@ def test_a_graphed_run_with_dropout_between_layers_goes_through_many_evaluations
     best = graphed.metrics[M.BEST_VAL_PPL]
     assert best < 0.5 * graphed.history[0][M.VAL_PPL]
     assert best == pytest.approx(eager.metrics[M.BEST_VAL_PPL], rel=0.25)
+
+
+def test_a_state_saved_on_a_cpu_resumes_as_a_cuda_graph_with_adamw(corpus):
+    """A CPU run's AdamW state keeps its step counters on the CPU and says neither fused nor
+    capturable; resumed on the GPU as a CUDA graph, the counters must move to the device
+    (capturable kernels read them there) and the run goes on as the CPU run did."""
+    config = small_config(optimizer="adamw", lr=0.003, dropout=0.0, epochs=2,
+                          max_tokens_per_epoch=8000)  # fmt: skip
+    on_cpu = config.replace(device="cpu")
+    unbroken, states = saved_states(on_cpu, corpus)
+    resumed = fit(config.replace(cuda_graph=True), corpus=corpus, state=states[0])
+    assert [h[M.STEP] for h in resumed.history] == [1, 2]
+    assert resumed.history[1][M.VAL_LOSS] == pytest.approx(unbroken.history[1][M.VAL_LOSS],
+                                                           rel=1e-2)  # fmt: skip

@@ -80,6 +80,23 @@ def _capturable(config: TrainConfig, model: torch.nn.Module) -> bool:
     return config.cuda_graph and next(model.parameters()).is_cuda
 
 
+def _keep_this_runs_kernels(optimizer: torch.optim.Optimizer) -> None:
+    """After loading a saved state: its param groups bring the fused/capturable flags of the
+    run that saved it (another device, or no CUDA graph); this run's choice is put back, and
+    AdamW's step counters go to the parameters' device where fused or capturable kernels
+    read them there (a state saved on a CPU keeps them on the CPU)."""
+    for group in optimizer.param_groups:
+        for flag in ("fused", "capturable"):
+            if flag in group:
+                group[flag] = optimizer.defaults.get(flag)
+        if not (group.get("fused") or group.get("capturable")):
+            continue
+        for param in group["params"]:
+            step = optimizer.state.get(param, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                optimizer.state[param]["step"] = step.to(param.device, torch.float32)
+
+
 def fit(
     config: TrainConfig,
     *,
@@ -145,10 +162,9 @@ def fit(
         optimizer.load_state_dict(state.optimizer)
         hidden = hidden_from_list(state.hidden, device)
         reseed(config.seed, len(state.history))
+        _keep_this_runs_kernels(optimizer)
     for group in optimizer.param_groups:
         group["lr"] = state.lr
-        if "capturable" in group:  # a saved state brings its own, maybe from an eager run
-            group["capturable"] = _capturable(config, model)
 
     model.train()
     try:
