@@ -6,7 +6,8 @@ through the bptt window one time step at a time) bounds it. This tells the two a
 the eager step and the step as a CUDA graph it measures the wall time per step, the time
 the GPU spends in kernels per step (torch's profiler, CUPTI), and the kernels per step.
 ``gpu_busy`` near 1 means the device's own chain bounds the step, and no launch saving can
-help; well below 1 means the GPU waits for the host.
+help; well below 1 means the GPU waits for the host. (Where the profiler records a replayed
+graph as one device event, "kernels" counts those; the GPU ms are right either way.)
 """
 
 from __future__ import annotations
