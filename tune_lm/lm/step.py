@@ -113,7 +113,9 @@ class GraphedStep:
 
     def _on_cuda(self) -> None:
         lrs = tuple(float(group["lr"]) for group in self.optimizer.param_groups)
-        action = self.next_action(lrs, torch.cuda.initial_seed())
+        # the seed is asked for only where it matters (a host call, but on every step)
+        seed = torch.cuda.initial_seed() if self.cudnn_dropout else None
+        action = self.next_action(lrs, seed)
         if action == "eager":
             self.graph = None  # the eager step may free the graph's cuDNN dropout state
             self._warm_up()
@@ -123,7 +125,7 @@ class GraphedStep:
         self.graph.replay()
         self.replays += 1
 
-    def next_action(self, lrs: tuple[float, ...], seed: int) -> str:
+    def next_action(self, lrs: tuple[float, ...], seed: int | None) -> str:
         """"replay" the graph, "capture" a new one (the lr changed), or run this step
         "eager" (warming up, or cuDNN's dropout state is due to be replaced after a seed)."""
         reseeded = self.cudnn_dropout and seed != self.seed_seen
