@@ -20,7 +20,9 @@ budget (default 520 s), measures what tune_lm's users run on GPUs and writes
 8. ``packing_graphed``: packing with the step as a CUDA graph.
 
 A section that the budget no longer covers is recorded as skipped; a section that fails
-is recorded with its error and the check goes on.
+is recorded with its error and the check goes on. The sections run in a child process
+that ``gpu_supervise.py`` watches: if it loses its CUDA context or goes silent, the
+sections not done run again in a new child, with the CUDA-graph step off.
 
     python benchmarks/gpu_check.py --dry-run         # here, on a CPU: toy sizes, all code paths
     bash benchmarks/gpu_prepare.sh                   # the folder to carry, and the command
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_report import render_markdown  # benchmarks/ is on sys.path when run as a script
+from gpu_supervise import FINAL, LOST_CONTEXT_EXIT, Child, CudaContextLost, supervise
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
@@ -55,6 +58,7 @@ SECTIONS = ("environment", "tests", "peak", "throughput", "profile", "packing", 
 # The least time a section needs to be worth starting (real run), seconds.
 MIN_SECONDS = {"environment": 1, "tests": 60, "peak": 10, "throughput": 30, "profile": 15,
                "packing": 40, "epochs": 20, "packing_graphed": 40}  # fmt: skip
+GRAPH_ONLY = ("packing_graphed",)  # sections that measure only the CUDA-graph step
 
 
 class Check:
@@ -63,12 +67,22 @@ class Check:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out = Path(args.out)
-        self.deadline = time.monotonic() + args.budget_s
+        budget_s = args.deadline - time.time() if args.deadline else args.budget_s
+        self.deadline = time.monotonic() + budget_s
         self.results: dict[str, Any] = {
             "dry_run": args.dry_run, "budget_s": args.budget_s,
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv),
             "sections": {},
         }  # fmt: skip
+        if args.merge:  # a restarted child: keep what the earlier one finished
+            earlier = json.loads((self.out / "gpu_check.json").read_text())
+            self.results["started"] = earlier.get("started", self.results["started"])
+            self.results["restarts"] = earlier.get("restarts", [])
+            self.results["sections"] = {name: entry for name, entry in
+                                        earlier.get("sections", {}).items()
+                                        if entry.get("status") in FINAL}  # fmt: skip
+        self.graphs = not args.no_graph  # the CUDA-graph step measured too
+        self.child = Child(args)  # heartbeats, the CUDA probe
         self.device: Any = None  # torch.device, set by main()
         self.toy: dict[str, Any] = {}  # TrainConfig changes of a dry run
         self.corpus: Callable[[str], Any] = lambda name: None  # corpus by name, loaded once
@@ -79,19 +93,29 @@ class Check:
 
     def run(self, name: str, section: Callable[[Check], Any]) -> None:
         entry: dict[str, Any] = {}
+        lost = False
         if not self.args.dry_run and self.left_s() < MIN_SECONDS[name]:
             entry = {"status": "skipped", "why": f"{self.left_s():.0f} s of budget left"}
+        elif name in GRAPH_ONLY and not self.graphs:
+            entry = {"status": "skipped", "why": "the CUDA-graph step is off (--no-graph)"}
         else:
             print(f"== {name} ({self.left_s():.0f} s of budget left)", flush=True)
+            self.child.beat()
             started = time.monotonic()
             try:
                 entry = {"status": "ok", "data": section(self)}
             except Exception as error:  # recorded, and the next section still runs
                 entry = {"status": "error", "why": f"{type(error).__name__}: {error}"}
+                try:
+                    self.child.check_after_error(self.device, error)
+                except CudaContextLost as gone:
+                    lost, entry = True, {"status": "lost", "why": str(gone)}
                 print(f"   {name} failed: {entry['why']}", flush=True)
             entry["seconds"] = round(time.monotonic() - started, 1)
         self.results["sections"][name] = entry
         self.write()
+        if lost:  # nothing more can run here: the supervisor starts a new process
+            sys.exit(LOST_CONTEXT_EXIT)
 
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -145,6 +169,7 @@ def gpu_tests(check: Check) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         junit = Path(scratch) / "junit.xml"
         timeout = max(30.0, min(240.0, check.left_s() - 200))
+        check.child.beat(timeout + 60)
         try:
             done = subprocess.run([*command, f"--junitxml={junit}", "--timeout=120"], cwd=REPO,
                                   capture_output=True, text=True, timeout=timeout)  # fmt: skip
@@ -206,9 +231,16 @@ def throughput(check: Check) -> dict[str, Any]:
                 if check.left_s() < 5 and not check.args.dry_run:
                     partial = True
                     break
+                graphed = (VARIANTS[name] or {}).get("cuda_graph", False)
+                if graphed and not check.graphs:
+                    continue
+                check.child.beat()
                 try:
+                    if graphed:
+                        check.child.at_graphed_variant()
                     speed = measure_variant(name, config, corpus, check.device, warmup, measure)
                 except Exception as error:  # one variant failing keeps the others' figures
+                    check.child.check_after_error(check.device, error)
                     errors.setdefault(f"{setting} {name}", f"{type(error).__name__}: {error}"[:500])
                     print(f"   {setting:15s} {name}: failed ({error})", flush=True)
                     continue
@@ -238,6 +270,12 @@ def throughput(check: Check) -> dict[str, Any]:
             "measured_batches": measure, "rounds": check.args.rounds}  # fmt: skip
 
 
+def packing_section(check: Check, graphed: bool = False) -> dict[str, Any]:
+    from gpu_packing import packing
+
+    return packing(check, graphed)
+
+
 def profile_section(check: Check) -> dict[str, Any]:
     from gpu_profile import profile_section as section
 
@@ -255,15 +293,17 @@ def epochs(check: Check) -> dict[str, Any]:
     errors: dict[str, str] = {}
     for model in ("LSTM", "GRU"):
         for bptt in (35, 50):
-            for graph in (True, False):
+            for graph in (True, False) if check.graphs else (False,):
                 if check.left_s() < 25 and not check.args.dry_run:
                     return {"rows": rows, "partial": True, "errors": errors}
+                check.child.beat()
                 config = TrainConfig(data=data, model=model, bptt=bptt, cuda_graph=graph,
                                      device=str(check.device), **check.toy)  # fmt: skip
                 try:
                     row = {"model": model, "bptt": bptt, "cuda_graph": graph,
                            **full_epoch(config, corpus)}  # fmt: skip
                 except Exception as error:  # the eager rows still count
+                    check.child.check_after_error(check.device, error)
                     errors[f"{model} bptt {bptt} graph {graph}"] = repr(error)[:500]
                     continue
                 rows.append(row)
@@ -271,92 +311,6 @@ def epochs(check: Check) -> dict[str, Any]:
                       f"{row['train_s']:.1f} s/epoch, val ppl {row['val_ppl']:.1f}",
                       flush=True)  # fmt: skip
     return {"rows": rows, "partial": False, "errors": errors, "corpus": data}
-
-
-def packing(check: Check, graphed: bool = False) -> dict[str, Any]:
-    from tune_lm.lm.config import TrainConfig
-
-    data = "synthetic" if check.args.dry_run else "ptb"
-    check.corpus(data)  # tokenised once here; the workers read the cache
-    config = TrainConfig(data=data, model="LSTM", device=str(check.device), cuda_graph=graphed,
-                         **{"threads": 2, **check.toy})  # fmt: skip
-    rows = []
-    for count in check.args.packing:
-        if check.left_s() < check.args.packing_seconds + 30 and not check.args.dry_run:
-            return {"rows": rows, "partial": True}
-        rows.append(pack(check, config, count))
-        row = rows[-1]
-        print(f"   {count} at once: {row['aggregate_tokens_per_s']:.0f} tok/s in all, "
-              f"{row['gpu_memory_used_mib']} MiB GPU memory in use", flush=True)  # fmt: skip
-    return {"rows": rows, "partial": False, "cuda_graph": graphed,
-            "setting": "PTB LSTM 2x200 fp32", "seconds": check.args.packing_seconds}  # fmt: skip
-
-
-def pack(check: Check, config: Any, count: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as scratch_name:
-        scratch = Path(scratch_name)
-        go_file = scratch / "go"
-        workers = []
-        baseline = _gpu_used_mib(check.device)
-        for index in range(count):
-            spec = {"config": config.to_dict(), "ready_file": str(scratch / f"ready{index}"),
-                    "go_file": str(go_file), "seconds": check.args.packing_seconds,
-                    "segment_batches": check.args.segment_batches,
-                    "result_file": str(scratch / f"result{index}.json")}  # fmt: skip
-            workers.append(subprocess.Popen(
-                [sys.executable, str(Path(__file__)), "--packing-worker", json.dumps(spec)],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            ))  # fmt: skip
-        try:
-            _wait_for(lambda: all((scratch / f"ready{i}").exists() for i in range(count)),
-                      workers, timeout_s=120)  # fmt: skip
-            go_file.write_text(str(time.time() + 0.2))
-            used = []
-            while any(worker.poll() is None for worker in workers):
-                used.append(_gpu_used_mib(check.device))
-                time.sleep(0.25)
-            for worker in workers:
-                if worker.wait() != 0:
-                    raise RuntimeError(f"a packing worker exited {worker.returncode}: "
-                                       f"{worker.stderr.read()[-800:]}")  # fmt: skip
-        finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-        results = [json.loads((scratch / f"result{i}.json").read_text()) for i in range(count)]
-    used_mib = max(used, default=baseline) - baseline if check.device.type == "cuda" else None
-    return {
-        "trials": count,
-        "aggregate_tokens_per_s": sum(r["tokens_per_s"] for r in results),
-        "per_trial_tokens_per_s": [r["tokens_per_s"] for r in results],
-        "peak_allocated_mib": [r.get("peak_allocated_mib") for r in results],
-        "peak_reserved_mib": [r.get("peak_reserved_mib") for r in results],
-        "gpu_memory_used_mib": round(used_mib) if used_mib is not None else None,
-    }
-
-
-def _gpu_used_mib(device: Any) -> float:
-    import torch
-
-    if device.type != "cuda":
-        return 0.0
-    free, total = torch.cuda.mem_get_info(device)
-    return (total - free) / 2**20
-
-
-def _wait_for(ready: Callable[[], bool], workers: list, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        failed = [w for w in workers if w.poll() is not None and w.returncode != 0]
-        if failed:
-            stderr = failed[0].stderr.read()[-800:]
-            raise RuntimeError(f"a packing worker failed at start: {stderr}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"packing workers not ready after {timeout_s:.0f} s")
-        time.sleep(0.05)
-
-
-# --- the report ----------------------------------------------------------------------
 
 
 # --- the command ---------------------------------------------------------------------
@@ -377,9 +331,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packing-seconds", type=float, default=8.0)
     parser.add_argument("--segment-batches", type=int, default=100,
                         help="packing: batches between the workers' clock readings")  # fmt: skip
+    parser.add_argument("--no-graph", action="store_true",
+                        help="leave out the CUDA-graph step's measurements")  # fmt: skip
     parser.add_argument("--packing-worker", metavar="SPEC", help=argparse.SUPPRESS)
+    # the supervisor's child (gpu_supervise.py): its deadline (epoch s), heartbeat file,
+    # whether to keep the sections an earlier child finished; a cap on heartbeat intervals
+    parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--heartbeat", help=argparse.SUPPRESS)
+    parser.add_argument("--merge", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quiet-limit-s", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(BENCHMARKS))
+    if not (args.supervised or args.packing_worker):
+        return supervise(sys.argv[1:] if argv is None else list(argv), args,
+                         Path(__file__).resolve(), SECTIONS)  # fmt: skip
     if args.packing_worker:
         from gpu_measure import packing_worker
 
@@ -424,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(args.sections)} within {args.budget_s:.0f} s on a GPU", flush=True)
     functions = {"environment": environment, "tests": gpu_tests, "peak": peak_section,
                  "throughput": throughput, "profile": profile_section, "epochs": epochs,
-                 "packing": packing,
-                 "packing_graphed": lambda c: packing(c, graphed=True)}  # fmt: skip
+                 "packing": packing_section,
+                 "packing_graphed": lambda c: packing_section(c, graphed=True)}  # fmt: skip
     for name in SECTIONS:
         if name in args.sections:
             check.run(name, functions[name])

@@ -113,6 +113,9 @@ def profile_section(check: Any) -> dict[str, Any]:
     for setting, graph in PROFILED[:2] if check.args.dry_run else PROFILED:
         if check.left_s() < 10 and not check.args.dry_run:
             return {"rows": rows, "partial": True, "errors": errors}
+        if graph and not check.graphs:
+            continue
+        check.child.beat()
         data, changes = SETTINGS[setting]
         corpus = short_eval(check.corpus(data))
         config = TrainConfig(data=data, device=str(check.device), cuda_graph=graph,
@@ -122,6 +125,7 @@ def profile_section(check: Any) -> dict[str, Any]:
             measured = profile_step(config, corpus, check.device, warmup, timed, profiled)
             row = {"setting": setting, "step": step, **measured}
         except Exception as error:  # the other rows still count
+            check.child.check_after_error(check.device, error)
             errors[f"{setting} {step}"] = f"{type(error).__name__}: {error}"[:500]
             continue
         rows.append(row)

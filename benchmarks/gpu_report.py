@@ -17,6 +17,13 @@ def render_markdown(results: dict[str, Any], order: tuple[str, ...]) -> str:
         lines += [f"Device: {env.get('gpu', env.get('device'))}; torch {env.get('torch')}, "
                   f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
                   f"driver/max SM clock {env.get('nvidia_smi', '-')}.", ""]  # fmt: skip
+    for restart in results.get("restarts", []):
+        cut = restart.get("in_section", {})
+        where = f" ({'; '.join(f'in {n}: {why}' for n, why in cut.items())})" if cut else ""
+        again = ", ".join(restart["remaining"]) or "nothing"
+        lines += [f"**restart {restart['attempt']}**: the check's process {restart['why']}"
+                  f"{where}; {again} run again in a new process with the CUDA-graph step off.",
+                  ""]  # fmt: skip
     for name in order:
         entry = sections.get(name)
         if entry is None:

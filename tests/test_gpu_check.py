@@ -2,6 +2,7 @@
 path at toy sizes, the GPU tests collected, nothing of Ray, MLflow or Optuna imported."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,38 @@ def test_a_failed_variant_is_reported_beside_the_figures_that_were_measured():
     assert "| PTB LSTM 2x200 | textbook fp32 | 1,000 | 1.00 | - |" in markdown
     assert "- throughput, failed: PTB LSTM 2x200 graphed fp32: RuntimeError: capture failed" in (
         markdown)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["lost", "stall"])
+def test_a_check_that_loses_cuda_or_stalls_is_restarted_without_graphs(tmp_path, fault):
+    """The supervisor: a child whose CUDA context is lost (simulated: the probe fails after
+    an error) or that goes silent (simulated: sleeps at the first graphed variant) is
+    replaced by one that runs the unfinished sections with the CUDA-graph step off."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(out),
+         "--sections", "environment", "throughput", "epochs", "--quiet-limit-s", "10"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TUNE_LM_GPU_CHECK_FAULT": fault},
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 1, log[-3000:]  # the graphed figures are missing
+    results = json.loads((out / "gpu_check.json").read_text())
+    [restart] = results["restarts"]
+    assert restart["remaining"] == ["throughput", "epochs"]
+    if fault == "lost":
+        assert restart["why"] == "lost its CUDA context"
+        assert "illegal memory access" in restart["in_section"]["throughput"]
+    else:
+        assert restart["why"].startswith("was silent past its announced heartbeat")
+        assert "in at_graphed_variant" in log  # the silent child's stacks, dumped before the kill
+    assert log.count("== environment") == 1  # finished before the fault: kept, not run again
+    sections = results["sections"]
+    assert {name: entry["status"] for name, entry in sections.items()} == {
+        "environment": "ok", "throughput": "ok", "epochs": "ok"}
+    variants = {row["variant"] for row in sections["throughput"]["data"]["rows"]}
+    assert variants == {"textbook fp32", "tune_lm fp32", "tune_lm bf16", "adaptive fp32"}
+    assert [row["cuda_graph"] for row in sections["epochs"]["data"]["rows"]] == [False] * 4
+    assert "**restart 1**" in (out / "gpu_check.md").read_text()
+    assert not (out / "heartbeat").exists()
