@@ -167,3 +167,18 @@ def test_a_state_saved_on_a_cpu_resumes_as_a_cuda_graph_with_adamw(corpus):
     assert [h[M.STEP] for h in resumed.history] == [1, 2]
     assert resumed.history[1][M.VAL_LOSS] == pytest.approx(unbroken.history[1][M.VAL_LOSS],
                                                            rel=1e-2)  # fmt: skip
+
+
+def test_a_graphed_run_with_dropout_between_layers_resumes_like_an_unbroken_one(corpus):
+    """Resumed from a mid-epoch evaluation, a graphed run re-creates cuDNN's dropout state
+    at the same step as the unbroken graphed run (the evaluation's seed, then one eager
+    step), so it goes on to the same losses, within the resume tolerance."""
+    config = small_config(nlayers=2, dropout=0.2, epochs=2, cuda_graph=True,
+                          eval_every_tokens=4000, max_tokens_per_epoch=8000)  # fmt: skip
+    unbroken, states = saved_states(config, corpus)
+    resumed = fit(config, corpus=corpus, state=states[0])  # after the first evaluation
+    assert len(resumed.history) == len(unbroken.history) == 4  # the first one carried over
+    for name in (M.VAL_LOSS, M.TRAIN_LOSS):
+        expected = [entry[name] for entry in unbroken.history]
+        got = [entry[name] for entry in resumed.history]
+        assert got == pytest.approx(expected, rel=RESUME_RTOL), name
