@@ -4,6 +4,7 @@ tune_lm/tuning/private_api.py): each fails loudly when an upgrade moves or chang
 import importlib.util
 import inspect
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,31 @@ def test_tune_logs_its_restore_hint_and_handles_sigint_where_we_expect():
     assert "Tuner.restore(" in source
     assert "logging.getLogger(__name__)" in source
     assert "signal.SIGINT" in source and private_api.SIGINT_OPT_OUT_ENV in source
+
+
+def test_a_local_rays_processes_start_in_a_session_of_their_own():
+    """Ray starts its local processes through ``services.ConsolePopen``, looked up when each
+    starts: replaced within the block, they get a session (and process group) of their own,
+    so that a signal to the driver's group does not reach them. Outside it, Ray's own."""
+    from ray._private import services
+
+    source = inspect.getsource(services.start_ray_process)
+    assert "ConsolePopen(" in source and "preexec_fn" in source
+    with private_api.local_ray_in_its_own_session():
+        assert _session_of_a_started_process() != os.getsid(0)
+    assert services.ConsolePopen.__name__ == "ConsolePopen"  # Ray's own, put back
+    assert _session_of_a_started_process() == os.getsid(0)
+
+
+def _session_of_a_started_process() -> int:
+    from ray._private import services
+
+    process = services.ConsolePopen(["sleep", "5"])
+    try:
+        return os.getsid(process.pid)
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_tuner_exposes_its_callbacks_through_its_internal_tuner():

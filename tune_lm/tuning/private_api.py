@@ -5,16 +5,20 @@ or Optuna upgrade changes it: Ray's address record and token setup, Tune's state
 and trial-folder naming, Tune's SIGINT handler, ``Tuner._local_tuner``, OptunaSearch's
 ``_ot_study``/``_ot_trials``/``_completed_trials``, Tune's logger names, the
 environment knobs set below, and the ``__mixins__`` hook with Tune's ``_TrainingResult``
-through which a trial restores from a checkpoint that survived a killed driver, and the
-loggers' ``_restore_from_remote``, which lost a restarted trial's result lines.
+through which a trial restores from a checkpoint that survived a killed driver, the
+loggers' ``_restore_from_remote``, which lost a restarted trial's result lines, and
+``ray._private.services.ConsolePopen``, through which a local Ray's processes get a
+session of their own.
 Nothing else in tune_lm touches them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,35 @@ def find_cluster_address() -> str:
     if not address or address in ("auto", "local"):
         raise ConnectionError("no RAY_ADDRESS, and no cluster recorded by `ray start`")
     return address
+
+
+@contextlib.contextmanager
+def local_ray_in_its_own_session() -> Iterator[None]:
+    """Within this block, the processes ``ray.init`` starts (GCS, raylet, and through the
+    raylet the trial workers) start in a session of their own, out of the driver's
+    process group.
+
+    A signal sent to the driver's whole group (``timeout``, ``kill -TERM -PGID``) reached
+    them too; they do not catch SIGTERM, so the raylet died at once, and the driver's Ray
+    core then ended the driver (exit 1, "connection to the plasma store failed") before
+    its graceful stop could mark the MLflow runs or print the resume command. Ray blocks
+    SIGINT in them already, so Ctrl-C was never the problem. They still end with the
+    driver: Ray binds them to it with the kernel's parent-death signal."""
+    from ray._private import services
+
+    original = services.ConsolePopen
+
+    class OwnSessionPopen(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if os.name == "posix":
+                kwargs["start_new_session"] = True
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
 
 
 def token_auth_enabled() -> bool:

@@ -16,7 +16,12 @@ from tune_lm.lm import metrics as M
 from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning import private_api
-from tune_lm.tuning.private_api import find_cluster_address, require_token_auth, tune_state_saved
+from tune_lm.tuning.private_api import (
+    find_cluster_address,
+    local_ray_in_its_own_session,
+    require_token_auth,
+    tune_state_saved,
+)
 from tune_lm.tuning.results import Conclusion, TrialOutcome
 from tune_lm.tuning.searchers import StopLedger, make_scheduler, make_searcher
 from tune_lm.tuning.space import SearchSpace, parse_duration
@@ -41,7 +46,8 @@ def connect_ray(address: str | None) -> None:
             # to loopback), so token authentication stays on for it, whatever the shell's
             # RAY_AUTH_MODE says; Ray keeps the token in ~/.ray/auth_token.
             require_token_auth()
-            ray.init(address="local", dashboard_host="127.0.0.1", include_dashboard=False)
+            with local_ray_in_its_own_session():  # a signal to our group is ours alone
+                ray.init(address="local", dashboard_host="127.0.0.1", include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         if not address:
             raise ConfigError(
