@@ -125,6 +125,16 @@ CASES = [
     bad_space("empty-mapping", "{}\n", ["empty"]),
     bad_space("empty-null", "null\n", ["empty"]),
     bad_space(
+        "choice-repeated-value",
+        "parameters: {model: {choice: [LSTM, GRU, LSTM]}}\n",
+        ["parameters.model", "lists 'LSTM' twice"],
+    ),
+    bad_space(
+        "grid-repeated-value",
+        "searcher: {type: grid}\nparameters: {bptt: {grid: [10, 20, 10]}}\n",
+        ["parameters.bptt", "lists 10 twice"],
+    ),
+    bad_space(
         "float-range-int-option",
         "parameters: {nhid: {uniform: [16, 64]}}\n",
         ["parameters.nhid", "whole number", "{int: [16, 64]}"],
@@ -281,6 +291,8 @@ CASES = [
     search("unknown-flag", ["--num-sample", "3"], ("unrecognized arguments: --num-sample",)),
     search("bad-choice-flag", ["--log-checkpoints", "some"], ("--log-checkpoints",)),
     search("missing-space", ["--space", "nope.yaml"], ("nope.yaml", "not found")),
+    Case("space-is-a-folder", "search", ["--space", "folder.yaml"],
+         ("folder.yaml", "is not a file"), {"folder.yaml/space.yaml": GOOD_SPACE}),  # fmt: skip
     # --- train ---
     train("train-zero-epochs", ["--epochs", "0"], ("--epochs",)),
     train("train-negative-lr", ["--lr", "-1"], ("--lr",)),

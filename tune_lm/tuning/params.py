@@ -90,7 +90,21 @@ class _Kind(BaseModel):
         return None
 
 
-class Choice(_Kind):
+class _Listed(_Kind):
+    """A kind that lists its values: each once (a repeat is a typo, or a silent weight:
+    TPE would draw it twice as often, and a grid would train it twice)."""
+
+    @classmethod
+    def _check(cls, values: Any) -> None:
+        super()._check(values)
+        for index, value in enumerate(values):
+            if any(type(value) is type(earlier) and value == earlier
+                   for earlier in values[:index]):  # fmt: skip
+                raise parameter_error(f"{cls.kind} lists {short_repr(value)} twice, in "
+                                      f"{short_repr(values)}; list each value once")  # fmt: skip
+
+
+class Choice(_Listed):
     kind = "choice"
     meaning = "one of the listed values, e.g. {choice: [LSTM, GRU]}"
     choice: list[Any]
@@ -99,7 +113,7 @@ class Choice(_Kind):
         return tune.choice(self.choice)
 
 
-class Grid(_Kind):
+class Grid(_Listed):
     kind = "grid"
     meaning = "every listed value, one trial each (searcher type: grid), e.g. {grid: [35, 50]}"
     grid: list[Any]

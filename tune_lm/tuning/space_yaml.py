@@ -153,6 +153,9 @@ def resolve_space_path(name_or_path: str) -> Path:
     if path.parent == Path(".") and shipped.is_file():
         return shipped
     available = ", ".join(sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml")))
+    if path.exists():  # a folder, a device
+        raise SpaceError(f"search space {name_or_path!r} is not a file (a folder?): give the "
+                         "path of a YAML file, or a shipped space: " + (available or "none"))
     raise SpaceError(
         f"search space {name_or_path!r} not found: it is neither a file nor a shipped "
         f"space. Shipped spaces: {available or 'none'}; or give a path to a YAML file"
