@@ -69,9 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", help="wikitext-2, ptb, synthetic or a folder (required, "
                         "except with --smoke: synthetic)")  # fmt: skip
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    share = f"{MAX_UNKNOWN_SHARE:.0%}%"  # argparse expands % in help texts: 5% is "5%%"
     parser.add_argument("--force", action="store_true",
-                        help=f"score a corpus even when over {MAX_UNKNOWN_SHARE:.0%} of its "
-                        "tokens are words the model never saw (as <unk>)")  # fmt: skip
+                        help=f"score a corpus even when over {share} of its tokens are "
+                        "words the model never saw (as <unk>)")  # fmt: skip
     args = parser.parse_args(argv)
     check_model_flags(args)
     if args.data is None and not args.smoke:
