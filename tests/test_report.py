@@ -94,6 +94,7 @@ def test_report_from_a_storage_uri_or_the_mlflow_experiment(finished_search, tmp
     out = tmp_path / "copy"
     done = run_cli("report", *flags, "--out", str(out), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Downloading artifacts" not in done.stderr  # MLflow's bar, between command and answer
     assert not list(out.rglob("checkpoint_*")), "checkpoints are not copied"
     original, copied = _rows(folder / "report" / "trials.csv"), _rows(out / "report" / "trials.csv")
     assert copied == original

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,8 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
         [found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
         order_by=["attributes.start_time DESC"],
     )  # fmt: skip
+    # MLflow's download bar would stand between the command and its answer (or its error)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for parent in parents:
         with tempfile.TemporaryDirectory() as scratch:
             try:
