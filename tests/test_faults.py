@@ -173,6 +173,35 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_closed_terminal_stops_gracefully_and_leaves_no_running_mlflow_run(tmp_path):
+    """SIGHUP to the group (the terminal closed, an ssh session dropped) after the console
+    went away: the trials stop at their checkpoints, the MLflow runs end, the resume
+    command goes to the experiment's log, exit 129. Before, SIGHUP ended the driver at
+    once (its runs left RUNNING), and a console write would have failed the stop."""
+    (tmp_path / "hangup.yaml").write_text(KILL_SPACE.format(name="hangup"))
+    search = start_cli("search", "--space", str(tmp_path / "hangup.yaml"), "--storage",
+                       str(tmp_path / "runs"), "--tracking-uri",
+                       f"sqlite:///{tmp_path / 'mlflow.db'}", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd=REPO_ROOT, start_new_session=True)  # fmt: skip
+    folder = tmp_path / "runs" / "hangup"
+    wait_for_results(folder)
+    search.stdout.close()  # the terminal is gone: every later console write fails
+    search.stderr.close()
+    os.killpg(search.pid, signal.SIGHUP)
+    assert search.wait(timeout=180) == 129
+    stop_process(search, signal.SIGKILL)  # anything it left
+    log = (folder / "search.log").read_text()
+    assert "interrupted (SIGHUP)" in log and "--resume" in log, log[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("hangup")
+    runs = client.search_runs([experiment.experiment_id])
+    statuses = {run.info.status for run in runs}
+    assert "RUNNING" not in statuses and len(runs) >= 2, statuses
+    [parent] = [r for r in runs if r.data.tags.get("tune_lm.kind") == "search"]
+    assert parent.info.status == "KILLED"
+
+
+@pytest.mark.slow
 def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     """SIGKILL (no chance to clean up) at three random moments, each followed by
     --resume; the last run finishes. Start-up, trials and the end are all fair game."""

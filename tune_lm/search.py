@@ -365,7 +365,7 @@ def print_outcome(job: Job, conclusion: Conclusion, paths: dict[str, Path],
         say(f"interrupted ({interrupted}): {len(conclusion.finished)} trial(s) with results, "
             f"summary in {paths['md']}; running trials stopped at their last checkpoint. "
             f"Continue with: {hint}")  # fmt: skip
-        return 143 if interrupted == "SIGTERM" else 130
+        return 128 + {"SIGTERM": 15, "SIGHUP": 1}.get(interrupted, 2)  # the shell's codes
     if best is None and job.space.budget.time_budget and not any(r.evaluated > 0 for r in rows):
         raise TuneLMError(f"the time budget ({job.space.budget.time_budget}) ran out before any "
                           f"trial reported a result ({len(rows)} started); raise "

@@ -36,14 +36,20 @@ class Console:
     def __init__(self) -> None:
         self._stream: TextIO | None = None  # None: sys.stdout, as it is at the time
         self._log: TextIO | None = None
+        self._console_gone = False  # a write to it failed: the log alone from then on
 
     @property
     def stream(self) -> TextIO:
         return self._stream or sys.stdout
 
     def say(self, text: str) -> None:
-        """A line (or lines) of tune_lm's own output."""
-        print(text, file=self.stream, flush=True)
+        """A line (or lines) of tune_lm's own output; the log keeps it if the console is
+        gone (a closed terminal, a closed pipe)."""
+        if not self._console_gone:
+            try:
+                print(text, file=self.stream, flush=True)
+            except (OSError, ValueError):  # EIO, EPIPE, or a closed file: stop writing there
+                self._console_gone = True
         if self._log is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             self._log.write("".join(f"[tune_lm {stamp}] {line}\n" for line in text.splitlines()))
@@ -86,7 +92,8 @@ class Console:
             for descriptor in saved:
                 os.close(descriptor)
             self._stream, self._log = None, None
-            console.close()
+            with contextlib.suppress(OSError):  # a console that is gone cannot be flushed
+                console.close()
             log.close()
 
 

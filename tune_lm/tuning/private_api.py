@@ -134,22 +134,23 @@ def tuner_callbacks(tuner: Any) -> list:
 
 
 def fit_noting_interrupt(tuner: Any) -> tuple[Any, str | None]:
-    """``tuner.fit()``, and what interrupted it: "Ctrl-C", "SIGTERM" or None.
+    """``tuner.fit()``, and what interrupted it: "Ctrl-C", "SIGTERM", "SIGHUP" or None.
 
     On the first SIGINT Tune stops the trials gracefully (state saved) and puts back the
     handler it found installed: finding ours back afterwards is how we know it happened.
-    SIGTERM (``kill``, ``timeout``, Kubernetes) is turned into that same graceful stop."""
+    SIGTERM (``kill``, ``timeout``, Kubernetes) and SIGHUP (the terminal closed, an ssh
+    session dropped) are turned into that same graceful stop."""
     received: list[str] = []
 
     def noted(signum: int, frame: Any) -> None:  # only runs on a second Ctrl-C
         raise KeyboardInterrupt
 
     def terminate(signum: int, frame: Any) -> None:
-        received.append("SIGTERM")
+        received.append(signal.Signals(signum).name)
         signal.raise_signal(signal.SIGINT)  # Tune's own graceful stop
 
     signal.signal(signal.SIGINT, noted)
-    previous_term = signal.signal(signal.SIGTERM, terminate)
+    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         results = tuner.fit()
     finally:
@@ -157,7 +158,8 @@ def fit_noting_interrupt(tuner: Any) -> tuple[Any, str | None]:
             os.environ.get(SIGINT_OPT_OUT_ENV, "0")
         )
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, previous_term)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not (interrupted or received):
         return results, None
     return results, received[0] if received else "Ctrl-C"

@@ -201,7 +201,7 @@ def outcome_counts(rows: list[TrialRow]) -> str:
         if kind is not None:
             counts[kind] += 1
             continue
-        reason = re.search(r" by (the time budget|Ctrl-C|SIGTERM)", row.status)
+        reason = re.search(r" by (the time budget|Ctrl-C|SIGTERM|SIGHUP)", row.status)
         label = f"stopped{reason.group(0)}" if reason else "stopped before the end"
         other[label] = other.get(label, 0) + 1
     parts = [f"{counts['completed']} completed"]
