@@ -108,7 +108,8 @@ def supervise(argv: list[str], args: argparse.Namespace, script: Path,
         heartbeat.unlink(missing_ok=True)
         command = [sys.executable, str(script), *argv, "--supervised", "--deadline",
                    f"{deadline:.3f}", "--heartbeat", str(heartbeat), *extra]  # fmt: skip
-        child = subprocess.Popen(command, start_new_session=True)  # its own process group
+        # its own process group (to stop it whole), ended with the supervisor if that is killed
+        child = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
         why = _watch(child, heartbeat, deadline)
         heartbeat.unlink(missing_ok=True)
         if why is None:  # a restarted check fails: the graphed figures are missing
@@ -127,6 +128,14 @@ def supervise(argv: list[str], args: argparse.Namespace, script: Path,
             return 1
         extra = ["--merge", "--no-graph", "--sections", *remaining]
     return 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the supervisor dies (Linux's prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def _watch(child: subprocess.Popen, heartbeat: Path, deadline: float) -> str | None:
