@@ -350,6 +350,10 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     search("storage-unknown-scheme", ["--storage", "ftp://host/runs"], ("--storage", "ftp")),
     search("name-dot-dot", ["--name", ".."], ("--name", "plain name")),
     search("name-with-slash", ["--name", "a/../../b"], ("--name", "plain name")),
+    search("name-too-long", ["--name", "a" * 300], ("--name", "300 bytes", "at most 255")),
+    bad_space("space-name-escapes-storage", "name: ../../escape\n" + GOOD_SPACE,
+              ["field 'name'", "plain name"]),  # fmt: skip
+    search("storage-empty", ["--storage", ""], ("--storage ''", "empty")),
     search("tracking-unknown-scheme", ["--tracking-uri", "ftp://host/x"], ("--tracking-uri",
            "'ftp'")),  # fmt: skip
     search("tracking-file-store", ["--tracking-uri", "file:///tmp/mlruns"], ("--tracking-uri",

@@ -27,3 +27,16 @@ FINISHED_FILE = "finished.json"
 EXTENSIONS_FILE = "extensions.json"  # --extend: trials added to a finished search
 CONFIRM_FOLDER = "confirm"  # the confirmation runs' Ray experiment, in the search's folder
 CONFIRM_FILE = "confirm.json"  # the finalists and seeds, fixed when confirmation starts
+
+
+MAX_NAME_BYTES = 255  # a folder name's limit on common file systems (ext4, APFS, NTFS)
+
+
+def experiment_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an experiment folder inside the storage (None: it can)."""
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        return "must be a plain name (no / or \\, not . or ..): it is a folder inside --storage"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return (f"is {len(name.encode('utf-8'))} bytes long; a folder name may have at most "
+                f"{MAX_NAME_BYTES}: give a shorter one")  # fmt: skip
+    return None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_lm.lm.atomic import probe_writable
-from tune_lm.lm.errors import ConfigError, TuneLMError
+from tune_lm.lm.errors import ConfigError, TuneLMError, short_repr
 from tune_lm.tuning.experiment import (
     Pinned,
     clean_tracking_uri,
@@ -19,7 +19,7 @@ from tune_lm.tuning.experiment import (
     resume_conflicts,
 )
 from tune_lm.tuning.extend import check_extendable, extended
-from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE
+from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE, experiment_name_problem
 from tune_lm.tuning.space import SearchSpace, check_override
 from tune_lm.tuning.space_yaml import load_space
 
@@ -149,11 +149,9 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--extend adds trials to an experiment; --smoke starts a new tiny "
                           "one. Drop one of them")  # fmt: skip
     check_storage(args.storage)
-    if args.name is not None and (
-        not args.name.strip() or args.name in (".", "..") or any(c in args.name for c in "/\\")
-    ):
-        raise ConfigError(f"--name {args.name!r} must be a plain name (no / or \\, not . or ..): "
-                          "it is a folder inside --storage")  # fmt: skip
+    problem = experiment_name_problem(args.name) if args.name is not None else None
+    if problem:
+        raise ConfigError(f"--name {short_repr(args.name)} {problem}")
 
 
 NOT_WITH_REPLAY = {"resume": "--resume", "extend": "--extend", "smoke": "--smoke",
@@ -186,6 +184,9 @@ def check_replay_flags(args: argparse.Namespace) -> None:
 def check_storage(storage: str) -> None:
     """--storage: a folder that can be made and written, or a URI pyarrow (Ray's
     filesystem layer) can open; checked before anything is written."""
+    if not storage.strip():
+        raise ConfigError("--storage '' is empty: give a folder (default ./tune_lm_runs) or a "
+                          "URI such as s3://bucket/path")  # fmt: skip
     if "://" in storage:
         import pyarrow.fs
 

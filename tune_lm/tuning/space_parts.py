@@ -29,11 +29,13 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError, short_repr
+from tune_lm.tuning.layout import experiment_name_problem
 from tune_lm.tuning.params import Parameter, kinds_fit_options, space_error
 
 MIN_REDUCTION_FACTOR = 2.0
@@ -225,6 +227,14 @@ class TrainingSpace(Section):
     fixed: FixedValues = {}
     parameters: Parameters = {}
     derived: Derived = {}  # field: other field whose value it takes
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        problem = experiment_name_problem(name) if name is not None else None
+        if problem:
+            raise space_error(f"field 'name' {short_repr(name)} {problem}")
+        return name
 
     @model_validator(mode="after")
     def _each_option_in_one_place(self) -> TrainingSpace:
