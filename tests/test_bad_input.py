@@ -9,6 +9,7 @@ fails during validation, before Ray or MLflow start.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import socket
@@ -295,6 +296,15 @@ CASES = [
          ("folder.yaml", "is not a file"), {"folder.yaml/space.yaml": GOOD_SPACE}),  # fmt: skip
     # --- train ---
     train("train-zero-epochs", ["--epochs", "0"], ("--epochs",)),
+    train("train-save-over-a-corpus-file", ["--data", "corpus", "--save", "corpus/train.txt"],
+          ("--save corpus/train.txt", "not a model checkpoint"),
+          {f"corpus/{name}": text for name, text in GOOD_CORPUS.items()}),  # fmt: skip
+    train("train-save-over-notes", ["--save", "notes.txt"], ("--save notes.txt", "overwritten"),
+          {"notes.txt": "my notes\n"}),  # fmt: skip
+    train("train-metrics-over-a-model", ["--metrics-json", "weights.pt"],
+          ("--metrics-json weights.pt", "not a metrics file"), {"weights.pt": b"PK\x03\x04"}),
+    train("train-save-is-metrics", ["--save", "out.json", "--metrics-json", "./out.json"],
+          ("same file",)),
     train("train-negative-lr", ["--lr", "-1"], ("--lr",)),
     train("train-bad-decoder", ["--decoder", "foo"], ("--decoder", "invalid choice")),
     train("train-infinite-lr", ["--lr", "inf"], ("--lr", "finite")),
@@ -484,7 +494,17 @@ RAY_USER_FILES = {"home", "home/.ray", "home/.ray/auth_token"}
 
 
 def snapshot(folder: Path) -> set[str]:
-    return {str(path.relative_to(folder)) for path in folder.rglob("*")} - RAY_USER_FILES
+    """Every path under ``folder``, a file with a digest of its bytes (so that a file
+    overwritten, not only one added, shows)."""
+    found = set()
+    for path in folder.rglob("*"):
+        name = str(path.relative_to(folder))
+        if name in RAY_USER_FILES:
+            continue
+        if path.is_file() and not path.is_symlink():
+            name += ":" + hashlib.sha1(path.read_bytes()).hexdigest()
+        found.add(name)
+    return found
 
 
 def _env(folder: Path) -> dict[str, str]:

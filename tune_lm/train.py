@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,11 +104,37 @@ def check_output_path(flag: str, value: str | None) -> None:
     if path.is_dir():
         raise ConfigError(f"{flag} {value} is a folder; give a file path, e.g. "
                           f"{path / ('model.pt' if flag == '--save' else 'metrics.json')}")
+    if path.is_file() and not _written_by_us(flag, path):
+        raise ConfigError(f"{flag} {value} exists and is not a {_OUTPUTS[flag]} (it would be "
+                          "overwritten): give a new path, or remove the file first")  # fmt: skip
     try:
         probe_writable(path)
     except OSError as error:
         raise ConfigError(f"{flag} {value}: cannot write there ({error.strerror or error}); "
                           "give a path in a folder you can write to") from None
+
+
+_OUTPUTS = {"--save": "model checkpoint", "--metrics-json": "metrics file"}
+
+
+def _written_by_us(flag: str, path: Path) -> bool:
+    """Whether ``path`` looks like what ``flag`` writes, so that replacing it loses nothing
+    the user did not make with this command: a torch checkpoint (a zip archive), or a JSON
+    object."""
+    if flag == "--save":
+        return zipfile.is_zipfile(path)
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def check_distinct_outputs(save: str | None, metrics_json: str | None) -> None:
+    if save and metrics_json and Path(save).expanduser().resolve() == Path(
+        metrics_json
+    ).expanduser().resolve():
+        raise ConfigError(f"--save and --metrics-json are the same file ({save}): the metrics "
+                          "would overwrite the weights; give two paths")  # fmt: skip
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -119,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     config = config_from_args(args, base=SMOKE_CONFIG if args.smoke else None)
+    check_distinct_outputs(args.save, args.metrics_json)
     check_output_path("--save", args.save)
     check_output_path("--metrics-json", args.metrics_json)
     # Bad flags have failed by now, in a fraction of a second: torch takes seconds to import.
