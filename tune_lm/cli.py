@@ -70,11 +70,17 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
 def run_main(
     main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
 ) -> None:
-    """Run a CLI ``main``: a :class:`TuneLMError` prints one paragraph and exits 2."""
+    """Run a CLI ``main``: a :class:`TuneLMError` prints one paragraph and exits 2; a
+    Ctrl-C that ``main`` does not handle itself (during start-up or the last clean-up)
+    prints one line and exits 130, without a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO statistics at exit
     try:
         code = main(argv)
     except TuneLMError as error:
         print(f"error: {error}", file=sys.stderr)
         code = error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        code = 130
     sys.exit(code)

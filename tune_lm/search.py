@@ -198,7 +198,7 @@ def run(job: Job) -> int:
                 return _run_tracked(job)
             finally:
                 ray_side.disconnect()  # Ray's last worker lines go to the log, not after it
-    except ConfigError:  # refused before the search began: leave no folder behind
+    except (ConfigError, KeyboardInterrupt):  # before the search began: leave no folder
         if made is not None and made.is_dir():
             left = [p for p in made.rglob("*") if p.is_file()]
             if all(p == log_file for p in left):
