@@ -368,6 +368,9 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
            "'ftp'")),  # fmt: skip
     search("tracking-file-store", ["--tracking-uri", "file:///tmp/mlruns"], ("--tracking-uri",
            "MLflow 3")),  # fmt: skip
+    search("tracking-database-driver-missing",  # tune_lm installs no database driver
+           ["--tracking-uri", "postgresql://user:secret@127.0.0.1:{port}/db"],
+           ("--tracking-uri", "postgresql://127.0.0.1:", "driver is not installed")),
     search("tracking-plain-folder", ["--tracking-uri", "mlruns"], ("--tracking-uri", "folder")),
     search("tracking-sqlite-unwritable", ["--tracking-uri", "sqlite:////proc/m.db"],
            ("--tracking-uri", "cannot be written")),  # fmt: skip

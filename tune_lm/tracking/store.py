@@ -62,6 +62,32 @@ def check_tracking_uri(uri: str) -> None:
         raise ConfigError(f"{flag} {uri!r} names no host: {fix}")
     if scheme == "sqlite":
         _check_sqlite_path(flag, uri, fix)
+    if scheme in ("postgresql", "mysql", "mssql"):
+        _check_database_driver(flag, uri, scheme)
+
+
+def _check_database_driver(flag: str, uri: str, scheme: str) -> None:
+    """MLflow reaches a database server through SQLAlchemy and a driver package that
+    tune_lm does not install: without it the first write failed with a traceback, after
+    Ray had started. SQLAlchemy imports the driver when it builds the engine (no
+    connection is made here)."""
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(uri).dispose()
+    except ImportError as error:  # ModuleNotFoundError: psycopg2, MySQLdb, pyodbc ...
+        parts = urllib.parse.urlsplit(uri)  # shown without user and password
+        shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+        raise ConfigError(f"{flag} {shown}: the {scheme} driver is not installed ({error}). "
+                          f"Install it in this environment (e.g. pip install "
+                          f"{DRIVERS.get(scheme, 'its driver')}), or name the driver in the URI "
+                          f"({scheme}+DRIVER://...)") from None
+    except Exception as error:  # a malformed URL
+        raise ConfigError(f"{flag}: not a {scheme} URL SQLAlchemy can read ({error})") from None
+
+
+DRIVERS = {"postgresql": "'psycopg[binary]'", "mysql": "mysqlclient (or pymysql, with "
+           "mysql+pymysql://)", "mssql": "pyodbc"}  # fmt: skip
 
 
 def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
