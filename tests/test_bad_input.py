@@ -131,6 +131,11 @@ CASES = [
         ["parameters.model", "lists 'LSTM' twice"],
     ),
     bad_space(
+        "q-step-wider-than-range",
+        "parameters: {bptt: {qint: [10, 20, 50]}}\n",
+        ["parameters.bptt", "at most one value"],
+    ),
+    bad_space(
         "grid-repeated-value",
         "searcher: {type: grid}\nparameters: {bptt: {grid: [10, 20, 10]}}\n",
         ["parameters.bptt", "lists 10 twice"],

@@ -130,6 +130,12 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _multiples_within(low: float, high: float, step: float) -> int:
+    """How many multiples of ``step`` lie in [low, high] (a little slack for float steps)."""
+    slack = 1e-9
+    return max(0, math.floor(high / step + slack) - math.ceil(low / step - slack) + 1)
+
+
 class _Range(_Kind):
     """[low, high] (or [low, high, q] with a step), finite numbers, low < high."""
 
@@ -153,6 +159,12 @@ class _Range(_Kind):
             raise parameter_error(f"{kind} needs low > 0 (a log scale), got {values!r}")
         if cls.stepped and values[2] <= 0:
             raise parameter_error(f"q must be positive, got {values!r}")
+        if cls.stepped and _multiples_within(*values) < 2:
+            raise parameter_error(
+                f"{kind} {values!r} can give at most one value: Tune rounds to multiples of "
+                f"q ({values[2]!r}), and [{values[0]!r}, {values[1]!r}] holds fewer than two "
+                "of them. Use a smaller q, a wider range, or a fixed value")
+
 
     @property
     def low(self) -> int | float:

@@ -76,7 +76,7 @@ class Curves:
             raise ConfigError(
                 f"{FLAG} {self.source}: the recorded curves end at epoch {self.max_epochs}, "
                 f"but the space trains {space.epochs} epochs. Replay at most "
-                f"{self.max_epochs} (fixed.epochs or --epochs {self.max_epochs}), or record "
+                f"{self.max_epochs} (fixed.epochs or --max-epochs {self.max_epochs}), or record "
                 "longer curves"
             )
         if space.scheduler.type == "pbt":
