@@ -130,6 +130,10 @@ CASES = [
         "parameters: {model: {choice: [LSTM, GRU, LSTM]}}\n",
         ["parameters.model", "lists 'LSTM' twice"],
     ),
+    bad_space("boolean-as-number", GOOD_SPACE.replace("epochs: 2", "epochs: true"),
+              ["field 'epochs'", "not true/false"]),  # fmt: skip
+    bad_space("quoted-number", "budget: {num_samples: '3'}\n" + GOOD_SPACE,
+              ["field 'budget.num_samples'", "without quotes"]),  # fmt: skip
     bad_space(
         "q-step-wider-than-range",
         "parameters: {bptt: {qint: [10, 20, 50]}}\n",

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tune_lm.lm.errors import ConfigError, short_repr
 
@@ -29,10 +38,23 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 # training state (tune_lm.lm.train_state.adopt): neither changes the weights' shapes.
 PERTURBABLE = ("lr", "dropout")
 
+def numbers_only(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A field that holds a number takes no true/false and no text: pydantic would read
+    ``true`` as 1 and ``"2"`` as 2, so that ``epochs: true`` ran one epoch. Used as a
+    ``field_validator("*", mode="before")`` by every validated model."""
+    annotation = model.model_fields[info.field_name].annotation
+    kinds = {annotation, *typing.get_args(annotation)}
+    if isinstance(value, bool | str) and kinds & {int, float} and not kinds & {bool, str}:
+        raise ValueError("should be a number, not true/false" if isinstance(value, bool)
+                         else "should be a number, not text: write it without quotes")
+    return value
+
+
 class TrainConfig(BaseModel):
     """Hyper-parameters of one training run (defaults: the PyTorch word-LM example)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _numbers_only = field_validator("*", mode="before")(classmethod(numbers_only))
 
     # Corpus
     data: str = Field("wikitext-2", description="corpus: wikitext-2, ptb, synthetic, or a folder")

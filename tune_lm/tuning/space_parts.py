@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.config import TrainConfig, numbers_only
 from tune_lm.lm.errors import ConfigError, short_repr
 from tune_lm.tuning.layout import experiment_name_problem
 from tune_lm.tuning.params import Parameter, kinds_fit_options, space_error
@@ -46,6 +46,7 @@ class Section(BaseModel):
     """A part of a space file: frozen, unknown keys and non-finite numbers refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _numbers_only = field_validator("*", mode="before")(classmethod(numbers_only))
 
 
 class SearcherSpec(Section):
