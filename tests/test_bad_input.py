@@ -489,6 +489,10 @@ CASES += [
            {"exp/summary.json": SUMMARY[:70]}),
     report("report-bad-by", ["exp", "--by", "nhid", "emsize"], ("--by emsize",),
            {"exp/summary.json": SUMMARY}),
+    report("report-out-onto-an-experiment",  # its summary and study would be replaced
+           ["--mlflow", "quick", "--tracking-uri", "sqlite:///mlflow.db", "--out", "exp"],
+           ("--out exp already holds files", "new or empty folder"),
+           {"exp/summary.json": "{}\n", "exp/optuna_study.journal": "x\n"}),  # fmt: skip
     report("report-out-for-a-folder", ["exp", "--out", "x"], ("--out",),
            {"exp/summary.json": SUMMARY}),
 ]

@@ -11,10 +11,13 @@ against wall-clock time, and Optuna's parameter importances.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from tune_lm.cli import run_main
+from tune_lm.lm.atomic import write_atomic
+from tune_lm.lm.errors import ConfigError
 from tune_lm.reporting.report import (
     REPORT_DIR,
     check_by,
@@ -62,6 +65,8 @@ def _local_copy(args: argparse.Namespace) -> Path:
 
     name = args.mlflow or args.experiment.rstrip("/").rsplit("/", 1)[-1]
     out = Path(args.out or name)
+    source = f"mlflow:{args.mlflow}" if args.mlflow is not None else args.experiment
+    _check_out_is_ours(out, source)
     check_writable(out, "--out")
 
     def check(summary_text: bytes, source: str) -> None:
@@ -71,8 +76,29 @@ def _local_copy(args: argparse.Namespace) -> Path:
         from tune_lm.tracking.store import default_tracking_uri, move_credentials
 
         uri = move_credentials(args.tracking_uri or default_tracking_uri())
-        return report_sources.fetch_mlflow(args.mlflow, uri, out, check)
-    return report_sources.fetch_uri(args.experiment, out, check)
+        copied = report_sources.fetch_mlflow(args.mlflow, uri, out, check)
+    else:
+        copied = report_sources.fetch_uri(args.experiment, out, check)
+    write_atomic(copied / COPY_MARK, (json.dumps({"source": source}) + "\n").encode())
+    return copied
+
+
+COPY_MARK = "report_copy.json"  # in an --out folder: which source the copy came from
+
+
+def _check_out_is_ours(out: Path, source: str) -> None:
+    """--out is new, empty, or an earlier copy of the same source: never a folder that holds
+    other files (an experiment's own folder would lose its summary and study)."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        earlier = json.loads((out / COPY_MARK).read_text())["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = None
+    if earlier != source:
+        what = f"a copy of {earlier}" if earlier else "files this command did not copy there"
+        raise ConfigError(f"--out {out} already holds {what}; copying {source} there would "
+                          "overwrite them. Give a new or empty folder")  # fmt: skip
 
 
 def cli() -> None:
