@@ -130,6 +130,8 @@ CASES = [
         "parameters: {model: {choice: [LSTM, GRU, LSTM]}}\n",
         ["parameters.model", "lists 'LSTM' twice"],
     ),
+    bad_space("space-data-unknown", GOOD_SPACE.replace("data: synthetic", "data: nowhere"),
+              ["field 'data' 'nowhere'", "neither a known corpus"]),  # fmt: skip
     bad_space("boolean-as-number", GOOD_SPACE.replace("epochs: 2", "epochs: true"),
               ["field 'epochs'", "not true/false"]),  # fmt: skip
     bad_space("quoted-number", "budget: {num_samples: '3'}\n" + GOOD_SPACE,

@@ -173,7 +173,9 @@ def prepare(job: Job) -> None:
     job.tracking_uri = clean_tracking_uri(settings.tracking_uri if settings else uri)
     store.check_tracking_uri(job.tracking_uri)
     store.check_tracking_server(job.tracking_uri)
-    corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default)
+    given_as = "--data" if args.data else f"{args.space or 'the space'}: field 'data'"
+    corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default,
+                         given_as=given_as)  # fmt: skip
     say(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
     check_corpus(corpus, space, settings)
     job.corpus = corpus

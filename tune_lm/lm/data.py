@@ -258,10 +258,12 @@ def resolve_corpus_dir(name: str, *, cache_dir: str | Path | None = None) -> Pat
     return cached
 
 
-def load_corpus(data: str, *, cache_dir: str | Path | None = None) -> Corpus:
+def load_corpus(data: str, *, cache_dir: str | Path | None = None, given_as: str = "--data",
+                ) -> Corpus:  # fmt: skip
     """Load a corpus by name ("wikitext-2", "ptb", "synthetic") or folder path.
 
-    An existing folder wins over a name; ``cache_dir`` overrides the cache root.
+    An existing folder wins over a name; ``cache_dir`` overrides the cache root;
+    ``given_as`` names where ``data`` came from in an error (a flag, a file's field).
     """
     path = Path(data).expanduser()
     if path.is_dir():
@@ -276,7 +278,7 @@ def load_corpus(data: str, *, cache_dir: str | Path | None = None) -> Corpus:
         )
     what = "is a file, not a folder" if path.exists() else "is neither a known corpus nor a folder"
     raise DataError(
-        f"--data {data!r} {what}. Use one of the known corpora ({', '.join(KNOWN_CORPORA)}) "
+        f"{given_as} {data!r} {what}. Use one of the known corpora ({', '.join(KNOWN_CORPORA)}) "
         f"or a folder path: {_FOLDER_HINT}."
     )
 
