@@ -462,6 +462,8 @@ def sampling(flag, value):
 
 CASES += [
     generate("generate-checkpoint-missing", ["--checkpoint", "nope.pt"], ("nope.pt", "exist")),
+    generate("generate-model-bare-name", ["--model", "tune_lm-quick"],
+             ("--model tune_lm-quick", "models:/tune_lm-quick/VERSION")),  # fmt: skip
     generate("generate-checkpoint-folder", ["--checkpoint", "."], ("--checkpoint", "folder")),
     generate("generate-checkpoint-foreign-pt", ["--checkpoint", "random.pt"],
              ("random.pt", "not a tune_lm checkpoint"), {"random.pt": _torch_bytes([1, 2])}),

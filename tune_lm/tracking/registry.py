@@ -139,6 +139,12 @@ def load_registered(
             f"--model {model_uri} is a file; give a checkpoint file with "
             f"--checkpoint {model_uri}, or a model URI (models:/NAME/VERSION)"
         )
+    elif ":" not in model_uri and not Path(model_uri).exists():  # a bare name, say
+        raise TuneLMError(
+            f"--model {model_uri} is neither a model URI nor a folder: give "
+            f"models:/{model_uri}/VERSION for a registered model (or models:/NAME/latest), "
+            "runs:/RUN_ID/model for a logged one, or a checkpoint file with --checkpoint"
+        )
     try:
         wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except Exception as error:  # unreachable server, a model of another program, ...
@@ -172,6 +178,9 @@ def _check_registered(model_uri: str, registry_uri: str) -> None:
             f"tune_lm-NAME). Give --model models:/MODEL/VERSION, and --tracking-uri (or "
             f"MLFLOW_TRACKING_URI) for the store the search logged to"
         ) from None
+    if not version and not alias:
+        raise TuneLMError(f"--model {model_uri} names no version: give models:/{name}/VERSION, "
+                          f"models:/{name}/latest or models:/{name}@ALIAS")  # fmt: skip
     if not version.isdigit() and not alias:
         return  # a stage or "latest": MLflow resolves it
     try:
