@@ -375,6 +375,7 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     bad_space("space-name-escapes-storage", "name: ../../escape\n" + GOOD_SPACE,
               ["field 'name'", "plain name"]),  # fmt: skip
     search("storage-empty", ["--storage", ""], ("--storage ''", "empty")),
+    search("data-empty", ["--data", ""], ("--data ''", "empty")),
     search("tracking-unknown-scheme", ["--tracking-uri", "ftp://host/x"], ("--tracking-uri",
            "'ftp'")),  # fmt: skip
     search("tracking-file-store", ["--tracking-uri", "file:///tmp/mlruns"], ("--tracking-uri",

@@ -57,7 +57,8 @@ class TrainConfig(BaseModel):
     _numbers_only = field_validator("*", mode="before")(classmethod(numbers_only))
 
     # Corpus
-    data: str = Field("wikitext-2", description="corpus: wikitext-2, ptb, synthetic, or a folder")
+    data: str = Field("wikitext-2", min_length=1,
+                      description="corpus: wikitext-2, ptb, synthetic, or a folder")  # fmt: skip
     # Model
     model: CellType = Field("LSTM", description="recurrent cell")
     emsize: int = Field(200, ge=1, description="size of word embeddings")

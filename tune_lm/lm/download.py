@@ -91,7 +91,7 @@ def download_corpus(
     sources = sources or CORPUS_SOURCES[name]
     expected = expected_sha256 or CORPUS_SHA256[name]
     dest = Path(dest)
-    created = not dest.exists()
+    made = [folder for folder in (dest, *dest.parents) if not folder.exists()]  # deepest first
     temps: dict[str, Path] = {}
     url = sources["train"]
     try:
@@ -114,7 +114,8 @@ def download_corpus(
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
-        if created and dest.is_dir() and not any(dest.iterdir()):
-            with contextlib.suppress(OSError):  # another process may be using it
-                dest.rmdir()
+        for folder in made:  # a failed download leaves no empty cache folders
+            if folder.is_dir() and not any(folder.iterdir()):
+                with contextlib.suppress(OSError):  # another process may be using it
+                    folder.rmdir()
     logger.info("corpus %s saved in %s", name, dest)

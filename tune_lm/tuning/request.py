@@ -149,6 +149,9 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--extend adds trials to an experiment; --smoke starts a new tiny "
                           "one. Drop one of them")  # fmt: skip
     check_storage(args.storage)
+    if args.data is not None and not args.data.strip():
+        raise ConfigError("--data '' is empty: give wikitext-2, ptb, synthetic or a corpus "
+                          "folder, or leave the flag out to use the space's data")  # fmt: skip
     problem = experiment_name_problem(args.name) if args.name is not None else None
     if problem:
         raise ConfigError(f"--name {short_repr(args.name)} {problem}")
