@@ -492,6 +492,9 @@ CASES += [
     report("report-mlflow-no-store", ["--mlflow", "quick"], ("--mlflow quick", "mlflow.db")),
     report("report-summary-truncated", ["exp"], ("exp/summary.json", "not complete JSON"),
            {"exp/summary.json": SUMMARY[:70]}),
+    report("report-summary-wrong-types", ["exp"], ("exp/summary.json: trial 1", "lr [1]"),
+           {"exp/summary.json": '{"space": {"parameters": {"lr": {}}, "fixed": {}}, "trials": '
+            '[{"trial_id": "a", "lr": [1], "status": "completed", "best_val_ppl": 3}]}'}),
     report("report-bad-by", ["exp", "--by", "nhid", "emsize"], ("--by emsize",),
            {"exp/summary.json": SUMMARY}),
     report("report-out-onto-an-experiment",  # its summary and study would be replaced

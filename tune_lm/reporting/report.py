@@ -59,7 +59,28 @@ def parse_summary(text: str | bytes, source: str) -> dict[str, Any]:
             f"parameters and fixed values, or trials with {', '.join(row_keys)}); give the "
             "folder of a search that has ended"
         )
+    for index, row in enumerate(trials):
+        problem = _row_problem(row, space["parameters"])
+        if problem:
+            raise TuneLMError(f"{source}: trial {index + 1} {problem}; the file was edited or "
+                              "damaged. Copy it again, or --resume the search, which writes "
+                              "it again")  # fmt: skip
     return summary
+
+
+def _row_problem(row: dict[str, Any], parameters: dict[str, Any]) -> str | None:
+    """What is wrong with a trial's row of summary.json, if anything (types, not values)."""
+    for key in ("trial_id", "status"):
+        if not isinstance(row[key], str):
+            return f"has {key} {row[key]!r}, not text"
+    best = row[M.BEST_VAL_PPL]
+    if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
+        return f"has {M.BEST_VAL_PPL} {best!r}, not a number"
+    for name in parameters:
+        value = row.get(name)
+        if value is not None and not isinstance(value, str | int | float):
+            return f"has {name} {value!r}, not a single value"
+    return None
 
 
 def check_by(summary: dict[str, Any], by: Sequence[str]) -> None:
