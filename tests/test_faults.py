@@ -115,6 +115,28 @@ parameters:
 """
 
 
+def test_a_trial_cut_between_retries_is_reported_with_its_error(tmp_path):
+    """A time budget that stops a trial between two failed attempts leaves Tune no error of
+    its own for it: its last attempt's error (Tune's error.txt) names what happened, not
+    "stopped by the time budget"."""
+    from types import SimpleNamespace
+
+    from tune_lm.tuning.tuner import trial_outcomes
+
+    (tmp_path / "cut.yaml").write_text(KILL_SPACE.format(name="cut"))
+    space = load_space(str(tmp_path / "cut.yaml"))
+    retried, untouched = tmp_path / "retried", tmp_path / "untouched"
+    retried.mkdir()
+    untouched.mkdir()
+    (retried / "error.txt").write_text("Traceback ...\nRuntimeError: can't allocate memory\n")
+    results = [SimpleNamespace(config={"lr": 2.0}, metrics={"trial_id": name}, path=str(path),
+                               error=None, metrics_dataframe=None)
+               for name, path in (("retried", retried), ("untouched", untouched))]  # fmt: skip
+    errors = {o.trial_id: o.error for o in trial_outcomes(results, space)}
+    assert errors["untouched"] is None
+    assert errors["retried"].endswith("RuntimeError: can't allocate memory")
+
+
 def launch(tmp_path, name, *extra):
     """The search as a terminal would run it: its own process group (Ctrl-C reaches the
     whole group), output in a file."""

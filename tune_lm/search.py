@@ -368,7 +368,9 @@ def print_outcome(job: Job, conclusion: Conclusion, paths: dict[str, Path],
             f"summary in {paths['md']}; running trials stopped at their last checkpoint. "
             f"Continue with: {hint}")  # fmt: skip
         return 128 + {"SIGTERM": 15, "SIGHUP": 1}.get(interrupted, 2)  # the shell's codes
-    if best is None and job.space.budget.time_budget and not any(r.evaluated > 0 for r in rows):
+    all_failed = bool(rows) and all(row.status.startswith("failed") for row in rows)
+    if (best is None and job.space.budget.time_budget and not all_failed
+            and not any(row.evaluated > 0 for row in rows)):  # fmt: skip
         raise TuneLMError(f"the time budget ({job.space.budget.time_budget}) ran out before any "
                           f"trial reported a result ({len(rows)} started); raise "
                           f"budget.time_budget or --time-budget")  # fmt: skip

@@ -316,17 +316,30 @@ def score_on_test(conclusion: Conclusion, outcomes: list[TrialOutcome], space: S
 def trial_outcomes(results: Any, space: SearchSpace) -> list[TrialOutcome]:
     """Tune's results as plain values for :func:`tune_lm.tuning.results.conclude`. A
     trial Tune created but never started (e.g. after Ctrl-C) has no config: left out."""
-    return [
-        TrialOutcome(
-            trial_id=result.metrics.get("trial_id", result.path),
-            params=space.searched(result.config),
-            history=_history(result),
-            error=str(result.error) if result.error else None,
-            source=result,
-        )
-        for result in results
-        if result.config
-    ]
+    outcomes = []
+    for result in results:
+        if not result.config:
+            continue
+        history = _history(result)
+        error = str(result.error) if result.error else None
+        if error is None and not history:  # cut (time budget, Ctrl-C) while being retried?
+            error = _last_attempt_error(result.path)
+        outcomes.append(TrialOutcome(trial_id=result.metrics.get("trial_id", result.path),
+                                     params=space.searched(result.config), history=history,
+                                     error=error, source=result))  # fmt: skip
+    return outcomes
+
+
+def _last_attempt_error(trial_path: str) -> str | None:
+    """The error of a trial's last failed attempt (Tune's ``error.txt`` in its folder), for a
+    trial that never reported: a time budget that stops it between retries leaves Tune no
+    error of its own to give, and the trial would read as merely cut short."""
+    error_file = Path(trial_path) / "error.txt"
+    try:
+        text = error_file.read_text(errors="replace").strip()
+    except OSError:  # none (it just had not started), or remote storage
+        return None
+    return text or None
 
 
 def _history(result: Any) -> list[dict[str, float]]:
