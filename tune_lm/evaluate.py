@@ -44,8 +44,9 @@ def tokens_for_model(
             f"words the model never saw (e.g. {examples})"
         )
         if unk is None:
-            raise DataError(f"{problem}, and it has no {UNK} to score them as. Evaluate it on "
-                            "the corpus it was trained on")  # fmt: skip
+            forced = " (--force cannot help: there is no word to score them as)" if force else ""
+            raise DataError(f"{problem}, and it has no {UNK} to score them as{forced}. Evaluate "
+                            "it on the corpus it was trained on")  # fmt: skip
         if share > MAX_UNKNOWN_SHARE and not force:
             raise DataError(
                 f"{problem}. Scored as {UNK} they make a perplexity that looks plausible but "
