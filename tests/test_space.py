@@ -190,7 +190,9 @@ def test_an_alias_bomb_fails_fast_without_echoing(tmp_path):
     started = time.perf_counter()
     with pytest.raises(SpaceError, match="aliases") as error:
         load_space(str(path))
-    assert time.perf_counter() - started < 0.5
+    # expanded, 9**9 strings would take minutes and gigabytes; the bound only has to tell
+    # that apart from a refusal, on a loaded 2-core CI machine (0.54 s was seen there)
+    assert time.perf_counter() - started < 10
     assert "lol" not in str(error.value) and len(str(error.value)) < 500
 
 
