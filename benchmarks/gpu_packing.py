@@ -56,7 +56,9 @@ def pack(check: Any, config: Any, count: int) -> dict[str, Any]:
         try:
             _wait_for(lambda: all((scratch / f"ready{i}").exists() for i in range(count)),
                       workers, timeout_s=120)  # fmt: skip
-            go_file.write_text(str(time.time() + 0.2))
+            # whole or absent: a worker polling for the file must never read it empty
+            go_file.with_suffix(".tmp").write_text(str(time.time() + 0.2))
+            go_file.with_suffix(".tmp").replace(go_file)
             used = []
             while any(worker.poll() is None for worker in workers):
                 used.append(_gpu_used_mib(check.device))
