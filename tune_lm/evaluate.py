@@ -98,7 +98,7 @@ def cli() -> None:
     """Console-script entry point (``tune-lm-evaluate``)."""
     from tune_lm.cli import run_main
 
-    run_main(main)
+    run_main(main, whole_process=True)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cli() -> None:
     """Console-script entry point (``tune-lm-generate``)."""
-    run_main(main)
+    run_main(main, whole_process=True)
 
 
 if __name__ == "__main__":

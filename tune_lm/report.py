@@ -103,7 +103,7 @@ def _check_out_is_ours(out: Path, source: str) -> None:
 
 def cli() -> None:
     """Console-script entry point (``tune-lm-report``)."""
-    run_main(main)
+    run_main(main, whole_process=True)
 
 
 if __name__ == "__main__":

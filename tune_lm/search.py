@@ -404,7 +404,7 @@ def print_outcome(job: Job, conclusion: Conclusion, paths: dict[str, Path],
 
 def cli() -> None:
     """Console-script entry point (``tune-lm-search``)."""
-    run_main(main)
+    run_main(main, whole_process=True)
 
 
 if __name__ == "__main__":
