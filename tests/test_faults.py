@@ -176,7 +176,7 @@ def wait_for_results(folder, timeout=300):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
+def test_ctrl_c_stops_gracefully_naming_the_resume_command(tmp_path):
     (tmp_path / "sigint.yaml").write_text(KILL_SPACE.format(name="sigint"))
     search = launch(tmp_path, "sigint")
     wait_for_results(tmp_path / "runs" / "sigint")
@@ -189,9 +189,11 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
     assert "Tuner.restore" not in output + (tmp_path / "runs" / "sigint" / "search.log").read_text()
     assert (tmp_path / "runs" / "sigint" / "summary.md").is_file()
     stop_process(search, signal.SIGKILL)  # the driver and the Ray it started
-    resumed = launch(tmp_path, "sigint", "--resume")
-    assert resumed.wait(timeout=600) == 0, (tmp_path / "sigint.log").read_text()[-3000:]
-    agree_on_trials(tmp_path, "sigint", expected=6)
+    # Ctrl-C, SIGTERM and SIGHUP take one graceful stop (private_api.fit_noting_interrupt):
+    # the printed --resume after it is run to the end in test_resume.py (SIGTERM).
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
+    assert runs and "RUNNING" not in {run.info.status for run in runs}
 
 
 @pytest.mark.slow

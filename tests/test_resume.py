@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import optuna
 import pytest
 from cli_run import run_cli, start_cli
 from conftest import stop_process  # noqa: E402  (tests/ is on sys.path)
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from tune_lm.lm.data import load_corpus, write_corpus_folder
 from tune_lm.lm.synthetic import make_synthetic_corpus
+from tune_lm.tuning.layout import STUDY_FILE, STUDY_NAME
 
 SPACE = """
 name: resumed
@@ -113,4 +115,8 @@ def test_sigterm_then_the_printed_resume_command_keeps_corpus_and_settings(tmp_p
     assert json.loads((folder / "space.json").read_text())["data"] == str(corpus_a)
     parent = client.search_runs([experiment.experiment_id], "tags.`tune_lm.kind` = 'search'")
     assert [p.info.status for p in parent] == ["FINISHED"]
+    study = optuna.load_study(study_name=STUDY_NAME, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / STUDY_FILE))))  # fmt: skip
+    states = [t.state for t in study.trials]  # the stopped trials told once, when complete
+    assert states == [optuna.trial.TrialState.COMPLETE] * 4, states
     assert not list(other_folder.iterdir())  # the resume wrote nothing where it ran

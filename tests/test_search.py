@@ -224,7 +224,10 @@ def epochs_reported(folder):
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, mlflow_server):
+    """SIGKILL of the driver and its local Ray once a trial has finished, then --resume:
+    finished trials are not trained again, none restarts from scratch, and Optuna and the
+    MLflow server hold each trial once (one run each, no evaluation logged twice)."""
     space = write_space(tmp_path, """
         data: synthetic
         seed: 5
@@ -236,8 +239,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
           lr: {loguniform: [1.0, 20.0]}
           nhid: {choice: [400]}      # slow enough (seconds per trial) to be killed mid-search
     """, epochs=4, tokens=16000)  # fmt: skip
-    storage, folder = tmp_path / "runs", tmp_path / "runs" / "k"
-    flags = ["--space", str(space), "--storage", str(storage), "--name", "k"]
+    storage, folder = tmp_path / "runs", tmp_path / "runs" / "killed"
+    flags = ["--space", str(space), "--storage", str(storage), "--name", "killed",
+             "--tracking-uri", mlflow_server]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     driver = start_cli("search", *flags, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -271,6 +275,14 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     study = load_study(folder)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 8
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    assert [r.info.status for r in runs if r.data.tags[TAG_KIND] == "search"] == ["FINISHED"]
+    children = [r for r in runs if r.data.tags[TAG_KIND] == "trial"]
+    assert len({c.data.tags[TAG_TRIAL] for c in children}) == len(children) == 8  # one each
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_ppl")]
+        assert steps == sorted(set(steps)) and child.info.status == "FINISHED", steps
 
 
 @pytest.mark.slow

@@ -1,7 +1,5 @@
 """MLflow tracking against a real `mlflow server` on loopback, over HTTP."""
 
-import contextlib
-import os
 import re
 import signal
 import subprocess
@@ -152,38 +150,6 @@ def test_search_is_recorded_as_nested_runs_with_checkpoints_and_a_model(tmp_path
     loss = evaluate_loss(wrapper.model, one_stream, wrapper.config.bptt)
     assert reproduced == pytest.approx(M.perplexity(loss), rel=1e-6)
     assert torch.isfinite(torch.tensor(reproduced))
-
-
-@pytest.mark.slow
-def test_kill_and_resume_keeps_one_run_per_trial(tmp_path, mlflow_server):
-    space_text = (
-        SPACE.replace("num_samples: 6", "num_samples: 4")
-        .replace("max_tokens_per_epoch: 1600", "max_tokens_per_epoch: 16000")
-        .replace("nhid: {choice: [8, 32]}", "nhid: {choice: [400]}")
-    )
-    space = tmp_path / "killed.yaml"
-    space.write_text(textwrap.dedent(space_text))
-    flags = ["--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "killed",
-             "--tracking-uri", mlflow_server]  # fmt: skip
-    driver = start_cli("search", *flags, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    client = MlflowClient(mlflow_server)
-    try:
-        wait_for_a_logged_val_ppl(client, "killed", driver)  # then kill it mid-way
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    done = run_cli("search", *flags, "--resume", cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    parents, children = runs_of(client, "killed")
-    assert len(parents) == 1
-    trial_ids = [c.data.tags["tune_lm.trial_id"] for c in children]
-    assert len(trial_ids) == 4 == len(set(trial_ids))  # exactly one run per trial
-    for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, M.VAL_PPL)]
-        assert steps == sorted(set(steps))  # no evaluation logged twice
-        assert child.info.status == "FINISHED"
 
 
 @pytest.mark.slow
