@@ -1,5 +1,5 @@
 """What a search prints: tune_lm's own lines, plain text, Ray's tables in the log unless
---verbose; a finished search's --resume changes nothing; --smoke keeps the real name free."""
+--verbose; a finished search's --resume changes nothing (--smoke: test_shipped_spaces.py)."""
 
 import hashlib
 import re
@@ -11,7 +11,6 @@ from cli_run import run_cli
 from mlflow.tracking import MlflowClient
 
 from tune_lm.tuning.layout import LOG_FILE
-from tune_lm.tuning.space_yaml import SHIPPED_SPACES, load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ANSI = "\x1b["
@@ -87,21 +86,3 @@ def test_verbose_brings_rays_table_back_without_colour_codes(tmp_path):
     output = done.stdout + done.stderr
     assert RAY_TABLE in output and ANSI not in output, output[-3000:]
     assert not (tmp_path / "runs" / "loud" / LOG_FILE).exists()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("shipped", sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml")))
-def test_smoke_of_every_shipped_space_leaves_the_real_name_free(tmp_path, shipped):
-    """On a CPU-only machine (CUDA hidden), each shipped space's --smoke runs under
-    NAME-smoke; the real search's folder, MLflow experiment and model stay free."""
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    name = load_space(Path(shipped).stem).name
-    done = search("--space", shipped, "--smoke", cwd=tmp_path, tracking=tracking,
-                  CUDA_VISIBLE_DEVICES="")  # fmt: skip
-    assert done.returncode == 0, (shipped, done.stdout[-2000:] + done.stderr[-2000:])
-    assert (tmp_path / "tune_lm_runs" / f"{name}-smoke" / "summary.csv").is_file()
-    assert not (tmp_path / "tune_lm_runs" / name).exists(), name
-    client = MlflowClient(tracking)
-    models = {m.name for m in client.search_registered_models()}
-    assert client.get_experiment_by_name(name) is None, name
-    assert f"tune_lm-{name}" not in models and f"tune_lm-{name}-smoke" in models, models
