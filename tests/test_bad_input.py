@@ -358,6 +358,10 @@ CASES = [
 CASES += [  # issue 13: budgets Ray would misread, resources no node has
     search("time-budget-zero", ["--time-budget", "0s"], ("--time-budget", "more than 0")),
     search("time-budget-ambiguous", ["--time-budget", "2h30"], ("--time-budget", "ambiguous")),
+    # A value beginning with a dash is the flag's value (argparse said "expected one
+    # argument"), so the flag's own check names what is wrong with it.
+    search("time-budget-negative", ["--time-budget", "-5m"], ("--time-budget", "-5m")),
+    train("device-dash", ["--device", "-cuda"], ("--device", "-cuda", "cuda:N")),
     bad_space("space-time-budget-zero", "budget: {time_budget: 0m}\n", ["more than 0"]),
     search("cpus-beyond-any-node", ["--cpus-per-trial", "512"], ("--cpus-per-trial", "512")),
     Case("resume-without-space-or-name", "search", ["--resume"], ("--resume needs --name",)),

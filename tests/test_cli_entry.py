@@ -3,6 +3,7 @@ and exits 0 (``evaluate --help`` once crashed on a bare % in a help text, which 
 expands), and a Ctrl-C that the command does not handle itself (start-up, the last
 clean-up) ends it with one line and exit 130, not a traceback."""
 
+import argparse
 import importlib
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import tomllib
 from conftest import REPO_ROOT
 
-from tune_lm.cli import run_main
+from tune_lm.cli import parse_args, run_main
 
 SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
@@ -41,7 +42,7 @@ def test_a_ctrl_c_the_command_leaves_to_its_caller_exits_130_in_one_line(capsys)
 EXITING = """
 import atexit, logging, sys, tempfile, threading, time
 from pathlib import Path
-from tune_lm.cli import run_main
+from tune_lm.cli import parse_args, run_main
 
 out = Path(sys.argv[1])
 
@@ -76,3 +77,18 @@ def test_a_command_ends_with_its_exit_handlers_run_and_its_output_flushed(tmp_pa
     assert (tmp_path / "log.txt").read_text() == "logged\n"
     assert not Path((tmp_path / "tempdir").read_text()).exists()
     assert (tmp_path / "thread").exists() == thread
+
+
+def test_a_value_beginning_with_a_dash_belongs_to_the_flag_before_it():
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    parser.add_argument("--budget")
+    parser.add_argument("--name")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("rest", nargs="*")
+    args = parse_args(parser, ["--budget", "-5m", "--name", "-x", "--", "--name", "-y"])
+    assert (args.budget, args.name, args.rest) == ("-5m", "-x", ["--name", "-y"])
+    assert parse_args(parser, ["--budget=-1", "--resume"]).budget == "-1"
+    with pytest.raises(SystemExit):  # a known flag is not a value: still a missing value
+        parse_args(parser, ["--name", "--resume"])
+    with pytest.raises(SystemExit):
+        parse_args(parser, ["--name", "--budget=3"])

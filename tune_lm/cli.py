@@ -71,6 +71,31 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     return TrainConfig.from_dict(values, source="command line", label=flag_name)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that a value beginning with a dash is the value
+    of the flag before it, as ``--flag=VALUE`` is (``--time-budget -5m``, ``--name -x``).
+    argparse takes such a value for a flag and answers "expected one argument", so the
+    flag's own check never gets to say what is wrong with the value. A known flag after
+    a flag is still a missing value (``--name --resume``). Flags are never abbreviated in
+    tune_lm (``allow_abbrev=False``), so a flag is exactly one of the parser's strings."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known = parser._option_string_actions  # noqa: SLF001 - argparse's table of flags
+    takes_one = {flag for flag, action in known.items() if action.nargs is None}
+    joined: list[str] = []
+    while argv:
+        token = argv.pop(0)
+        if token == "--":
+            joined += [token, *argv]
+            break
+        value = argv[0] if argv else ""
+        if (token in takes_one and value.startswith("-") and value != "--"
+                and value.split("=", 1)[0] not in known):  # fmt: skip
+            joined.append(f"{token}={argv.pop(0)}")
+        else:
+            joined.append(token)
+    return parser.parse_args(joined)
+
+
 def run_main(
     main: Callable[[Sequence[str] | None], int],
     argv: Sequence[str] | None = None,

@@ -74,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help=f"score a corpus even when over {share} of its tokens are "
                         "words the model never saw (as <unk>)")  # fmt: skip
-    args = parser.parse_args(argv)
+    from tune_lm.cli import parse_args
+
+    args = parse_args(parser, argv)
     check_model_flags(args)
     if args.data is None and not args.smoke:
         parser.error("--data is required: the corpus to score (wikitext-2, ptb, synthetic or "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from tune_lm import inference
-from tune_lm.cli import run_main
+from tune_lm.cli import parse_args, run_main
 from tune_lm.lm.corpus import EOS
 from tune_lm.lm.errors import ConfigError
 from tune_lm.lm.model import RNNLanguageModel
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="0.001 to 1000; lower = safer (default 1)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="0 to 2**32-1 (default 1)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     inference.check_model_flags(args)
     check_sampling_flags(args.words, args.temperature, args.seed)
     model, _, vocab = inference.load_for_inference(

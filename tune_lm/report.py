@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from tune_lm.cli import run_main
+from tune_lm.cli import parse_args, run_main
 from tune_lm.lm.atomic import write_atomic
 from tune_lm.lm.errors import ConfigError
 from tune_lm.reporting.report import (
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="for a URI or --mlflow: local folder for the copied "
                         "results and the report (default: ./NAME)")  # fmt: skip
     parser.add_argument("--by", nargs="*", default=[], help="also group by these parameters")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if (args.experiment is None) == (args.mlflow is None):
         parser.error("give either an experiment folder/URI or --mlflow NAME")
     if args.tracking_uri is not None and args.mlflow is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tune_lm.cli import run_main
+from tune_lm.cli import parse_args, run_main
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError, TuneLMError
 from tune_lm.tuning import extend as extension
@@ -88,7 +88,7 @@ class Job:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.replay is not None:
         return replay(args)
     job = validate(args)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tune_lm.cli import add_config_flags, config_from_args, run_main
+from tune_lm.cli import add_config_flags, config_from_args, parse_args, run_main
 from tune_lm.lm import metrics as M
 from tune_lm.lm.atomic import probe_writable
 from tune_lm.lm.config import TrainConfig
@@ -142,7 +142,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     config = config_from_args(args, base=SMOKE_CONFIG if args.smoke else None)

@@ -134,9 +134,14 @@ class TrainConfig(BaseModel):
                 f"adaptive_cutoffs={cutoffs} must be increasing positive frequency ranks, "
                 "e.g. [1000, 5000, 20000]"
             )
-        if not _DEVICE_PATTERN.match(self.device):
-            raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return self
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:  # a field's own check names its flag
+        if not _DEVICE_PATTERN.match(device):
+            raise ValueError("must be auto, cpu, cuda, cuda:N (N a GPU's index) or mps")
+        return device
 
     @classmethod
     def from_dict(
