@@ -1,6 +1,6 @@
-"""Every shipped space works. In-process, all of them: the searcher and scheduler build,
-and the corners of the space (each parameter at its first, then at its last value) train
-through ``fit`` in the smoke's shrunken form. End to end with ``--smoke`` (Ray, MLflow,
+"""Every shipped space works. In-process, all of them: they validate, convert and dump
+without change, their searcher and scheduler build, and their corners (each parameter
+at its first, then at its last value) train through ``fit`` in the smoke's form. End to end with ``--smoke`` (Ray, MLflow,
 the report) for the four whose machinery differs: ``quick`` (the README's first search),
 ``cells`` (baselines, fractional GPUs dropped on a CPU), ``cells_pareto`` (two objectives)
 and ``seed_grid`` (a grid with test scores at an epoch). ``wide`` and ``seed_grid_cpu``
@@ -18,10 +18,57 @@ from tune_lm.lm.fit import fit
 from tune_lm.lm.synthetic import make_synthetic_corpus
 from tune_lm.tuning.request import smoke_space
 from tune_lm.tuning.searchers import make_scheduler, make_searcher
+from tune_lm.tuning.space import PARAMETER_KINDS, SearchSpace
 from tune_lm.tuning.space_yaml import SHIPPED_SPACES, load_space
+from tune_lm.tuning.tune_space import to_tune_space
 
 SHIPPED = sorted(p.name for p in SHIPPED_SPACES.glob("*.yaml"))
 END_TO_END = ["cells.yaml", "cells_pareto.yaml", "quick.yaml", "seed_grid.yaml"]
+
+
+def test_the_shipped_spaces_are_there():
+    assert {"cells.yaml", "seed_grid.yaml", "wide.yaml", "quick.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_space_validates_and_converts(name):
+    space = load_space(name)  # found by bare name
+    assert space.name == name.removesuffix(".yaml")
+    domains = to_tune_space(space)
+    assert set(domains) == set(space.parameters)
+    # Any corner of the space is a valid training config.
+    first = {name: parameter.corners()[0] for name, parameter in space.parameters.items()}
+    assert space.trial_config(first).epochs == space.epochs
+
+
+def test_seed_grid_is_the_classic_study():
+    space = load_space("seed_grid")
+    assert space.searcher.type == "grid" and space.scheduler.type == "fifo"
+    assert space.epochs == 40 and space.test_at_epochs == [20]
+    assert space.parameters["model"].model_dump() == {"grid": ["LSTM", "GRU"]}
+    assert set(space.parameters["bptt"].grid) == {35, 50}
+    assert set(space.parameters["emsize"].values) == {100, 200}
+
+
+def test_derived_parameter_follows_its_source():
+    space = load_space("wide")
+    config = space.trial_config({"emsize": 400, "tied": True})
+    assert config.nhid == 400 and config.tied
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_dumped_space_builds_the_same_space_with_ints_still_ints(name):
+    space = load_space(name)
+    dumped = space.model_dump()
+    assert SearchSpace(**dumped) == space
+    assert SearchSpace.model_validate_json(space.model_dump_json()) == space
+    for parameter in dumped["parameters"].values():
+        ((kind, values),) = parameter.items()
+        assert kind in PARAMETER_KINDS and isinstance(values, list)
+    if name == "quick.yaml":
+        assert dumped["parameters"]["bptt"] == {"choice": [20, 35]}
+        assert dumped["parameters"]["lr"] == {"loguniform": [5.0, 40.0]}
+        assert all(type(v) is int for v in dumped["parameters"]["bptt"]["choice"])
 
 
 def test_the_end_to_end_smokes_are_shipped_spaces():
