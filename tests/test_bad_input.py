@@ -509,6 +509,21 @@ CASES += [
            {"exp/summary.json": SUMMARY}),
 ]
 
+CASES += [  # new-user round of stop 29
+    # Output files: only what the flag itself writes is replaced, and only a regular file.
+    train("train-save-over-a-foreign-checkpoint", ["--save", "pretrained.pt"],
+          ("--save pretrained.pt", "written by tune_lm"),
+          {"pretrained.pt": _torch_bytes({"resnet": _WEIGHTS})}),  # fmt: skip
+    train("train-metrics-over-a-foreign-json", ["--metrics-json", "settings.json"],
+          ("--metrics-json settings.json", "written by tune_lm"),
+          {"settings.json": '{"retries": 3}\n'}),  # fmt: skip
+    train("train-save-into-a-new-folder", ["--save", "newdir/"], ("--save newdir/", "folder")),
+    train("train-metrics-to-stdout", ["--metrics-json", "-"], ("--metrics-json -", "file path")),
+    # A derived option takes a range's samples, not only its (whole-number) ends.
+    bad_space("derived-whole-from-floats", "data: synthetic\nparameters:\n  lr: {uniform: [1, 5]}\n"
+              "derived: {nhid: lr}\n", ["derived.nhid", "whole number", "lr"]),  # fmt: skip
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

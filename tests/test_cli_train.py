@@ -187,3 +187,19 @@ def test_ctrl_c_keeps_the_best_weights_and_the_metrics(tmp_path):
     assert config.epochs == 500 and len(vocab) == model.ntokens
     best = min(entry["val_ppl"] for entry in metrics["history"])
     assert metrics["final"]["best_val_ppl"] == pytest.approx(best)
+
+
+def test_an_output_path_that_is_not_a_regular_file_is_refused(tmp_path):
+    """A FIFO (a device such as /dev/null alike): writing the output renames a new file
+    over it, which replaced /dev/null when run as root."""
+    import os
+
+    from tune_lm.lm.errors import ConfigError
+    from tune_lm.train import check_output_path
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for flag in ("--save", "--metrics-json"):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            check_output_path(flag, str(fifo))
+    assert fifo.exists() and not fifo.is_file()

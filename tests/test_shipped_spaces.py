@@ -1,11 +1,12 @@
 """Every shipped space works. In-process, all of them: they validate, convert and dump
 without change, their searcher and scheduler build, and their corners (each parameter
-at its first, then at its last value) train through ``fit`` in the smoke's form. End to end with ``--smoke`` (Ray, MLflow,
-the report) for the four whose machinery differs: ``quick`` (the README's first search),
-``cells`` (baselines, fractional GPUs dropped on a CPU), ``cells_pareto`` (two objectives)
-and ``seed_grid`` (a grid with test scores at an epoch). ``wide`` and ``seed_grid_cpu``
-take the same path as those through Ray; what is theirs alone (optimizer, tying,
-weight decay, large batches, their resources) is the in-process part."""
+at its first, then at its last value) train through ``fit`` in the smoke's form. End to
+end with ``--smoke`` (Ray, MLflow, the report) for the four whose machinery differs:
+``quick`` (the README's first search), ``cells`` (baselines, fractional GPUs dropped on a
+CPU), ``cells_pareto`` (two objectives) and ``seed_grid`` (a grid with test scores at an
+epoch). ``wide`` and ``seed_grid_cpu`` take the same path as those through Ray; what is
+theirs alone (optimizer, tying, weight decay, large batches, their resources) is the
+in-process part."""
 
 import math
 from pathlib import Path

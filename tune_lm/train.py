@@ -11,7 +11,6 @@ import json
 import logging
 import signal
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,8 +86,8 @@ def _write_outputs(args: argparse.Namespace, config: TrainConfig, result: FitRes
         from tune_lm.lm.atomic import atomic_file
 
         path = Path(args.metrics_json)
-        payload = {"config": config.to_dict(), "final": result.metrics, "history": result.history,
-                   "interrupted": result.interrupted}  # fmt: skip
+        payload = dict(zip(METRICS_KEYS, (config.to_dict(), result.metrics, result.history,
+                                          result.interrupted), strict=True))  # fmt: skip
         with atomic_file(path, "w") as out:
             out.write(json.dumps(payload, indent=2, allow_nan=True) + "\n")
         print(f"wrote metrics to {path}")
@@ -101,12 +100,20 @@ def check_output_path(flag: str, value: str | None) -> None:
     if not value:
         return
     path = Path(value).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"{flag} {value} is a folder; give a file path, e.g. "
-                          f"{path / ('model.pt' if flag == '--save' else 'metrics.json')}")
+    example = path / ("model.pt" if flag == "--save" else "metrics.json")
+    if path.is_dir() or value.endswith("/"):
+        raise ConfigError(f"{flag} {value} is a folder; give a file path, e.g. {example}")
+    if value == "-":
+        raise ConfigError(f"{flag} -: {flag} writes a file, not to standard output; give a "
+                          "file path, e.g. metrics.json")  # fmt: skip
+    if path.exists() and not path.is_file():  # written by renaming a new file over it
+        nothing = " (or --save '' to save no checkpoint)" if flag == "--save" else ""
+        raise ConfigError(f"{flag} {value} is not a regular file (a device, pipe or socket), "
+                          f"which writing it would replace: give a file path{nothing}")
     if path.is_file() and not _written_by_us(flag, path):
-        raise ConfigError(f"{flag} {value} exists and is not a {_OUTPUTS[flag]} (it would be "
-                          "overwritten): give a new path, or remove the file first")  # fmt: skip
+        raise ConfigError(f"{flag} {value} exists and is not a {_OUTPUTS[flag]} written by "
+                          "tune_lm (it would be overwritten): give a new path, or remove the "
+                          "file first")  # fmt: skip
     try:
         probe_writable(path)
     except OSError as error:
@@ -115,18 +122,22 @@ def check_output_path(flag: str, value: str | None) -> None:
 
 
 _OUTPUTS = {"--save": "model checkpoint", "--metrics-json": "metrics file"}
+METRICS_KEYS = ("config", "final", "history", "interrupted")  # --metrics-json's object
 
 
 def _written_by_us(flag: str, path: Path) -> bool:
-    """Whether ``path`` looks like what ``flag`` writes, so that replacing it loses nothing
-    the user did not make with this command: a torch checkpoint (a zip archive), or a JSON
-    object."""
+    """Whether ``path`` is what ``flag`` writes, so that replacing it loses nothing the
+    user did not make with this command: a tune_lm model checkpoint, or a metrics file
+    (a JSON object with train's keys)."""
     if flag == "--save":
-        return zipfile.is_zipfile(path)
+        from tune_lm.lm.checkpoint import is_model_file
+
+        return is_model_file(path)
     try:
-        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        written = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    return isinstance(written, dict) and set(METRICS_KEYS) <= set(written)
 
 
 def check_distinct_outputs(save: str | None, metrics_json: str | None) -> None:

@@ -26,6 +26,17 @@ MODEL_FORMAT = "tune_lm.model/1"
 STATE_FILE = "train_state.pt"  # a trial's checkpoint (see tune_lm.tuning.trainable)
 
 
+def is_model_file(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint that :func:`save_model` wrote: its format tag is in
+    the archive's pickle (read alone, small; the tensors are not loaded)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            return bool(pickles) and MODEL_FORMAT.encode() in archive.read(pickles[0])
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` written whole or not at all (see :func:`tune_lm.lm.atomic.atomic_file`)."""
     with atomic_file(path) as out:

@@ -308,23 +308,37 @@ def kinds_fit_options(parameters: dict[str, _Kind]) -> dict[str, _Kind]:
     """A numeric range must sample numbers of its option's type: uniform over nhid would
     give 137.4 hidden units, and every trial would fail when it starts."""
     for name, parameter in parameters.items():
-        if parameter.kind in ("choice", "grid"):
-            continue
-        option_type = _option_type(name)
-        if option_type is None:
-            annotation = TrainConfig.model_fields[name].annotation
-            listed = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
-            example = f"{{choice: [{', '.join(map(str, listed))}]}}" if listed else (
-                "{choice: [...]}")  # fmt: skip
-            raise space_error(
-                f"field 'parameters.{name}': {name} is not a number, so a {parameter.kind} "
-                f"range cannot sample it; list its values instead, e.g. {example}"
-            )
-        if option_type is int and parameter.whole_kind is not None:
-            low, high = parameter.low, parameter.high
-            raise space_error(
-                f"field 'parameters.{name}': {name} is a whole number, but {parameter.kind} "
-                f"samples floats (e.g. {(low + high) / 2:g}); use {parameter.whole_kind}, e.g. "
-                f"{parameter.as_whole()}, or list values with choice"
-            )
+        range_fits_option(name, parameter)
     return parameters
+
+
+def range_fits_option(name: str, parameter: _Kind, source: str | None = None) -> None:
+    """``parameter``'s values can be option ``name``'s (a range of the right kind of
+    number); ``source``: the parameter's name when ``name`` takes its values through
+    ``derived`` (every trial would fail when it starts, after Ray and MLflow had)."""
+    if parameter.kind in ("choice", "grid"):
+        return  # each listed value is checked against the option (the space's corners)
+    field = f"derived.{name}" if source else f"parameters.{name}"
+    through = f" (it takes the values of parameters.{source})" if source else ""
+    option_type = _option_type(name)
+    if option_type is None:
+        annotation = TrainConfig.model_fields[name].annotation
+        listed = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+        example = f"{{choice: [{', '.join(map(str, listed))}]}}" if listed else (
+            "{choice: [...]}")  # fmt: skip
+        fix = "search it in parameters with its values listed" if source else (
+            "list its values instead")  # fmt: skip
+        raise space_error(
+            f"field '{field}': {name} is not a number, so a {parameter.kind} range cannot "
+            f"sample it{through}; {fix}, e.g. {example}"
+        )
+    if option_type is int and parameter.whole_kind is not None:
+        low, high = parameter.low, parameter.high
+        fix = (f"derive {name} from a whole-number parameter, or make {source} "
+               f"{parameter.as_whole()}" if source else
+               f"use {parameter.whole_kind}, e.g. {parameter.as_whole()}, or list values "
+               "with choice")  # fmt: skip
+        raise space_error(
+            f"field '{field}': {name} is a whole number, but {parameter.kind} samples floats "
+            f"(e.g. {(low + high) / 2:g}){through}; {fix}"
+        )

@@ -36,7 +36,7 @@ from pydantic import (
 from tune_lm.lm.config import TrainConfig, numbers_only
 from tune_lm.lm.errors import ConfigError, short_repr
 from tune_lm.tuning.layout import experiment_name_problem
-from tune_lm.tuning.params import Parameter, kinds_fit_options, space_error
+from tune_lm.tuning.params import Parameter, kinds_fit_options, range_fits_option, space_error
 
 MIN_REDUCTION_FACTOR = 2.0
 _MAX_COMBINATIONS_CHECKED = 4096
@@ -253,6 +253,25 @@ class TrainingSpace(Section):
         return self
 
     @model_validator(mode="after")
+    def _derived_fit_their_options(self) -> TrainingSpace:
+        """A derived option takes a range's sampled values: whole numbers for a whole
+        option (the corners, a range's ends, can be whole where the samples are not)."""
+        for name in self.derived:
+            source = self._source_of(name)
+            if source in self.parameters:
+                range_fits_option(name, self.parameters[source], source=source)
+        return self
+
+    def _source_of(self, name: str) -> str:
+        """Where derived option ``name`` takes its value: the end of its chain."""
+        source = self.derived[name]
+        for _ in self.derived:  # a chain (a: b, b: c) ends at c; a cycle is refused earlier
+            if source not in self.derived:
+                break
+            source = self.derived[source]
+        return source
+
+    @model_validator(mode="after")
     def _corners_are_valid_configs(self) -> TrainingSpace:
         names = list(self.parameters)
         options = [self.parameters[name].corners() for name in names]
@@ -302,11 +321,8 @@ class TrainingSpace(Section):
         values = {"seed": self.seed, **self.fixed, **sampled}
         if self.data is not None:
             values["data"] = self.data
-        for name, source in self.derived.items():
-            for _ in self.derived:  # a chain (a: b, b: c) ends at c; a cycle is refused earlier
-                if source not in self.derived:
-                    break
-                source = self.derived[source]
+        for name in self.derived:
+            source = self._source_of(name)
             values[name] = values.get(source, TrainConfig.model_fields[source].default)
         return TrainConfig.from_dict(values, source=f"search space {self.name!r}")
 
