@@ -519,6 +519,7 @@ CASES += [  # new-user round of stop 29
           {"settings.json": '{"retries": 3}\n'}),  # fmt: skip
     train("train-save-into-a-new-folder", ["--save", "newdir/"], ("--save newdir/", "folder")),
     train("train-metrics-to-stdout", ["--metrics-json", "-"], ("--metrics-json -", "file path")),
+    search("name-with-a-newline", ["--name", "a\nb"], ("--name", "printable")),
     # A derived option takes a range's samples, not only its (whole-number) ends.
     bad_space("derived-whole-from-floats", "data: synthetic\nparameters:\n  lr: {uniform: [1, 5]}\n"
               "derived: {nhid: lr}\n", ["derived.nhid", "whole number", "lr"]),  # fmt: skip

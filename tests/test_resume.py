@@ -120,3 +120,15 @@ def test_sigterm_then_the_printed_resume_command_keeps_corpus_and_settings(tmp_p
     states = [t.state for t in study.trials]  # the stopped trials told once, when complete
     assert states == [optuna.trial.TrialState.COMPLETE] * 4, states
     assert not list(other_folder.iterdir())  # the resume wrote nothing where it ran
+
+
+def test_the_printed_resume_command_pastes_into_a_shell_as_it_is():
+    import argparse
+
+    from tune_lm.tuning.request import resume_command
+
+    args = argparse.Namespace(address="ray://head node:10001")
+    command = resume_command(args, "/data/my runs/it's")
+    assert shlex.split(command) == [
+        "python", "-m", "tune_lm.search", "--resume", "--storage", "/data/my runs",
+        "--name", "it's", "--address", "ray://head node:10001"]  # fmt: skip

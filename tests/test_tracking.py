@@ -173,3 +173,28 @@ def test_search_finishes_when_the_tracking_server_goes_away(tmp_path, private_ml
     assert "call(s) failed; not logged" in output
     rows = (tmp_path / "runs" / "doomed" / "summary.csv").read_text().splitlines()
     assert len(rows) == 1 + 6  # every trial trained and summarised all the same
+
+
+def test_a_search_that_ends_abruptly_leaves_none_of_its_runs_running(tmp_path):
+    """end_parent_run after a failure or a Ctrl-C Tune's graceful stop did not take (a
+    second one during that stop, or one while results are recorded): the search's run and
+    its trials' runs still open end KILLED (FAILED); finished ones and other searches'
+    runs stay as they are."""
+    from tune_lm.tracking.parent_run import end_parent_run
+    from tune_lm.tracking.tags import PARENT_TAG
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("abrupt")
+    parent, other = (client.create_run(experiment_id).info.run_id for _ in range(2))
+    open_child, done_child, others_child = (
+        client.create_run(experiment_id, tags={PARENT_TAG: p}).info.run_id
+        for p in (parent, parent, other))  # fmt: skip
+    client.set_terminated(done_child, "FINISHED")
+    for killed, status in ((True, "KILLED"), (False, "FAILED")):
+        end_parent_run(client, parent, killed=killed)
+        states = {run: client.get_run(run).info.status
+                  for run in (parent, open_child, done_child, other, others_child)}  # fmt: skip
+        assert states == {parent: status, open_child: status, done_child: "FINISHED",
+                          other: "RUNNING", others_child: "RUNNING"}, states  # fmt: skip
+        for run in (parent, open_child):  # open again, for the FAILED round
+            client.update_run(run, "RUNNING")

@@ -237,8 +237,15 @@ def _run_tracked(job: Job) -> int:
     try:
         return search(job, client, experiment_id, parent_id)
     except BaseException as error:
-        end_parent_run(client, parent_id, killed=isinstance(error, KeyboardInterrupt))
-        raise
+        interrupted = isinstance(error, KeyboardInterrupt)
+        end_parent_run(client, parent_id, killed=interrupted)
+        if not interrupted:
+            raise
+    # A Ctrl-C that Tune's graceful stop did not take: a second one during that stop, or
+    # one while the results were being scored and recorded. What the trials saved stays.
+    say(f"interrupted (Ctrl-C) before the search had recorded its results; the trials keep "
+        f"what they saved. Continue with: {resume_command(job.args, job.path)}")
+    return 130
 
 
 def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:

@@ -17,7 +17,7 @@ import tune_lm
 from tune_lm.lm import metrics as M
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.corpus import Corpus
-from tune_lm.tracking.tags import NOTE_TAG, TAG_KIND, TAG_PATH
+from tune_lm.tracking.tags import NOTE_TAG, PARENT_TAG, TAG_KIND, TAG_PATH
 from tune_lm.tuning.results import TrialRow
 from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.summary import describe, human, outcome_counts
@@ -195,9 +195,17 @@ def log_compute(client: MlflowClient, run_id: str, spent: dict[str, Any]) -> Non
 
 
 def end_parent_run(client: MlflowClient, parent_id: str, *, killed: bool) -> None:
-    """After a search failed or was killed: its run KILLED or FAILED, never RUNNING."""
+    """After a search failed or was killed: its run and its trials' runs still open
+    KILLED or FAILED, never RUNNING (a second Ctrl-C during the graceful stop, or one
+    while the results are recorded, leaves trials' runs open; --resume continues them)."""
+    status = "KILLED" if killed else "FAILED"
     try:
-        if client.get_run(parent_id).info.status == "RUNNING":
-            client.set_terminated(parent_id, "KILLED" if killed else "FAILED")
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        children = client.search_runs(
+            [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}' and "
+            "attributes.status = 'RUNNING'", max_results=10_000)  # fmt: skip
+        for run_id in [child.info.run_id for child in children] + [parent_id]:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status)
     except Exception as error:  # the tracking server may be the thing that failed
         log.warning("MLflow: could not end the search's run %s: %s", parent_id, error)

@@ -36,6 +36,8 @@ def experiment_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name an experiment folder inside the storage (None: it can)."""
     if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
         return "must be a plain name (no / or \\, not . or ..): it is a folder inside --storage"
+    if any(not c.isprintable() for c in name):  # a newline or a tab: no command shows it
+        return "must be printable: no newline, tab or other control character"
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         return (f"is {len(name.encode('utf-8'))} bytes long; a folder name may have at most "
                 f"{MAX_NAME_BYTES}: give a shorter one")  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -324,8 +325,9 @@ def resume_command(args: argparse.Namespace, path: str) -> str:
     """The whole command that continues this experiment (the experiment pins the space,
     the corpus and the MLflow store; a cluster address is not pinned, so it is repeated)."""
     storage, name = path.rsplit("/", 1)
-    command = f"python -m tune_lm.search --resume --storage {storage} --name {name}"
-    return command + (f" --address {args.address}" if args.address else "")
+    command = ["python", "-m", "tune_lm.search", "--resume", "--storage", storage, "--name", name]
+    command += ["--address", args.address] if args.address else []
+    return shlex.join(command)  # pasted into a shell as it is: spaces and quotes quoted
 
 
 def check_corpus(corpus: Any, space: SearchSpace, settings: Any) -> None:
