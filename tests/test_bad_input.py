@@ -520,6 +520,13 @@ CASES += [  # new-user round of stop 29
     train("train-save-into-a-new-folder", ["--save", "newdir/"], ("--save newdir/", "folder")),
     train("train-metrics-to-stdout", ["--metrics-json", "-"], ("--metrics-json -", "file path")),
     search("name-with-a-newline", ["--name", "a\nb"], ("--name", "printable")),
+    # What only the corpus or torch reveals, checked before Ray starts, not in every trial.
+    bad_space("adaptive-cutoffs-beyond-the-vocabulary", "data: synthetic\nfixed: {nhid: 16, "
+              "decoder: adaptive, adaptive_cutoffs: [100, 200]}\nparameters:\n"
+              "  lr: {loguniform: [1.0, 20.0]}\n", ["adaptive_cutoffs", "vocabulary size 50"]),
+    bad_space("seed-beyond-torch", "data: synthetic\nfixed: {seed: 99999999999999999999}\n"
+              "parameters:\n  lr: {loguniform: [1.0, 20.0]}\n", ["seed", "less than"]),
+    train("train-seed-beyond-torch", ["--seed", "18446744073709551616"], ("--seed",)),
     # A derived option takes a range's samples, not only its (whole-number) ends.
     bad_space("derived-whole-from-floats", "data: synthetic\nparameters:\n  lr: {uniform: [1, 5]}\n"
               "derived: {nhid: lr}\n", ["derived.nhid", "whole number", "lr"]),  # fmt: skip

@@ -270,12 +270,16 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
 
 def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypatch):
     from tune_lm.lm.errors import TuneLMError
-    from tune_lm.tuning.trainable import check_free_space
+    from tune_lm.tuning.trainable import check_free_space, reserve_bytes
 
     check_free_space(tmp_path, 10**6)  # the default reserve (200 MB) is there
     monkeypatch.setenv("TUNE_LM_MIN_FREE_MB", str(10**12))  # more than any disk has
     with pytest.raises(TuneLMError, match="low disk space.*--resume"):
-        check_free_space(tmp_path, 10**6)
+        check_free_space(tmp_path / "trial" / "not_yet_made", 10**6)  # its disk all the same
+    for bad in ("abc", "-1", "inf", "nan", ""):  # the search checks it before it starts
+        monkeypatch.setenv("TUNE_LM_MIN_FREE_MB", bad)
+        with pytest.raises(TuneLMError, match="TUNE_LM_MIN_FREE_MB=.*e.g. 200"):
+            reserve_bytes()
 
 
 def test_credentials_leave_the_tracking_uri(monkeypatch):

@@ -332,3 +332,15 @@ def test_a_restarted_trial_keeps_the_result_lines_its_driver_wrote(tmp_path):
         assert epochs[kept + " resumed"] == [1, 2, 3, 4, 5], epochs
     # Ray unchanged: the day these fail, KeepsDriverResultLines may be unnecessary
     assert epochs["JsonLoggerCallback"] == epochs["CSVLoggerCallback"] == [1, 4], epochs
+
+
+def test_a_trials_storage_folder_is_where_we_read_it():
+    """private_api.local_trial_folder: Ray's session storage context (a developer API),
+    with its filesystem and the trial's path on it."""
+    import inspect
+
+    from ray.train._internal import session, storage
+
+    assert callable(session.get_storage)
+    context = inspect.getsource(storage.StorageContext)
+    assert "def trial_fs_path" in context and "self.storage_filesystem" in context

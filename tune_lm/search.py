@@ -160,9 +160,11 @@ def prepare(job: Job) -> None:
     from tune_lm.lm.data import load_corpus
     from tune_lm.tracking import store
     from tune_lm.tuning import tuner as ray_side
+    from tune_lm.tuning.trainable import reserve_bytes
 
     args, space = job.args, job.space
     settings = job.pinned.settings if job.pinned else None
+    reserve_bytes()  # TUNE_LM_MIN_FREE_MB, which every trial reads
     if args.extend:  # before check_experiment, which restarts a stateless experiment
         check_tune_state(job.path)
     job.restore = ray_side.check_experiment(job.path, resume=continues(args))
@@ -177,7 +179,7 @@ def prepare(job: Job) -> None:
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default,
                          given_as=given_as)  # fmt: skip
     say(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
-    check_corpus(corpus, space, settings)
+    check_corpus(corpus, space, settings, source=args.space or "the experiment's space")
     job.corpus = corpus
 
 

@@ -91,7 +91,7 @@ class TrainConfig(BaseModel):
         None, ge=1, description="also evaluate every N training tokens within an epoch"
     )
     # Run
-    seed: int = Field(1111, description="random seed")
+    seed: int = Field(1111, ge=0, lt=2**63, description="random seed")  # torch takes < 2**64
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
     precision: Precision = Field(

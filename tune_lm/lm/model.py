@@ -44,6 +44,18 @@ def _autocast_would_make_cudnn_rnn_fp16(inputs: torch.Tensor) -> bool:
     )
 
 
+def adaptive_problem(cutoffs: list[int], ntokens: int, nhid: int) -> str | None:
+    """Why the adaptive softmax cannot use ``cutoffs`` with this vocabulary and width
+    (None: it can); known only once the corpus is."""
+    if cutoffs[-1] >= ntokens:
+        return f"adaptive_cutoffs {cutoffs} must stay below the vocabulary size {ntokens}"
+    if nhid // ADAPTIVE_DIV_VALUE ** len(cutoffs) < 1:
+        return (f"adaptive_cutoffs {cutoffs} make {len(cutoffs)} tail clusters, each "
+                f"{ADAPTIVE_DIV_VALUE:g}x narrower than the last; nhid={nhid} is too small "
+                "for that. Use fewer cutoffs or a larger nhid")  # fmt: skip
+    return None
+
+
 class RNNLanguageModel(nn.Module):
     """Embedding -> dropout -> multi-layer RNN -> dropout -> decoder over the vocabulary.
 
@@ -82,16 +94,9 @@ class RNNLanguageModel(nn.Module):
         self.adaptive = None
         if decoder == "adaptive":
             cutoffs = list(cutoffs) if cutoffs else auto_cutoffs(ntokens, nhid)
-            if cutoffs[-1] >= ntokens:
-                raise ValueError(
-                    f"adaptive_cutoffs {cutoffs} must stay below the vocabulary size {ntokens}"
-                )
-            if nhid // ADAPTIVE_DIV_VALUE ** len(cutoffs) < 1:
-                raise ValueError(
-                    f"adaptive_cutoffs {cutoffs} make {len(cutoffs)} tail clusters, each "
-                    f"{ADAPTIVE_DIV_VALUE:g}x narrower than the last; nhid={nhid} is too small "
-                    "for that. Use fewer cutoffs or a larger nhid"
-                )
+            problem = adaptive_problem(cutoffs, ntokens, nhid)
+            if problem:
+                raise ValueError(problem)
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
                 nhid, ntokens, cutoffs, div_value=ADAPTIVE_DIV_VALUE
             )

@@ -125,6 +125,19 @@ def is_trial_folder(folder_name: str, trial_id: str) -> bool:
     return f"_{trial_id}_" in folder_name
 
 
+def local_trial_folder() -> Path | None:
+    """Inside a trial: its folder in the experiment's storage when that storage is a local
+    filesystem, else None. (Tune's public ``get_trial_dir()`` is the driver's staging
+    folder under Ray's temp folder, often another disk than the storage's.)"""
+    import pyarrow.fs
+    from ray.train._internal.session import get_storage
+
+    storage = get_storage()
+    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return None
+    return Path(storage.trial_fs_path)
+
+
 def tuner_callbacks(tuner: Any) -> list:
     """The callbacks a (possibly restored) Tuner runs with: a restored Tuner holds its
     own unpickled copies, reachable only through ``Tuner._local_tuner``."""

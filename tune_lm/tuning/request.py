@@ -330,9 +330,11 @@ def resume_command(args: argparse.Namespace, path: str) -> str:
     return shlex.join(command)  # pasted into a shell as it is: spaces and quotes quoted
 
 
-def check_corpus(corpus: Any, space: SearchSpace, settings: Any) -> None:
-    """The corpus can feed the space's largest batch, and a resumed search trains on the
-    corpus it started with (``settings``: what the experiment pinned, or None)."""
+def check_corpus(corpus: Any, space: SearchSpace, settings: Any, source: str = "the space"
+                 ) -> None:  # fmt: skip
+    """The corpus can feed the space's largest batch and take its adaptive cutoffs, and a
+    resumed search trains on the corpus it started with (``settings``: what the experiment
+    pinned, or None; ``source``: the space file, for messages)."""
     batch_size = space.largest("batch_size")
     if corpus.train.numel() < 2 * batch_size:  # what every trial's fit() would refuse
         raise ConfigError(
@@ -340,6 +342,19 @@ def check_corpus(corpus: Any, space: SearchSpace, settings: Any) -> None:
             f"one batch of the largest batch_size in the space ({batch_size}) needs "
             f"({2 * batch_size}). Lower batch_size in the space, or use a larger corpus"
         )
+    from tune_lm.lm.model import adaptive_problem  # torch: the corpus has loaded it
+
+    for sampled in space.corners():  # cutoffs the vocabulary cannot take fail every trial
+        config = space.trial_config(sampled)
+        if config.decoder == "adaptive" and config.adaptive_cutoffs:
+            problem = adaptive_problem(list(config.adaptive_cutoffs), corpus.ntokens,
+                                       config.nhid)  # fmt: skip
+            if problem:
+                where = "parameters" if "adaptive_cutoffs" in space.parameters else "fixed"
+                raise ConfigError(
+                    f"{source}: field '{where}.adaptive_cutoffs': with corpus {corpus.name!r} "
+                    f"({corpus.ntokens} words), {problem}. Change the cutoffs, or leave them out "
+                    "(tune_lm then picks them from the vocabulary)")  # fmt: skip
     if settings is not None and corpus.fingerprint != settings.fingerprint:
         raise ConfigError(
             f"--resume: the corpus {settings.data!r} is not the one this experiment started "

@@ -271,8 +271,9 @@ class TrainingSpace(Section):
             source = self.derived[source]
         return source
 
-    @model_validator(mode="after")
-    def _corners_are_valid_configs(self) -> TrainingSpace:
+    def corners(self) -> list[dict[str, Any]]:
+        """The sampled values checked before a search starts: every combination of the
+        parameters' corners (a random sample of them when there are too many)."""
         names = list(self.parameters)
         options = [self.parameters[name].corners() for name in names]
         total = 1
@@ -284,8 +285,11 @@ class TrainingSpace(Section):
             rng = random.Random(0)
             combos = [tuple(rng.choice(values) for values in options)
                       for _ in range(_MAX_COMBINATIONS_CHECKED)]  # fmt: skip
-        for combo in combos or [()]:
-            sampled = dict(zip(names, combo, strict=True))
+        return [dict(zip(names, combo, strict=True)) for combo in combos or [()]]
+
+    @model_validator(mode="after")
+    def _corners_are_valid_configs(self) -> TrainingSpace:
+        for sampled in self.corners():
             try:
                 self.trial_config(sampled)
             except ConfigError as error:

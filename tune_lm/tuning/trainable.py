@@ -10,6 +10,7 @@ the trial resumes exactly.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -25,12 +26,12 @@ from tune_lm.lm.checkpoint import STATE_FILE, atomic_torch_save
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.device import resolve_device
-from tune_lm.lm.errors import TuneLMError
+from tune_lm.lm.errors import ConfigError, TuneLMError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
 from tune_lm.lm.fit import fit
 from tune_lm.lm.model import RNNLanguageModel
 from tune_lm.lm.train_state import TrainState, adopt
-from tune_lm.tuning import faults
+from tune_lm.tuning import faults, private_api
 from tune_lm.tuning.heap import release_freed_memory
 from tune_lm.tuning.space import SearchSpace
 
@@ -83,10 +84,32 @@ def load_latest_readable(checkpoint: tune.Checkpoint) -> dict[str, Any] | None:
     return None
 
 
+RESERVE_VARIABLE = "TUNE_LM_MIN_FREE_MB"
+
+
+def reserve_bytes() -> float:
+    """The free space a checkpoint must leave, ``TUNE_LM_MIN_FREE_MB`` (default 200 MB);
+    the search checks it before it starts (a bad value failed every trial)."""
+    text = os.environ.get(RESERVE_VARIABLE, "200")
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = math.nan
+    if not 0 <= megabytes < math.inf:
+        raise ConfigError(f"{RESERVE_VARIABLE}={text!r} is not a number of megabytes (0 or "
+                          "more) to keep free on the storage's disk; set it to e.g. 200, or "
+                          "unset it")  # fmt: skip
+    return megabytes * 2**20
+
+
 def check_free_space(folder: str | Path, needed_bytes: int) -> None:
     """Refuse to write a checkpoint that would leave less than ``TUNE_LM_MIN_FREE_MB``
-    (default 200) megabytes free: a full disk corrupts more than this one file."""
-    reserve = float(os.environ.get("TUNE_LM_MIN_FREE_MB", "200")) * 2**20
+    (default 200) megabytes free on ``folder``'s disk (its nearest existing folder): a
+    full disk corrupts more than this one file."""
+    reserve = reserve_bytes()
+    folder = Path(folder)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent  # the trial's folder appears with its first checkpoint
     free = shutil.disk_usage(folder).free
     if free - needed_bytes < reserve:
         raise TuneLMError(
@@ -129,7 +152,7 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
         # PBT restarts a trial from another's checkpoint with perturbed lr / dropout.
         state = adopt(TrainState.from_dict(state), config)
     trial_id = tune.get_context().get_trial_id()
-    trial_dir = tune.get_context().get_trial_dir()
+    trial_dir = private_api.local_trial_folder()  # None: remote storage
     test_epochs = set(space.test_at_epochs)
     placement = where_am_i()
 
@@ -144,7 +167,7 @@ def train_trial(sampled: dict[str, Any], *, space: SearchSpace, corpus: Corpus) 
         with tempfile.TemporaryDirectory() as folder:
             saved = Path(folder) / STATE_FILE
             atomic_torch_save(train_state.to_dict(), saved)
-            if trial_dir and Path(trial_dir).is_dir():  # local storage: check its disk
+            if trial_dir is not None:  # local storage: check its disk
                 check_free_space(trial_dir, saved.stat().st_size)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         faults.after_report(epoch, sampled, trial_id, train_state.model)
