@@ -8,11 +8,13 @@ fails during validation, before Ray or MLflow start.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -509,6 +511,14 @@ CASES += [
            {"exp/summary.json": SUMMARY}),
 ]
 
+def _database_bytes() -> bytes:
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.execute("CREATE TABLE invoices (number INTEGER)")
+        return db.serialize()
+
+
+OTHER_DATABASE = _database_bytes()  # another program's SQLite file named mlflow.db
+
 CASES += [  # new-user round of stop 29
     # Output files: only what the flag itself writes is replaced, and only a regular file.
     train("train-save-over-a-foreign-checkpoint", ["--save", "pretrained.pt"],
@@ -520,6 +530,13 @@ CASES += [  # new-user round of stop 29
     train("train-save-into-a-new-folder", ["--save", "newdir/"], ("--save newdir/", "folder")),
     train("train-metrics-to-stdout", ["--metrics-json", "-"], ("--metrics-json -", "file path")),
     search("name-with-a-newline", ["--name", "a\nb"], ("--name", "printable")),
+    # A store or folder that is there already must be what the search would make.
+    search("mlflow-db-is-notes", [], ("mlflow.db", "not a SQLite database"),
+           {"mlflow.db": "my notes\n"}),  # fmt: skip
+    search("mlflow-db-of-another-program", [], ("mlflow.db", "another program's", "invoices"),
+           {"mlflow.db": OTHER_DATABASE}),  # fmt: skip
+    search("experiment-path-is-a-file", [], ("tune_lm_runs/space", "is a file"),
+           {"tune_lm_runs/space": "x\n"}),  # fmt: skip
     # What only the corpus or torch reveals, checked before Ray starts, not in every trial.
     bad_space("adaptive-cutoffs-beyond-the-vocabulary", "data: synthetic\nfixed: {nhid: 16, "
               "decoder: adaptive, adaptive_cutoffs: [100, 200]}\nparameters:\n"

@@ -390,3 +390,21 @@ def test_real_corpus_matches_readme(name, tmp_path, monkeypatch):
     assert "<unk>" in corpus.vocab and "<eos>" in corpus.vocab
     assert dict(corpus.unk_counts) == {"valid": 0, "test": 0}
     assert_same_corpus(corpus, load_corpus(name))  # now from the cache
+
+
+@pytest.mark.parametrize("kind", ["folder", "pipe", "broken link"])
+def test_a_split_that_is_not_a_text_file_is_named_as_what_it_is(tmp_path, kind):
+    """It read "has no train.txt" although something called train.txt was there."""
+    import os
+
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("the cat sat\n")
+    odd = tmp_path / "valid.txt"
+    odd.unlink()
+    {"folder": odd.mkdir, "pipe": lambda: os.mkfifo(odd),
+     "broken link": lambda: odd.symlink_to(tmp_path / "gone")}[kind]()  # fmt: skip
+    expected = {"folder": "a folder", "pipe": "not a regular file",
+                "broken link": "a link to nothing"}[kind]  # fmt: skip
+    with pytest.raises(DataError, match=f"valid.txt is {expected}"):
+        data.load_corpus_folder(tmp_path, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

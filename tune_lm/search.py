@@ -38,6 +38,7 @@ from tune_lm.tuning.layout import LOG_FILE, STUDY_FILE
 from tune_lm.tuning.request import (
     build_parser,
     check_corpus,
+    check_experiment_folder,
     check_flags,
     continues,
     resolve_experiment,
@@ -104,6 +105,7 @@ def validate(args: argparse.Namespace) -> Job | None:
     finished search, said and left untouched."""
     check_flags(args)
     name, path, space, pinned = resolve_experiment(args)
+    check_experiment_folder(path)
     space, warm = warm_started(args.warm_start, space)
     finished = read_finished(path) if args.resume and not args.extend else None
     if finished is not None:

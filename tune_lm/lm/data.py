@@ -68,6 +68,17 @@ def _decode(path: Path, raw: bytes) -> str:
 
 
 def _read_splits(folder: Path) -> dict[str, bytes]:
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise DataError(f"cannot read the corpus folder {folder} (permission denied); check "
+                        "its permissions, or point --data at another folder")  # fmt: skip
+    for split in SPLITS:
+        path = folder / f"{split}.txt"
+        kind = ("a folder" if path.is_dir() else "a link to nothing" if path.is_symlink() and
+                not path.exists() else "not a regular file (a pipe, socket or device)"
+                if path.exists() and not path.is_file() else None)  # fmt: skip
+        if kind:
+            raise DataError(f"{path} is {kind}; each split must be a text file. Replace it, "
+                            f"or point --data at another folder ({_FOLDER_HINT})")  # fmt: skip
     missing = [f"{split}.txt" for split in SPLITS if not (folder / f"{split}.txt").is_file()]
     if missing:
         raise DataError(

@@ -15,8 +15,16 @@ log = logging.getLogger(__name__)
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use --device cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use --device cpu")
+        count, index = torch.cuda.device_count(), int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"device={name!r} but this machine has {count} CUDA GPU(s), "
+                              f"cuda:0 to cuda:{count - 1}; use one of them, or cuda")  # fmt: skip
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps' (an Apple GPU) but this machine or this torch has no "
+                          "MPS; use --device cpu or auto")  # fmt: skip
     return torch.device(name)
 
 

@@ -102,6 +102,32 @@ def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
     except OSError as error:
         raise ConfigError(f"{flag} {uri!r}: the database cannot be written there "
                           f"({error.strerror or error}): {fix}") from None
+    problem = _not_an_mlflow_database(database)
+    if problem:
+        raise ConfigError(f"{flag} {uri!r}: {database} {problem}, not MLflow's store (left "
+                          f"as it is). Give a new file, or the store a search made: "
+                          f"{fix}")  # fmt: skip
+
+
+def _not_an_mlflow_database(database: Path) -> str | None:
+    """Why an existing file is not MLflow's SQLite store (None: it is, or it is new or
+    empty): another program's database, or no database at all."""
+    if not database.is_file() or database.stat().st_size == 0:
+        return None
+    with open(database, "rb") as handle:
+        if handle.read(16) != b"SQLite format 3\x00":
+            return "is not a SQLite database"
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master "
+                                                   "WHERE type = 'table'")}  # fmt: skip
+    except sqlite3.Error as error:
+        return f"cannot be read as a SQLite database ({error})"
+    if tables and not {"experiments", "runs", "alembic_version"} <= tables:
+        return f"is another program's database (tables {', '.join(sorted(tables)[:5])})"
+    return None
 
 
 def create_sqlite_store(uri: str) -> None:

@@ -211,6 +211,23 @@ def check_storage(storage: str) -> None:
                           "give a folder you can write to (it is made if missing)") from None
 
 
+def check_experiment_folder(path: str) -> None:
+    """An experiment folder that is already there must be a folder this user can write
+    (its log is the first thing a search writes)."""
+    folder = Path(path)
+    if "://" in path or not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"the experiment's path {path} is a file, not a folder; give another "
+                          "--name or --storage")  # fmt: skip
+    try:
+        probe_writable(folder / "probe")
+    except OSError as error:
+        raise ConfigError(f"the experiment folder {path} exists but cannot be written "
+                          f"({error.strerror or error}); fix its permissions, or give another "
+                          "--name or --storage") from None  # fmt: skip
+
+
 def experiment_path(storage: str, name: str) -> str:
     if "://" in storage:
         return f"{storage.rstrip('/')}/{name}"

@@ -182,9 +182,18 @@ def _known_options(section: str) -> BeforeValidator:
         for name in values if isinstance(values, dict) else ():
             if isinstance(name, str) and name not in TrainConfig.model_fields:
                 raise _unknown_option(section, name)
+            if name in SET_BY_RESOURCES:
+                raise space_error(
+                    f"field '{section}.{name}': a trial's {name} is what Ray gives it "
+                    f"(a value here would be ignored); set {SET_BY_RESOURCES[name]} instead")
         return values
 
     return BeforeValidator(check)
+
+
+# Training options each trial takes from its Ray resources (tuning/trainable.py).
+SET_BY_RESOURCES = {"device": "resources.gpus_per_trial (a trial with a GPU trains on it)",
+                    "threads": "resources.cpus_per_trial (torch uses that many threads)"}
 
 
 def _derived_known_and_acyclic(derived: dict[str, str]) -> dict[str, str]:

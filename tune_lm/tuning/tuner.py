@@ -48,11 +48,12 @@ def connect_ray(address: str | None) -> None:
             require_token_auth()
             with local_ray_in_its_own_session():  # a signal to our group is ours alone
                 ray.init(address="local", dashboard_host="127.0.0.1", include_dashboard=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        if not address:
+    except (ConnectionError, RuntimeError, ValueError, OSError) as error:
+        if not address:  # OSError: e.g. ~/.ray (Ray's token) cannot be made
             raise ConfigError(
                 f"could not start a local Ray ({error}). Check free disk space and memory, "
-                "and that Ray's temp folder (/tmp/ray, or RAY_TMPDIR) is writable"
+                "and that Ray's temp folder (/tmp/ray, or RAY_TMPDIR) and your home folder "
+                "(Ray keeps its token in ~/.ray) are writable"
             ) from None
         raise ConfigError(
             f"--address {address!r}: cannot connect to a Ray cluster there ({error}). "
