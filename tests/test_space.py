@@ -178,6 +178,26 @@ def test_merge_keys_and_plain_aliases_are_not_duplicates(tmp_path):
     assert space.budget.num_samples == 3
 
 
+def test_numbers_read_as_yaml_1_2_writes_them(tmp_path):
+    """PyYAML reads YAML 1.1: 1e-3 was text ("should be a number, not text: write it
+    without quotes", though nothing was quoted), 1:30 was 90 and 035 was 29."""
+    text = """\
+        fixed: {epochs: 035, max_tokens_per_epoch: 2e3, nlayers: 1}
+        parameters:
+          lr: {loguniform: [1e-3, 1E1]}
+          dropout: {choice: [0, .5]}
+        budget: {time_budget: 90}
+    """
+    space = load_space(str(write(tmp_path, text)))
+    assert space.fixed["epochs"] == 35 and space.fixed["max_tokens_per_epoch"] == 2000
+    assert space.parameters["lr"].values == [0.001, 10.0]
+    assert space.parameters["dropout"].values == [0, 0.5]
+    assert parse_duration(space.budget.time_budget) == 90  # seconds, as --time-budget 90
+    with pytest.raises(SpaceError, match="1:30"):  # text now, refused as a duration
+        load_space(str(write(tmp_path, "parameters: {lr: {uniform: [1, 2]}}\n"
+                                       "budget: {time_budget: 1:30}\n")))  # fmt: skip
+
+
 @pytest.mark.parametrize("text,key", [
     ("seed: 1\nseed: 2\nparameters: {lr: {uniform: [1, 2]}}\n", "'seed'"),
     ("parameters: {lr: {uniform: [1, 2]}, lr: {uniform: [2, 3]}}\n", "'parameters.lr'"),

@@ -133,6 +133,12 @@ def _a_duration(text: str | None) -> str | None:
     return text
 
 
+def _seconds_as_text(value: Any) -> Any:
+    """``time_budget: 90`` is 90 seconds, as ``--time-budget 90`` is (a number, not
+    true/false: those stay for the type check to refuse)."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 class ConfirmSpec(Section):
     """After the search, its ``top_k`` best configurations (a multi-objective search: its
     Pareto set, best validation perplexity first, at most ``top_k``) train again to the
@@ -145,7 +151,8 @@ class ConfirmSpec(Section):
 class BudgetSpec(Section):
     num_samples: int = Field(10, ge=1)  # trials (with a grid: repeats of the whole grid)
     max_concurrent: int | None = Field(None, ge=1)
-    time_budget: Annotated[str | None, AfterValidator(_a_duration)] = None  # "90s", "1h30m"
+    time_budget: Annotated[str | None, BeforeValidator(_seconds_as_text),
+                           AfterValidator(_a_duration)] = None  # "90s", "1h30m", 90  # fmt: skip
     max_failures: int = Field(2, ge=0)  # retries of a trial that raised, from its checkpoint
     allow_large_grid: bool = False  # a grid of more than GRID_MAX_TRIALS trials, on purpose
 

@@ -12,6 +12,7 @@ values by PyYAML's ``SafeLoader``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,33 @@ MAX_BYTES = 64 * 1024  # the shipped spaces are 1-2 KB; 64 KiB of YAML parse in 
 MAX_NODES = 100_000  # every alias expanded; the shipped spaces have about 150
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _UNCOMPARED = object()  # a key that is not a plain scalar (None is a key: ~ or null)
+
+
+class _SpaceLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's numbers instead of YAML 1.1's: ``1e-3`` is a
+    float (YAML 1.1 reads text, without a dot), ``1:30`` is text (YAML 1.1 reads 90, in
+    base 60) and ``035`` is 35 (YAML 1.1 reads 29, in octal)."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_SpaceLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}  # a copy: SafeLoader's own resolvers are left as they are
+_SpaceLoader.add_implicit_resolver(
+    _INT, re.compile(r"^[-+]?[0-9][0-9_]*$|^[-+]?0x[0-9a-fA-F_]+$"), list("-+0123456789"))
+_SpaceLoader.add_implicit_resolver(_FLOAT, re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?$"
+    r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))  # after int
+
+
+def _decimal_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """Base 10 whatever the leading zeros (YAML 1.1: octal), or 16 after ``0x``."""
+    text = loader.construct_scalar(node).replace("_", "")
+    return int(text, 16 if "x" in text.lower() else 10)
+
+
+_SpaceLoader.add_constructor(_INT, _decimal_int)
 
 
 class SpaceFileError(ValueError):
@@ -48,7 +76,7 @@ def parse_space_yaml(text: str) -> Any:
     Raises :class:`SpaceFileError` for repeated keys or too many nodes, and PyYAML's
     errors (``yaml.YAMLError``, ``RecursionError``, ``ValueError``) for bad YAML.
     """
-    loader = yaml.SafeLoader(text)  # safe: no tag runs code or builds an arbitrary object
+    loader = _SpaceLoader(text)  # safe: no tag runs code or builds an arbitrary object
     try:
         root = loader.get_single_node()
         if root is None:
