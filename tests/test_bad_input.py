@@ -530,6 +530,12 @@ CASES += [  # new-user round of stop 29
     train("train-save-into-a-new-folder", ["--save", "newdir/"], ("--save newdir/", "folder")),
     train("train-metrics-to-stdout", ["--metrics-json", "-"], ("--metrics-json -", "file path")),
     search("name-with-a-newline", ["--name", "a\nb"], ("--name", "printable")),
+    bad_space("baseline-twice", "data: synthetic\nparameters:\n  lr: {loguniform: [1.0, 20.0]}"
+              "\nbaselines:\n  - {lr: 2}\n  - {lr: 2.0}\n", ["entry 2 repeats entry 1"]),
+    search("baselines-beyond-the-trials", ["--num-samples", "1"],
+           ("baselines", "3 configurations", "--num-samples"), space_with(
+               "data: synthetic\nparameters:\n  lr: {loguniform: [1.0, 20.0]}\nbaselines:\n"
+               "  - {lr: 2}\n  - {lr: 3}\n  - {lr: 4}\n")),  # fmt: skip
     # A store or folder that is there already must be what the search would make.
     search("mlflow-db-is-notes", [], ("mlflow.db", "not a SQLite database"),
            {"mlflow.db": "my notes\n"}),  # fmt: skip

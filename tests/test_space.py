@@ -1,5 +1,5 @@
 """Search spaces: every bad space fails naming the field (the shipped ones:
-test_shipped_spaces.py)."""
+test_shipped_spaces.py; the YAML itself: test_space_yaml.py)."""
 
 import subprocess
 import sys

@@ -241,6 +241,16 @@ class SearchSpace(TrainingSpace):
                 if why:
                     raise space_error(f"{where}, {name}: {why}; give a value the parameter "
                                       "can take")  # fmt: skip
+            if baseline in self.baselines[: number - 1]:
+                first = self.baselines.index(baseline) + 1
+                raise space_error(f"{where} repeats entry {first}: it would train the same "
+                                  "configuration twice; list each baseline once")  # fmt: skip
+        if len(self.baselines) > self.budget.num_samples:
+            raise space_error(
+                f"field 'baselines' lists {len(self.baselines)} configurations but the search "
+                f"runs {self.budget.num_samples} trial(s) (budget.num_samples, or "
+                "--num-samples): each baseline is one of its trials, so some would never run. "
+                "Raise num_samples, or list fewer baselines")
         return self
 
     @model_validator(mode="after")

@@ -132,8 +132,9 @@ def plan_warm_start(folder: str, space: SearchSpace) -> WarmStart:
         usable.append({"params": params, "values": values, "trial_id": str(trial["trial_id"])})
     start.priors = usable
     ranked = sorted(usable, key=lambda prior: prior["values"][0])
+    room = min(QUEUED, space.budget.num_samples - len(space.baselines))  # each is a trial
     for prior in ranked:
-        if len(start.queued) == QUEUED:
+        if len(start.queued) >= room:
             break
         if prior["params"] not in start.queued and prior["params"] not in space.baselines:
             start.queued.append(prior["params"])
