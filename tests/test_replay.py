@@ -80,6 +80,12 @@ def test_the_nearest_recorded_trial_is_found_on_the_spaces_scales(tmp_path):
         ("config_id,model,epoch,val_ppl,epoch_time_s\n0,LSTM,1,500,1\n0,LSTM,3,400,1\n",
          "without gaps"),
         ("config_id,model,epoch,val_ppl,epoch_time_s\n0,LSTM,0,500,1\n", "1 or more"),
+        ("config_id,lr,epoch,val_ppl,epoch_time_s\n0,2,1,-60,1\n", "perplexity, 1 or more"),
+        ("config_id,lr,epoch,val_ppl,epoch_time_s\n0,2,1,0,1\n", "perplexity, 1 or more"),
+        ("config_id,lr,epoch,val_ppl,epoch_time_s\n0,2,1,500,1\n1,abc,1,400,1\n",
+         "row 3: column lr holds numbers, but here 'abc'"),
+        ("config_id,lr,epoch,val_ppl,epoch_time_s\n0,2,1,500,1\n0,3,2,400,1\n",
+         "trial 0's lr changes between its rows (2, 3)"),
     ],
 )  # fmt: skip
 def test_a_bad_recording_is_refused_naming_the_flag_the_file_and_the_fix(tmp_path, text, says):

@@ -190,6 +190,7 @@ def _from_rows(rows: list[dict[str, Any]], source: str) -> Curves:
         raise ConfigError(f"{FLAG} {source} has no parameter columns: nothing to match a "
                           "proposed configuration against")  # fmt: skip
     grouped: dict[str, list[dict[str, Any]]] = {}
+    kinds: dict[str, dict[bool, tuple[int, Any]]] = {}  # column -> is text -> (row, value)
     for number, row in enumerate(rows, start=2):
         try:
             epoch = int(float(row["epoch"]))
@@ -198,13 +199,20 @@ def _from_rows(rows: list[dict[str, Any]], source: str) -> Curves:
         except (TypeError, ValueError):
             raise ConfigError(f"{FLAG} {source}, row {number}: epoch, val_ppl and the seconds "
                               "must be numbers") from None  # fmt: skip
-        if epoch < 1 or not seconds >= 0 or math.isnan(value):
+        if epoch < 1 or not seconds >= 0 or not value >= 1:
             raise ConfigError(f"{FLAG} {source}, row {number}: epoch must be 1 or more, "
-                              "seconds 0 or more and val_ppl a number (inf for a "
-                              "divergence)")  # fmt: skip
+                              "seconds 0 or more and val_ppl a perplexity, 1 or more (inf for "
+                              "a divergence)")  # fmt: skip
+        params = {n: _parse(row[n]) for n in names}
+        for name, param in params.items():  # the first row of each kind, per column
+            kinds.setdefault(name, {}).setdefault(isinstance(param, str), (number, param))
         grouped.setdefault(str(row[id_column]), []).append(
-            {**{n: _parse(row[n]) for n in names}, "epoch": epoch, "val_ppl": value,
-             "seconds": seconds})  # fmt: skip
+            {**params, "epoch": epoch, "val_ppl": value, "seconds": seconds})  # fmt: skip
+    for name, seen in kinds.items():
+        if len(seen) == 2:  # numbers and text: a typo would be matched as a category
+            row, text = seen[True]
+            raise ConfigError(f"{FLAG} {source}, row {row}: column {name} holds numbers, but "
+                              f"here {text!r}; give every row a number in it")  # fmt: skip
     trials = []
     for trial_id, epochs in grouped.items():
         epochs.sort(key=lambda e: e["epoch"])
@@ -212,6 +220,12 @@ def _from_rows(rows: list[dict[str, Any]], source: str) -> Curves:
             raise ConfigError(f"{FLAG} {source}: trial {trial_id}'s epochs are not 1, 2, "
                               "... without gaps or repeats")  # fmt: skip
         params = {n: epochs[0][n] for n in names}
+        changed = next((n for n in names for e in epochs if e[n] != params[n]), None)
+        if changed is not None:
+            values = sorted({str(e[changed]) for e in epochs})
+            raise ConfigError(f"{FLAG} {source}: trial {trial_id}'s {changed} changes between "
+                              f"its rows ({', '.join(values)}); a recorded trial trains one "
+                              "configuration, so give it one value")  # fmt: skip
         trials.append(RecordedTrial(trial_id, params, tuple(e["val_ppl"] for e in epochs),
                                     tuple(e["seconds"] for e in epochs)))  # fmt: skip
     return Curves(trials, source)
