@@ -530,6 +530,11 @@ CASES += [  # new-user round of stop 29
     train("train-save-into-a-new-folder", ["--save", "newdir/"], ("--save newdir/", "folder")),
     train("train-metrics-to-stdout", ["--metrics-json", "-"], ("--metrics-json -", "file path")),
     search("name-with-a-newline", ["--name", "a\nb"], ("--name", "printable")),
+    bad_space("section-left-empty", "data: synthetic\nbudget:\nparameters:\n"
+              "  lr: {loguniform: [1.0, 20.0]}\n", ["'budget' must be a mapping", "leave it out"]),
+    search("space-in-latin-1", [], ("space.yaml", "not UTF-8", "line 2, column 6", "Save"),
+           {"space.yaml": b"data: synthetic\n# caf\xe9\nparameters:\n"
+                          b"  lr: {loguniform: [1.0, 20.0]}\n"}),  # fmt: skip
     bad_space("baseline-twice", "data: synthetic\nparameters:\n  lr: {loguniform: [1.0, 20.0]}"
               "\nbaselines:\n  - {lr: 2}\n  - {lr: 2.0}\n", ["entry 2 repeats entry 1"]),
     search("baselines-beyond-the-trials", ["--num-samples", "1"],

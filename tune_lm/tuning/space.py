@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import ValidationError, ValidationInfo, model_serializer, model_validator
 
 from tune_lm.lm.config import PERTURBABLE, describe_validation_error
-from tune_lm.lm.errors import ConfigError
+from tune_lm.lm.errors import ConfigError, short_repr
 from tune_lm.tuning.params import (
     PARAMETER_ERROR,
     PARAMETER_KIND_ERROR,
@@ -347,6 +347,14 @@ class SearchSpace(TrainingSpace):
         return SearchSpace.from_raw(raw, source=source)
 
 
+SECTION_EXAMPLES = {  # a space's sections that hold settings, each as a one-line example
+    "searcher": "{type: optuna, sampler: tpe}", "scheduler": "{type: asha, grace_period: 1}",
+    "budget": "{num_samples: 16, max_concurrent: 2}", "resources": "{cpus_per_trial: 1}",
+    "fixed": "{epochs: 4, nlayers: 2}", "parameters": "{lr: {loguniform: [1.0, 40.0]}}",
+    "derived": "{nhid: emsize}", "confirm": "{top_k: 3, seeds: 2}",
+}
+
+
 def _explain(error: ValidationError) -> str:
     """pydantic's error as one paragraph: a type or limit error first (with the closest
     key to a misspelled one), else the first problem a check of the space found."""
@@ -364,6 +372,14 @@ def _explain(error: ValidationError) -> str:
         keys = ("type", "loc", "input", "ctx")
         details = [{key: p[key] for key in keys if key in p} for p in plain]
         error = ValidationError.from_exception_data(error.title, details)  # type: ignore[arg-type]
+    for problem in plain:  # a section that is not a mapping: what one looks like
+        field = str(problem["loc"][0]) if len(problem["loc"]) == 1 else ""
+        if field in SECTION_EXAMPLES and problem["type"] in ("model_type", "dict_type"):
+            empty = (f"; an empty '{field}:' line is null, not an empty section: leave it out "
+                     "to keep the defaults") if problem.get("input") is None else ""  # fmt: skip
+            return (f"field '{field}' must be a mapping of its settings, e.g. '{field}: "
+                    f"{SECTION_EXAMPLES[field]}' (got {short_repr(problem.get('input'))})"
+                    f"{empty}")  # fmt: skip
     known = set(SearchSpace.model_fields)
     for model in (SearcherSpec, SchedulerSpec, BudgetSpec, ResourcesSpec):
         known |= set(model.model_fields)

@@ -67,7 +67,15 @@ def read_space_text(path: Path) -> str:
             f"the file is larger than {MAX_BYTES // 1024} KiB, which no search space "
             "needs (they are a few KB); is it the right file?"
         )
-    return raw.decode("utf-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise SpaceFileError(
+            f"the file is not UTF-8 text: byte 0x{raw[error.start]:02x} at line {line}, column "
+            f"{column} (another encoding, such as Latin-1?). Save the file as UTF-8"
+        ) from None
 
 
 def parse_space_yaml(text: str) -> Any:
