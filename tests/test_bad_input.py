@@ -530,6 +530,10 @@ CASES += [  # new-user round of stop 29
     train("train-save-into-a-new-folder", ["--save", "newdir/"], ("--save newdir/", "folder")),
     train("train-metrics-to-stdout", ["--metrics-json", "-"], ("--metrics-json -", "file path")),
     search("name-with-a-newline", ["--name", "a\nb"], ("--name", "printable")),
+    generate("generate-model-empty", ["--model", ""], ("--model ''", "empty", "--checkpoint")),
+    evaluate("evaluate-model-an-experiment-folder", ["--model", "runs/good"],
+             ("--model runs/good", "not an MLflow model", "models:/tune_lm-NAME/VERSION"),
+             {"runs/good/summary.json": SUMMARY}),  # fmt: skip
     bad_space("section-left-empty", "data: synthetic\nbudget:\nparameters:\n"
               "  lr: {loguniform: [1.0, 20.0]}\n", ["'budget' must be a mapping", "leave it out"]),
     search("space-in-latin-1", [], ("space.yaml", "not UTF-8", "line 2, column 6", "Save"),

@@ -48,8 +48,8 @@ def test_report_of_a_real_search(finished_search):
     # Written automatically at the end of the search...
     assert (report / "trials.md").is_file() and (report / "by_model.md").is_file()
     # ...and again on demand, grouped by another parameter.
-    done = run_cli("report", str(folder), "--by", "nhid", timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = run_cli("report", str(folder / "summary.json"), "--by", "nhid", timeout=300)
+    assert done.returncode == 0, done.stderr  # the summary file stands for its folder
     with open(report / "trials.csv") as handle:
         trials = list(csv.DictReader(handle))
     assert len(trials) == 8

@@ -20,6 +20,7 @@ from tune_lm.lm.atomic import write_atomic
 from tune_lm.lm.errors import ConfigError
 from tune_lm.reporting.report import (
     REPORT_DIR,
+    SUMMARY_JSON,
     check_by,
     check_writable,
     parse_summary,
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if local and args.out is not None:
         parser.error(f"--out is for a URI or --mlflow; the report of a local folder is written "
                      f"into {Path(args.experiment) / REPORT_DIR}")  # fmt: skip
+    if local and Path(args.experiment).name == SUMMARY_JSON and Path(args.experiment).is_file():
+        args.experiment = str(Path(args.experiment).parent)  # the summary's own folder
     folder = Path(args.experiment) if local else _local_copy(args)
     for path in write_report(folder, args.by):
         print(path)

@@ -55,7 +55,7 @@ from tune_lm.tuning.summary import (
     top_table,
     write_summary,
 )
-from tune_lm.tuning.warm_start import warm_started
+from tune_lm.tuning.warm_start import say_warm_start, warm_started
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def replay(args: argparse.Namespace) -> int:
     curves.check_fits(space)
     check_experiment(path, resume=False)
     address = check_address(args.address)
+    say_warm_start(warm)
     say(f"replaying {space.name or name} on {len(curves.trials)} recorded trials from "
         f"{curves.source} (nearest configuration; nothing is trained or logged to MLflow)")
     say(f"experiment: {path}")
@@ -170,6 +171,7 @@ def prepare(job: Job) -> None:
     if args.extend:  # before check_experiment, which restarts a stateless experiment
         check_tune_state(job.path)
     job.restore = ray_side.check_experiment(job.path, resume=continues(args))
+    say_warm_start(job.warm)  # once the name is known to be free
     job.address = ray_side.check_address(args.address)  # "auto" resolved to what it names
     ray_side.check_gpus(space, args.address)
     store.limit_http_retries()

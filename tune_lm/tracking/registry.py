@@ -124,6 +124,10 @@ def load_registered(
         move_credentials,
     )
 
+    if not model_uri.strip():
+        raise TuneLMError("--model '' is empty: give models:/NAME/VERSION (a search prints its "
+                          "best model's), runs:/RUN_ID/model, or a checkpoint file with "
+                          "--checkpoint")  # fmt: skip
     if model_uri.startswith(("models:/", "runs:/")):
         tracking_uri = move_credentials(tracking_uri or default_tracking_uri())
         registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
@@ -138,6 +142,13 @@ def load_registered(
         raise TuneLMError(
             f"--model {model_uri} is a file; give a checkpoint file with "
             f"--checkpoint {model_uri}, or a model URI (models:/NAME/VERSION)"
+        )
+    elif Path(model_uri).is_dir() and not (Path(model_uri) / "MLmodel").is_file():
+        raise TuneLMError(
+            f"--model {model_uri} is a folder but not an MLflow model (it has no MLmodel "
+            "file): for a search's experiment folder, give the model the search registered, "
+            "models:/tune_lm-NAME/VERSION (its last lines name it), or a checkpoint file with "
+            "--checkpoint"
         )
     elif ":" not in model_uri and not Path(model_uri).exists():  # a bare name, say
         raise TuneLMError(

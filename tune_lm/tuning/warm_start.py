@@ -153,10 +153,17 @@ def with_queued(space: SearchSpace, start: WarmStart) -> SearchSpace:
 
 def warm_started(folder: str | None, space: SearchSpace) -> tuple[SearchSpace, WarmStart | None]:
     """--warm-start: the space with the earlier search's best configurations queued, and
-    what transfers, said on the console (None without the flag)."""
+    what transfers (None without the flag); :func:`say_warm_start` says it."""
     if folder is None:
         return space, None
     warm = plan_warm_start(folder, space)
+    return with_queued(space, warm), warm
+
+
+def say_warm_start(warm: WarmStart | None) -> None:
+    """What a warm start transfers, on the console: once the search is known to start."""
+    if warm is None:
+        return
     say(f"warm start from {warm.source}: {len(warm.queued)} of its best configurations "
         f"queued first, {len(warm.priors)} of its trials given to the sampler, "
         f"{len(warm.skipped)} not transferred")  # fmt: skip
@@ -164,4 +171,3 @@ def warm_started(folder: str | None, space: SearchSpace) -> tuple[SearchSpace, W
         say(f"  not transferred: {line}")
     if len(warm.skipped) > 10:
         say(f"  ... and {len(warm.skipped) - 10} more (all in summary.json, warm_start)")
-    return with_queued(space, warm), warm
