@@ -104,6 +104,12 @@ def test_sigterm_then_the_printed_resume_command_keeps_corpus_and_settings(tmp_p
     assert changed.returncode == 2 and "corpus" in changed.stderr, changed.stderr[-2000:]
     train_file.write_bytes(original)
     assert not (other_folder / "mlflow.db").exists()
+    store = tmp_path / "mlflow.db"  # moved or deleted: no empty store is made in its place
+    store.rename(tmp_path / "moved.db")
+    gone = run(command, other_folder)
+    assert gone.returncode == 2 and "not there any more" in gone.stderr, gone.stderr[-2000:]
+    assert not store.exists()
+    (tmp_path / "moved.db").rename(store)
 
     resumed = run(command, other_folder, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

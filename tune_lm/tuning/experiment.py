@@ -157,6 +157,14 @@ def clean_tracking_uri(uri: str) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (made absolute by
+    :func:`clean_tracking_uri`), else None."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
 def resume_conflicts(given: dict[str, tuple[Any, Any]]) -> list[str]:
     """Of ``{flag: (value given on --resume or None, value the experiment started with)}``,
     the flags given with another value, each as ``--flag V (started with W)``."""
