@@ -344,3 +344,18 @@ def test_a_trials_storage_folder_is_where_we_read_it():
     assert callable(session.get_storage)
     context = inspect.getsource(storage.StorageContext)
     assert "def trial_fs_path" in context and "self.storage_filesystem" in context
+
+
+def test_tune_restores_root_json_files_and_uploads_through_the_syncer_we_wrap():
+    """private_api.uploads_leaving_out: a restore copies every .json/.pkl of the root into
+    the staging folder (so it would upload ours back), and uploads go through
+    _FilesystemSyncer._sync_up_command(local_path, uri, exclude)."""
+    import inspect
+
+    from ray.train._internal.storage import _FilesystemSyncer
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    down = inspect.getsource(_ExperimentCheckpointManager.sync_down_experiment_state)
+    assert 'endswith(".json")' in down
+    assert list(inspect.signature(_FilesystemSyncer._sync_up_command).parameters) == [
+        "self", "local_path", "uri", "exclude"]  # fmt: skip

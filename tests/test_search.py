@@ -262,8 +262,12 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, mlflo
     finished_before = {trial for trial, names in before.items() if final in names}
     assert finished_before and len(finished_before) < 6, before
 
+    pinned = {name: (folder / name).stat().st_mtime_ns for name in ("space.json", "search.json")}
     done = run_search(*flags, "--resume")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Tune's restore re-uploads every .json at the root at each snapshot, non-atomically
+    # (a kill then left search.json empty): ours are left out, so never rewritten.
+    assert {name: (folder / name).stat().st_mtime_ns for name in pinned} == pinned
     rows = read_summary(folder)
     assert len(rows) == 6 and all(r["status"] == "completed" for r in rows), rows
     after = checkpoints(folder)

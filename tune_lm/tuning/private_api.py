@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tune_lm.tuning.layout import OURS_AT_THE_ROOT
+
 # Ray's and Tune's environment knobs, read by Ray at start-up or by Tune at fit():
 # name -> (value, why). Each is looked up in Ray's source by a canary test.
 TUNE_ENV_DEFAULTS = {
@@ -146,6 +148,28 @@ def tuner_callbacks(tuner: Any) -> list:
     return list(getattr(run_config, "callbacks", None) or [])
 
 
+@contextlib.contextmanager
+def uploads_leaving_out(names: tuple[str, ...]) -> Iterator[None]:
+    """Tune's experiment snapshots upload the driver's staging folder without ``names``
+    (files at the experiment's root). On a restore Tune copies every .json and .pkl of the
+    experiment's root into that folder, then uploads them all back at each snapshot: a
+    stale copy of our files, and not written atomically, so a kill mid-upload left one of
+    them empty. Swaps the upload command of Ray's filesystem syncer while active."""
+    from ray.train._internal.storage import _FilesystemSyncer
+
+    original = _FilesystemSyncer._sync_up_command
+
+    def sync_up_command(self: Any, local_path: str, uri: str, exclude: list | None = None
+                        ) -> Any:  # fmt: skip
+        return original(self, local_path, uri, exclude=[*(exclude or []), *names])
+
+    _FilesystemSyncer._sync_up_command = sync_up_command
+    try:
+        yield
+    finally:
+        _FilesystemSyncer._sync_up_command = original
+
+
 def fit_noting_interrupt(tuner: Any) -> tuple[Any, str | None]:
     """``tuner.fit()``, and what interrupted it: "Ctrl-C", "SIGTERM", "SIGHUP" or None.
 
@@ -165,7 +189,8 @@ def fit_noting_interrupt(tuner: Any) -> tuple[Any, str | None]:
     signal.signal(signal.SIGINT, noted)
     previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        results = tuner.fit()
+        with uploads_leaving_out(OURS_AT_THE_ROOT):
+            results = tuner.fit()
     finally:
         interrupted = signal.getsignal(signal.SIGINT) is noted and not int(
             os.environ.get(SIGINT_OPT_OUT_ENV, "0")
