@@ -31,7 +31,6 @@ from tune_lm.tuning.experiment import (
     read_extensions,
     read_finished,
     remove_lost_trial_folders,
-    sqlite_file,
     write_pinned,
 )
 from tune_lm.tuning.extend import check_tune_state
@@ -41,6 +40,7 @@ from tune_lm.tuning.request import (
     check_corpus,
     check_experiment_folder,
     check_flags,
+    check_pinned_store,
     continues,
     resolve_experiment,
     resume_command,
@@ -178,14 +178,8 @@ def prepare(job: Job) -> None:
     store.limit_http_retries()
     uri = store.move_credentials(args.tracking_uri or store.default_tracking_uri())
     job.tracking_uri = clean_tracking_uri(settings.tracking_uri if settings else uri)
-    gone = sqlite_file(job.tracking_uri) if settings else None
-    if gone is not None and not gone.is_file():  # MLflow would start an empty store there
-        raise ConfigError(
-            f"this experiment logs to MLflow at {job.tracking_uri} (pinned in its search.json, "
-            f"not from a flag), and {gone} is not there any more: moved or deleted? An "
-            "experiment and its store cannot be moved yet (Ray Tune's and Optuna's saved "
-            "state name their absolute paths): put them back where they were to continue "
-            "it, or start a new search with --name NEW_NAME")  # fmt: skip
+    if settings:
+        check_pinned_store(job.tracking_uri)
     store.check_tracking_uri(job.tracking_uri)
     store.check_tracking_server(job.tracking_uri)
     given_as = "--data" if args.data else f"{args.space or 'the space'}: field 'data'"

@@ -15,6 +15,7 @@ import mlflow
 
 from tune_lm.lm.atomic import probe_writable
 from tune_lm.lm.errors import ConfigError
+from tune_lm.tuning.experiment import sqlite_file
 
 
 def default_tracking_uri() -> str:
@@ -139,10 +140,8 @@ def create_sqlite_store(uri: str) -> None:
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
-        return
-    database = Path(uri.removeprefix("sqlite:///"))
-    if database.exists():
+    database = sqlite_file(uri)
+    if database is None or database.exists():
         return
     for stale in database.parent.glob(f".{database.name}.creating-*"):
         stale.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from tune_lm.tuning.experiment import (
     clean_tracking_uri,
     read_pinned,
     resume_conflicts,
+    sqlite_file,
 )
 from tune_lm.tuning.extend import check_extendable, extended
 from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE, experiment_name_problem
@@ -226,6 +227,19 @@ def check_experiment_folder(path: str) -> None:
         raise ConfigError(f"the experiment folder {path} exists but cannot be written "
                           f"({error.strerror or error}); fix its permissions, or give another "
                           "--name or --storage") from None  # fmt: skip
+
+
+def check_pinned_store(uri: str) -> None:
+    """A resumed experiment's SQLite store (pinned in its search.json) is still there:
+    MLflow would start an empty one in its place."""
+    gone = sqlite_file(uri)
+    if gone is not None and not gone.is_file():
+        raise ConfigError(
+            f"this experiment logs to MLflow at {uri} (pinned in its search.json, not from a "
+            f"flag), and {gone} is not there any more: moved or deleted? An experiment and "
+            "its store cannot be moved yet (Ray Tune's and Optuna's saved state name their "
+            "absolute paths): put them back where they were to continue it, or start a new "
+            "search with --name NEW_NAME")  # fmt: skip
 
 
 def experiment_path(storage: str, name: str) -> str:
