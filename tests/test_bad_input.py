@@ -387,8 +387,11 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     search("tracking-file-store", ["--tracking-uri", "file:///tmp/mlruns"], ("--tracking-uri",
            "MLflow 3")),  # fmt: skip
     search("tracking-database-driver-missing",  # tune_lm installs no database driver
+           ["--tracking-uri", "mysql://user:secret@127.0.0.1:{port}/db"],
+           ("--tracking-uri", "mysql://user@127.0.0.1:", "driver is not installed")),
+    search("tracking-database-does-not-answer",  # the tests install PostgreSQL's driver
            ["--tracking-uri", "postgresql://user:secret@127.0.0.1:{port}/db"],
-           ("--tracking-uri", "postgresql://127.0.0.1:", "driver is not installed")),
+           ("--tracking-uri", "postgresql://user@127.0.0.1:", "does not answer")),
     search("tracking-plain-folder", ["--tracking-uri", "mlruns"], ("--tracking-uri", "folder")),
     search("tracking-sqlite-unwritable", ["--tracking-uri", "sqlite:////proc/m.db"],
            ("--tracking-uri", "cannot be written")),  # fmt: skip
@@ -625,6 +628,8 @@ def test_bad_input_exits_2_naming_the_problem_and_leaves_nothing(tmp_path, case)
     for expected in case.expected:
         assert expected in done.stderr, done.stderr
     assert not (tmp_path / MARKER).exists()
+    if any(":secret@" in arg for arg in case.args):  # a password is never printed
+        assert "secret" not in done.stdout + done.stderr, done.stderr
     after = {path for path in snapshot(tmp_path) if not path.startswith(case.may_leave or "\0")}
     assert after == before, done.stderr
 

@@ -224,7 +224,7 @@ def _run_tracked(job: Job) -> int:
     from mlflow.tracking import MlflowClient
 
     from tune_lm.tracking.parent_run import end_parent_run, start_parent_run
-    from tune_lm.tracking.store import create_sqlite_store
+    from tune_lm.tracking.store import connect_uri, create_sqlite_store
     from tune_lm.tuning import tuner as ray_side
 
     settings = job.pinned.settings if job.pinned else None
@@ -238,8 +238,8 @@ def _run_tracked(job: Job) -> int:
             tracking_uri=job.tracking_uri, log_checkpoints=job.log_checkpoints,
             progress_every=job.progress_every))  # fmt: skip
     create_sqlite_store(job.tracking_uri)  # whole or not at all, even if killed meanwhile
-    mlflow.set_tracking_uri(job.tracking_uri)
-    client = MlflowClient(job.tracking_uri)
+    mlflow.set_tracking_uri(connect_uri(job.tracking_uri))  # the password back, if any
+    client = MlflowClient(connect_uri(job.tracking_uri))
     space_file = resolve_space_path(job.args.space) if job.args.space else None
     experiment_id, parent_id = start_parent_run(client, job.name, job.path, job.space, corpus,
                                                 space_file, resume=continues(job.args))  # fmt: skip

@@ -91,11 +91,11 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
     never created."""
     from mlflow.tracking import MlflowClient
 
-    from tune_lm.tracking.store import check_store_exists
+    from tune_lm.tracking.store import check_store_exists, connect_uri
     from tune_lm.tracking.tags import PARENT_TAG, TAG_KIND, TAG_TRIAL
 
     check_store_exists(tracking_uri, f"--mlflow {experiment}")
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(connect_uri(tracking_uri))
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in client.search_experiments(max_results=50)]

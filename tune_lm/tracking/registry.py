@@ -120,6 +120,7 @@ def load_registered(
     """
     from tune_lm.tracking.store import (
         check_store_exists,
+        connect_uri,
         default_tracking_uri,
         move_credentials,
     )
@@ -130,12 +131,12 @@ def load_registered(
                           "--checkpoint")  # fmt: skip
     if model_uri.startswith(("models:/", "runs:/")):
         tracking_uri = move_credentials(tracking_uri or default_tracking_uri())
-        registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
+        registry_uri = move_credentials(os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri)
         check_store_exists(tracking_uri, f"--model {model_uri}")
         if registry_uri != tracking_uri:
             check_store_exists(registry_uri, f"--model {model_uri} (MLFLOW_REGISTRY_URI)")
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(registry_uri)
+        mlflow.set_tracking_uri(connect_uri(tracking_uri))  # the password back, if any
+        mlflow.set_registry_uri(connect_uri(registry_uri))
         if model_uri.startswith("models:/"):
             _check_registered(model_uri, registry_uri)
     elif Path(model_uri).is_file():
@@ -177,7 +178,9 @@ def _check_registered(model_uri: str, registry_uri: str) -> None:
     rest = model_uri.removeprefix("models:/").strip("/")
     name, _, version = rest.partition("/")
     name, _, alias = name.partition("@")
-    client = MlflowClient(registry_uri=registry_uri)
+    from tune_lm.tracking.store import connect_uri
+
+    client = MlflowClient(registry_uri=connect_uri(registry_uri))
     where = f"the MLflow registry at {registry_uri}"
     try:
         client.get_registered_model(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,7 +16,7 @@ import mlflow
 
 from tune_lm.lm.atomic import probe_writable
 from tune_lm.lm.errors import ConfigError
-from tune_lm.tuning.experiment import sqlite_file
+from tune_lm.tuning.experiment import DATABASE_SCHEMES, sqlite_file, without_password
 
 
 def default_tracking_uri() -> str:
@@ -23,18 +24,38 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
+# Clean database URI -> the same URI with its password, for this process only: the password
+# is never printed, written to an experiment's files, pickled with Tune's state or logged.
+_WITH_PASSWORD: dict[str, str] = {}
+
+
 def move_credentials(uri: str) -> str:
-    """``uri`` without its ``user:password@``, which move to MLflow's own
-    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD variables for this process: the
-    clean URI is what gets printed, pickled with the experiment's state and logged."""
+    """``uri`` without its password, which stays in this process only; the clean URI is
+    what gets printed, pinned in ``search.json``, pickled with the experiment's state and
+    logged. An MLflow server's ``user:password@`` moves to MLflow's own
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD variables; a database's password
+    (``postgresql://user:password@host/db``) is put back only where MLflow connects
+    (:func:`connect_uri`)."""
     parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+    if "@" not in parts.netloc:
         return uri
-    if parts.username:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
-    if parts.password:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    if parts.scheme in ("http", "https"):
+        if parts.username:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+        if parts.password:
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+        return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    clean = without_password(uri)
+    if clean != uri:
+        _WITH_PASSWORD[clean] = uri
+    return clean
+
+
+def connect_uri(uri: str) -> str:
+    """The URI MLflow connects with: a clean database URI with the password this process
+    was given for it (by --tracking-uri or MLFLOW_TRACKING_URI), else ``uri`` itself
+    (PostgreSQL's own PGPASSWORD and ~/.pgpass still apply then)."""
+    return _WITH_PASSWORD.get(uri, uri)
 
 
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
@@ -63,7 +84,7 @@ def check_tracking_uri(uri: str) -> None:
         raise ConfigError(f"{flag} {uri!r} names no host: {fix}")
     if scheme == "sqlite":
         _check_sqlite_path(flag, uri, fix)
-    if scheme in ("postgresql", "mysql", "mssql"):
+    if scheme in DATABASE_SCHEMES:
         _check_database_driver(flag, uri, scheme)
 
 
@@ -77,18 +98,28 @@ def _check_database_driver(flag: str, uri: str, scheme: str) -> None:
     try:
         sqlalchemy.create_engine(uri).dispose()
     except ImportError as error:  # ModuleNotFoundError: psycopg2, MySQLdb, pyodbc ...
-        parts = urllib.parse.urlsplit(uri)  # shown without user and password
-        shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
-        raise ConfigError(f"{flag} {shown}: the {scheme} driver is not installed ({error}). "
+        raise ConfigError(f"{flag} {without_password(uri)}: the {scheme} driver is not "
+                          f"installed ({error}). "
                           f"Install it in this environment (e.g. pip install "
                           f"{DRIVERS.get(scheme, 'its driver')}), or name the driver in the URI "
                           f"({scheme}+DRIVER://...)") from None
     except Exception as error:  # a malformed URL
-        raise ConfigError(f"{flag}: not a {scheme} URL SQLAlchemy can read ({error})") from None
+        raise ConfigError(f"{flag}: not a {scheme} URL SQLAlchemy can read "
+                          f"({_masked(str(error), uri)})") from None
 
 
 DRIVERS = {"postgresql": "'psycopg[binary]'", "mysql": "mysqlclient (or pymysql, with "
            "mysql+pymysql://)", "mssql": "pyodbc"}  # fmt: skip
+
+
+def _masked(text: str, uri: str) -> str:
+    """``text`` without the password of ``uri`` (a driver's message may quote the URL)."""
+    parts = urllib.parse.urlsplit(uri)
+    secrets = [parts.password or ""] + [value for key, value in urllib.parse.parse_qsl(
+        parts.query) if key == "password"]  # fmt: skip
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***").replace(urllib.parse.unquote(secret), "***")
+    return text
 
 
 def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
@@ -156,7 +187,11 @@ def create_sqlite_store(uri: str) -> None:
 
 
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
-    """An http(s) tracking server must answer before any trial starts."""
+    """An http(s) tracking server, or a database server, must answer before any trial
+    starts (MLflow would retry a database that does not answer for minutes)."""
+    if urllib.parse.urlsplit(uri).scheme.split("+")[0].lower() in DATABASE_SCHEMES:
+        _check_database_answers(uri, timeout_s)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -171,6 +206,49 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
         "Start it (e.g. mlflow server --host 127.0.0.1 --port 5000), fix the URI "
         "(--tracking-uri or MLFLOW_TRACKING_URI), or leave it out to log to ./mlflow.db"
     )
+
+
+# How each SQLAlchemy driver is told to give up connecting (seconds).
+_CONNECT_TIMEOUT = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout",
+                    "pymysql": "connect_timeout", "mysqldb": "connect_timeout",
+                    "pg8000": "timeout", "pyodbc": "timeout"}  # fmt: skip
+
+
+def _check_database_answers(uri: str, timeout_s: float) -> None:
+    """Connect once to the database of ``uri`` (a clean URI: the password given to this
+    process is put back), and name what failed without the password."""
+    import sqlalchemy
+
+    full = connect_uri(uri)
+    engine = sqlalchemy.create_engine(full, poolclass=sqlalchemy.pool.NullPool)
+    option = _CONNECT_TIMEOUT.get(engine.dialect.driver)
+    if option:
+        engine.dispose()
+        engine = sqlalchemy.create_engine(full, poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={option: max(1, int(timeout_s))})
+    try:
+        with engine.connect():
+            return
+    except Exception as error:  # refused, unknown host, authentication, no such database
+        cause = getattr(error, "orig", None) or error
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        problem = _masked(" ".join(lines[:2]) or type(cause).__name__, full)
+    finally:
+        engine.dispose()
+    given = urllib.parse.urlsplit(full).password or "password=" in full
+    again = ("A password is never stored with an experiment or printed: give it in the URI "
+             "(postgresql://USER:PASSWORD@HOST/DB) by --tracking-uri or MLFLOW_TRACKING_URI, "
+             "again on --resume and --extend (the URI the search started with, plus the "
+             "password), or by PostgreSQL's PGPASSWORD")  # fmt: skip
+    if re.search("password|authenticat", problem, re.IGNORECASE):
+        raise ConfigError(f"--tracking-uri {uri}: the database refused the login "
+                          f"({problem}). Check the user and password in the URI"
+                          if given else f"--tracking-uri {uri}: the database asks for a "
+                          f"password ({problem}). {again}")  # fmt: skip
+    raise ConfigError(f"--tracking-uri {uri}: the database does not answer ({problem}). "
+                      f"Start it, or fix the URI (--tracking-uri or MLFLOW_TRACKING_URI), "
+                      f"or leave it out to log to ./mlflow.db."
+                      + ("" if given else f" {again}."))  # fmt: skip
 
 
 def check_store_exists(uri: str, flag: str) -> None:
@@ -193,7 +271,7 @@ def check_store_exists(uri: str, flag: str) -> None:
         if not folder.is_dir():
             raise ConfigError(f"{flag}: there is no MLflow store at {uri} ({folder} is not "
                               f"a folder). {fix}")  # fmt: skip
-    elif scheme in ("http", "https"):
+    elif scheme in ("http", "https", *DATABASE_SCHEMES):
         check_tracking_server(uri)
 
 

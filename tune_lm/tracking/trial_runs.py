@@ -23,6 +23,7 @@ from ray.tune import Callback
 from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import save_model
 from tune_lm.lm.model import RNNLanguageModel
+from tune_lm.tracking.store import connect_uri
 from tune_lm.tracking.tags import PARENT_TAG, TAG_FINALIST, TAG_KIND, TAG_STATUS, TAG_TRIAL
 from tune_lm.tuning import private_api
 from tune_lm.tuning.results import TrialRow, trial_status
@@ -85,7 +86,7 @@ class MLflowTrialLogger(Callback):
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(self.tracking_uri)
+            self._client = MlflowClient(connect_uri(self.tracking_uri))
         return self._client
 
     def _safe(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -147,14 +147,39 @@ def _write(path: str, name: str, text: str) -> None:
 
 
 def clean_tracking_uri(uri: str) -> str:
-    """The URI without ``user:password@`` (never stored), and with a relative SQLite path
-    made absolute, so a resume from another folder reaches the same store."""
+    """The URI without a server's ``user:password@`` or a database's password (never
+    stored), and with a relative SQLite path made absolute, so a resume from another
+    folder reaches the same store."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("http", "https") and "@" in parts.netloc:
         uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    uri = without_password(uri)
     if uri.startswith("sqlite:///") and not uri.startswith(("sqlite:////", "sqlite:///:memory:")):
         uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
     return uri
+
+
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores
+
+
+def without_password(uri: str) -> str:
+    """A database URI without the password of its ``user:password@`` (the user stays) or
+    its ``password=`` query parameter; any other URI unchanged."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme.split("+")[0].lower() not in DATABASE_SCHEMES:
+        return uri
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        kept = urllib.parse.urlencode([(k, v) for k, v in query if k != "password"], safe="/")
+        uri = uri.replace(f"?{parts.query}", f"?{kept}" if kept else "", 1)
+        parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    user_part, host = parts.netloc.rsplit("@", 1)
+    user = user_part.split(":", 1)[0]
+    # Not urlunsplit: it drops the // of an empty host (postgresql:///db?host=/socket).
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme}://{f'{user}@' if user else ''}{host}{rest[len(parts.netloc):]}"
 
 
 def sqlite_file(uri: str) -> Path | None:
