@@ -19,7 +19,7 @@ from typing import Any
 
 from tune_lm.cli import parse_args, run_main
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.errors import ConfigError, TuneLMError
+from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning import extend as extension
 from tune_lm.tuning.compute import compute_ledger, describe_compute
 from tune_lm.tuning.console import console, say
@@ -27,7 +27,6 @@ from tune_lm.tuning.experiment import (
     Pinned,
     SearchSettings,
     clean_tracking_uri,
-    mark_finished,
     read_extensions,
     read_finished,
     remove_lost_trial_folders,
@@ -35,6 +34,7 @@ from tune_lm.tuning.experiment import (
 )
 from tune_lm.tuning.extend import check_tune_state
 from tune_lm.tuning.layout import LOG_FILE, STUDY_FILE
+from tune_lm.tuning.outcome import print_outcome
 from tune_lm.tuning.request import (
     build_parser,
     check_corpus,
@@ -49,9 +49,7 @@ from tune_lm.tuning.results import Conclusion, conclude
 from tune_lm.tuning.space import SearchSpace, grid_warning
 from tune_lm.tuning.space_yaml import resolve_space_path
 from tune_lm.tuning.summary import (
-    describe,
     describe_plan,
-    outcome_counts,
     scored_before,
     top_table,
     write_summary,
@@ -319,7 +317,8 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
             say(f"confirmed winner {winner['trial_id']}: val ppl {winner['val_ppl_mean']:.2f} "
                 f"± {winner['val_ppl_sd']:.2f}, test ppl {winner['test_ppl_mean']:.2f} ± "
                 f"{winner['test_ppl_sd']:.2f} over seeds {winner['seeds']}")  # fmt: skip
-    return print_outcome(job, conclusion, paths, model_uri, interrupted)
+    return print_outcome(conclusion, paths, model_uri, interrupted, space=job.space,
+                         path=job.path, hint=resume_command(job.args, job.path))
 
 
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
@@ -371,51 +370,6 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
         if job.local else None,
     )  # fmt: skip
     return paths, model_uri, failures
-
-
-def print_outcome(job: Job, conclusion: Conclusion, paths: dict[str, Path],
-                  model_uri: str | None, interrupted: str | None) -> int:  # fmt: skip
-    """The last lines: the winner, the model, where everything is, and how to go on;
-    marks the experiment finished when nothing is left to resume. Returns the exit code."""
-    rows, best = conclusion.rows, conclusion.best
-    hint = resume_command(job.args, job.path)
-    if interrupted:
-        say(f"interrupted ({interrupted}): {len(conclusion.finished)} trial(s) with results, "
-            f"summary in {paths['md']}; running trials stopped at their last checkpoint. "
-            f"Continue with: {hint}")  # fmt: skip
-        return 128 + {"SIGTERM": 15, "SIGHUP": 1}.get(interrupted, 2)  # the shell's codes
-    all_failed = bool(rows) and all(row.status.startswith("failed") for row in rows)
-    if (best is None and job.space.budget.time_budget and not all_failed
-            and not any(row.evaluated > 0 for row in rows)):  # fmt: skip
-        raise TuneLMError(f"the time budget ({job.space.budget.time_budget}) ran out before any "
-                          f"trial reported a result ({len(rows)} started); raise "
-                          f"budget.time_budget or --time-budget")  # fmt: skip
-    if best is None:
-        raise TuneLMError(f"every trial failed ({len(rows)}); see the errors above and the "
-                          f"trial logs under {job.path}")  # fmt: skip
-    test = f"{best.test_ppl:.2f}" if best.test_ppl is not None else "n/a"
-    say(f"best trial {best.trial_id}: val ppl {best.best_val_ppl:.2f}, test ppl {test} | "
-        f"{describe(best.params)}")  # fmt: skip
-    say(f"trials: {outcome_counts(rows)}")
-    if model_uri:
-        say(f"best model: {model_uri} (try: python -m tune_lm.generate --model {model_uri})")
-    if "grid" in paths:
-        say(paths["grid"].read_text().rstrip())
-    say("summary: " + ", ".join(str(p) for k, p in paths.items() if ":" not in k))
-    report = [p for k, p in paths.items() if k.startswith("report:")]
-    if report:
-        say(f"report: {report[0].parent} ({len(report)} tables and pictures)")
-    unfinished = [row for row in rows if row.status.startswith(("stopped at", "stopped by",
-                                                                 "stopped before"))]  # fmt: skip
-    if unfinished and not job.space.budget.time_budget:
-        say(f"{len(unfinished)} trial(s) did not finish; continue with: {hint}")
-        return 0
-    mark_finished(job.path, {
-        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), "best_trial": best.trial_id,
-        "best": f"val ppl {best.best_val_ppl:.2f}, test ppl {test} | {describe(best.params)}",
-        "model": model_uri, "summary": str(paths["md"]), "trials": outcome_counts(rows),
-    })  # fmt: skip
-    return 0
 
 
 def cli() -> None:

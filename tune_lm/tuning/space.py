@@ -7,27 +7,25 @@ checks itself when it is built (:mod:`tune_lm.tuning.params`,
 :mod:`tune_lm.tuning.space_parts`), and the space checks what spans the parts: keys the
 chosen searcher or scheduler would ignore, searcher and objective combinations, grids too
 big to mean it, epochs, something searched. :meth:`SearchSpace.from_raw` turns pydantic's
-error into a :class:`SpaceError` naming the file and the field, with the fix. Tune's form
+error into a :class:`SpaceError` naming the file and the field, with the fix
+(:mod:`tune_lm.tuning.space_errors`). Tune's form
 of a space is made in :mod:`tune_lm.tuning.tune_space`, where Ray comes in.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from typing import Any, Literal
 
 from pydantic import ValidationError, ValidationInfo, model_serializer, model_validator
 
-from tune_lm.lm.config import PERTURBABLE, describe_validation_error
-from tune_lm.lm.errors import ConfigError, short_repr
+from tune_lm.lm.config import PERTURBABLE
+from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning.params import (
-    PARAMETER_ERROR,
-    PARAMETER_KIND_ERROR,
     PARAMETER_KINDS,
-    SPACE_ERROR,
     space_error,
 )
+from tune_lm.tuning.space_errors import explain
 from tune_lm.tuning.space_parts import (
     MIN_REDUCTION_FACTOR,
     OVERRIDES,
@@ -287,9 +285,17 @@ class SearchSpace(TrainingSpace):
         try:
             return cls(**raw)
         except ValidationError as error:
-            raise SpaceError(f"{source}: {_explain(error)}") from None
+            raise SpaceError(f"{source}: {explain(error, cls.known_keys())}") from None
         except TypeError as error:  # a key that is not a string
             raise SpaceError(f"{source}: {error}") from None
+
+    @classmethod
+    def known_keys(cls) -> set[str]:
+        """Every key a space file may hold, at the top or in a section of settings."""
+        known = set(cls.model_fields)
+        for model in (SearcherSpec, SchedulerSpec, BudgetSpec, ResourcesSpec):
+            known |= set(model.model_fields)
+        return known
 
     @property
     def objective_modes(self) -> list[str]:
@@ -345,52 +351,6 @@ class SearchSpace(TrainingSpace):
                          if value is not None)  # fmt: skip
         source = f"space {self.name!r} with {given or 'no overrides'}"
         return SearchSpace.from_raw(raw, source=source)
-
-
-SECTION_EXAMPLES = {  # a space's sections that hold settings, each as a one-line example
-    "searcher": "{type: optuna, sampler: tpe}", "scheduler": "{type: asha, grace_period: 1}",
-    "budget": "{num_samples: 16, max_concurrent: 2}", "resources": "{cpus_per_trial: 1}",
-    "fixed": "{epochs: 4, nlayers: 2}", "parameters": "{lr: {loguniform: [1.0, 40.0]}}",
-    "derived": "{nhid: emsize}", "confirm": "{top_k: 3, seeds: 2}",
-}
-
-
-def _explain(error: ValidationError) -> str:
-    """pydantic's error as one paragraph: a type or limit error first (with the closest
-    key to a misspelled one), else the first problem a check of the space found."""
-    problems = error.errors()
-    ours = {SPACE_ERROR, PARAMETER_ERROR, PARAMETER_KIND_ERROR}
-    plain = [problem for problem in problems if problem["type"] not in ours]
-    if not plain:
-        problem = problems[0]
-        if problem["type"] == SPACE_ERROR:
-            return problem["msg"]
-        where = f"field 'parameters.{problem['loc'][1]}'"  # loc: parameters, NAME, ...
-        separator = " " if problem["type"] == PARAMETER_KIND_ERROR else ": "
-        return f"{where}{separator}{problem['msg']}"
-    if len(plain) < len(problems):  # describe only the plain ones, as before the checks ran
-        keys = ("type", "loc", "input", "ctx")
-        details = [{key: p[key] for key in keys if key in p} for p in plain]
-        error = ValidationError.from_exception_data(error.title, details)  # type: ignore[arg-type]
-    for problem in plain:  # a section that is not a mapping: what one looks like
-        field = str(problem["loc"][0]) if len(problem["loc"]) == 1 else ""
-        if field in SECTION_EXAMPLES and problem["type"] in ("model_type", "dict_type"):
-            empty = (f"; an empty '{field}:' line is null, not an empty section: leave it out "
-                     "to keep the defaults") if problem.get("input") is None else ""  # fmt: skip
-            return (f"field '{field}' must be a mapping of its settings, e.g. '{field}: "
-                    f"{SECTION_EXAMPLES[field]}' (got {short_repr(problem.get('input'))})"
-                    f"{empty}")  # fmt: skip
-    known = set(SearchSpace.model_fields)
-    for model in (SearcherSpec, SchedulerSpec, BudgetSpec, ResourcesSpec):
-        known |= set(model.model_fields)
-    hints = []
-    for problem in plain:
-        if problem["type"] == "extra_forbidden":
-            key = str(problem["loc"][-1])
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            if close:
-                hints.append(f"Did you mean {close[0]!r} instead of {key!r}?")
-    return " ".join([describe_validation_error(error), *hints])
 
 
 def grid_warning(space: SearchSpace) -> str | None:
