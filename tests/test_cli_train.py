@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_train(*flags, cwd=None):
-    return run_cli("train", *flags, cwd=cwd, timeout=300)
+def run_train(*flags, cwd=None, env=None):
+    return run_cli("train", *flags, cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture
@@ -89,6 +89,24 @@ def test_smoke_mode_runs_offline(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "test ppl" in done.stdout
     assert not list(tmp_path.iterdir())  # --save '' writes nothing
+
+
+def test_a_quoted_tilde_is_the_home_folder_for_every_check_and_write(tmp_path):
+    """``'~/m.pt'`` (quoted, or ``--save=~/...``: the shell expands neither) is the home
+    folder's file, as the shell would have made it: the check and the write see one path,
+    and a user's own ``./~/m.pt`` is never touched or a literal ``./~`` made."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "~").mkdir()
+    (tmp_path / "~" / "m.pt").write_text("my notes")
+    done = run_train("--smoke", "--quiet", "--save", "~/m.pt", "--metrics-json=~/m.json",
+                     cwd=tmp_path, env={"HOME": str(home)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "~" / "m.pt").read_text() == "my notes"
+    assert sorted(p.name for p in home.iterdir()) == ["m.json", "m.pt"]
+    again = run_train("--smoke", "--quiet", "--save", str(home / "m.pt"), "--metrics-json",
+                      "~/m.pt", cwd=tmp_path, env={"HOME": str(home)})  # fmt: skip
+    assert again.returncode == 2 and "same file" in again.stderr, again.stderr
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,24 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
             joined.append(f"{token}={argv.pop(0)}")
         else:
             joined.append(token)
-    return parser.parse_args(joined)
+    return _home_expanded(parser.parse_args(joined))
+
+
+# Flags whose value is a path (a file, a folder, or a name that may be one).
+PATH_FLAGS = ("save", "metrics_json", "space", "checkpoint", "storage", "data", "out",
+              "replay", "warm_start", "experiment")  # fmt: skip
+
+
+def _home_expanded(args: argparse.Namespace) -> argparse.Namespace:
+    """``~`` and ``~user`` at the start of a path flag mean the home folder, as the shell
+    would have made them: a quoted ``'~/m.pt'`` or ``--save=~/m.pt`` reaches tune_lm as it
+    is (the shell expands neither). Every check and every write then sees one path; a
+    literal ``./~`` folder is never made."""
+    for name in PATH_FLAGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))
+    return args
 
 
 def run_main(
@@ -108,6 +125,10 @@ def run_main(
     scripts and ``python -m``): the process then ends through :func:`exit_process`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO statistics at exit
+    # MLflow 3's usage telemetry writes ~/.config/mlflow/telemetry.json when MLflow loads
+    # (even for a command refused as bad input, which must write nothing) and reports to
+    # MLflow's servers: off unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         code = main(argv)
     except TuneLMError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -101,7 +102,7 @@ def check_output_path(flag: str, value: str | None) -> None:
         return
     path = Path(value).expanduser()
     example = path / ("model.pt" if flag == "--save" else "metrics.json")
-    if path.is_dir() or value.endswith("/"):
+    if path.is_dir() or os.path.basename(value) in ("", ".", ".."):  # dir/, dir/. name a folder
         raise ConfigError(f"{flag} {value} is a folder; give a file path, e.g. {example}")
     if value == "-":
         raise ConfigError(f"{flag} -: {flag} writes a file, not to standard output; give a "
