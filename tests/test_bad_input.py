@@ -366,6 +366,13 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     train("device-dash", ["--device", "-cuda"], ("--device", "-cuda", "cuda:N")),
     bad_space("space-time-budget-zero", "budget: {time_budget: 0m}\n", ["more than 0"]),
     search("cpus-beyond-any-node", ["--cpus-per-trial", "512"], ("--cpus-per-trial", "512")),
+    bad_space("trial-beyond-any-node-memory",  # would fail in every trial's allocator
+              GOOD_SPACE.replace("nhid: 16,", "nhid: 16000000,"),
+              ["largest trial cannot fit", "nhid 16000000", "GiB"]),  # fmt: skip
+    bad_space("lr-beyond-float32", GOOD_SPACE.replace("[1.0, 20.0]", "[1.0, 1.0e300]"),
+              ["lr", "less than or equal"]),  # torch's float32 step overflowed in every trial
+    train("train-emsize-beyond-memory", ["--emsize", "1000000000000"],
+          ("emsize 1000000000000", "needs at least", "GiB free")),  # fmt: skip
     Case("resume-without-space-or-name", "search", ["--resume"], ("--resume needs --name",)),
     Case("no-space", "search", ["--num-samples", "2"], ("--space is required",)),
     # storage and tracking stores that would fail after Ray or MLflow started

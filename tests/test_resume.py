@@ -59,7 +59,12 @@ def test_sigterm_then_the_printed_resume_command_keeps_corpus_and_settings(tmp_p
         assert time.time() < deadline and search.poll() is None, (
             tmp_path / "search.log").read_text()[-3000:]
         time.sleep(0.5)
-    time.sleep(1)
+    # A second driver on the running experiment (a --resume typed too early) is refused.
+    second = run_cli("search", "--resume", "--storage", "runs", "--name", "resumed",
+                     cwd=tmp_path, timeout=120)  # fmt: skip
+    assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "being run by another search now (pid " in " ".join(second.stderr.split())
+    assert search.poll() is None  # the first one runs on, untouched
     # SIGTERM as `timeout` sends it: to the driver's whole process group (kill and
     # Kubernetes send it to the driver alone, a subset). It used to reach the local Ray's
     # processes too, whose death ended the driver (exit 1) before its graceful stop.

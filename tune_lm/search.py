@@ -9,6 +9,7 @@ test scores), record (summary, report, MLflow, registered model), and print the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import time
@@ -23,6 +24,7 @@ from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning import extend as extension
 from tune_lm.tuning.compute import compute_ledger, describe_compute
 from tune_lm.tuning.console import console, say
+from tune_lm.tuning.driver_lock import driving
 from tune_lm.tuning.experiment import (
     Pinned,
     SearchSettings,
@@ -33,7 +35,7 @@ from tune_lm.tuning.experiment import (
     write_pinned,
 )
 from tune_lm.tuning.extend import check_tune_state
-from tune_lm.tuning.layout import LOG_FILE, STUDY_FILE
+from tune_lm.tuning.layout import DRIVER_LOCK, LOG_FILE, STUDY_FILE
 from tune_lm.tuning.outcome import print_outcome
 from tune_lm.tuning.request import (
     build_parser,
@@ -201,8 +203,9 @@ def run(job: Job) -> int:
     if not job.args.verbose:
         say(f"log: {log_file.resolve()} (Ray's, MLflow's and Optuna's output; --verbose "
             "shows it here)")  # fmt: skip
+    lock = driving(job.folder) if job.local else contextlib.nullcontext()
     try:
-        with console.capture(log_file, verbose=job.args.verbose):
+        with lock, console.capture(log_file, verbose=job.args.verbose):
             try:
                 return _run_tracked(job)
             finally:
@@ -210,7 +213,7 @@ def run(job: Job) -> int:
     except (ConfigError, KeyboardInterrupt):  # before the search began: leave no folder
         if made is not None and made.is_dir():
             left = [p for p in made.rglob("*") if p.is_file()]
-            if all(p == log_file for p in left):
+            if all(p in (log_file, job.folder / DRIVER_LOCK) for p in left):
                 shutil.rmtree(made, ignore_errors=True)
         raise
 
@@ -228,6 +231,8 @@ def _run_tracked(job: Job) -> int:
     settings = job.pinned.settings if job.pinned else None
     ray_side.connect_ray(job.address)
     ray_side.check_trial_fits(job.space)
+    ray_side.check_trial_memory(job.space, job.corpus.ntokens,
+                                job.args.space or "the experiment's space")
     corpus = job.corpus
     if settings is None:
         write_pinned(job.path, job.space, SearchSettings(

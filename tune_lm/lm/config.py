@@ -50,6 +50,8 @@ def numbers_only(model: type[BaseModel], value: Any, info: ValidationInfo) -> An
     return value
 
 
+MAX_RATE = 1e18  # lr and weight_decay: their product stays within float32
+
 class TrainConfig(BaseModel):
     """Hyper-parameters of one training run (defaults: the PyTorch word-LM example)."""
 
@@ -74,11 +76,12 @@ class TrainConfig(BaseModel):
     )
     # Optimisation
     optimizer: OptimizerName = Field("sgd", description="optimizer")
-    lr: float = Field(20.0, gt=0.0, description="initial learning rate")
+    # torch applies lr (and lr x weight_decay) in float32, which overflows beyond ~3.4e38
+    lr: float = Field(20.0, gt=0.0, le=MAX_RATE, description="initial learning rate")
     lr_decay: float = Field(
         4.0, ge=1.0, description="divide lr by this when validation loss does not improve"
     )
-    weight_decay: float = Field(0.0, ge=0.0, description="weight decay (adamw)")
+    weight_decay: float = Field(0.0, ge=0.0, le=MAX_RATE, description="weight decay (adamw)")
     clip: float = Field(0.25, ge=0.0, description="gradient-norm clipping (0 = off)")
     epochs: int = Field(40, ge=1, description="upper epoch limit")
     batch_size: int = Field(20, ge=1, description="training batch size")

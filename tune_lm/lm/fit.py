@@ -26,6 +26,7 @@ from tune_lm.lm.data import load_corpus
 from tune_lm.lm.device import resolve_device, training_autocast
 from tune_lm.lm.errors import ConfigError, DataError
 from tune_lm.lm.evaluate import EvalSplit, evaluate_loss
+from tune_lm.lm.memory import check_fits_in_memory
 from tune_lm.lm.model import Hidden, RNNLanguageModel, detach_hidden
 from tune_lm.lm.step import GraphedStep, eager_step
 from tune_lm.lm.train_state import (
@@ -122,6 +123,7 @@ def fit(
     corpus = corpus if corpus is not None else load_corpus(config.data)
     _check_corpus(corpus, config)
 
+    check_fits_in_memory(config, corpus.ntokens, device)  # before allocating any of it
     torch.manual_seed(config.seed)
     counts = torch.bincount(corpus.train, minlength=corpus.ntokens)  # adaptive softmax order
     try:

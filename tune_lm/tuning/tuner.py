@@ -15,6 +15,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from tune_lm.lm import metrics as M
 from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.errors import ConfigError
+from tune_lm.lm.memory import memory_problem, training_bytes
 from tune_lm.tuning import private_api
 from tune_lm.tuning.private_api import (
     find_cluster_address,
@@ -152,6 +153,22 @@ def check_trial_fits(space: SearchSpace) -> None:
         f"no Ray node can run a trial, so none would ever start: {'; '.join(short) or wanted}. "
         "Ask for less per trial, or join a cluster with larger nodes (--address)"
     )
+
+
+def check_trial_memory(space: SearchSpace, ntokens: int, source: str) -> None:
+    """The space's largest trial (over its corners) must fit in the memory Ray gives tasks
+    on its largest node, or every such trial would fail in torch's allocator (or be
+    killed). GPU trials are checked on their device when they start (:mod:`lm.memory`)."""
+    if space.resources.gpus_per_trial:
+        return
+    configs = [space.trial_config(sampled) for sampled in space.corners()]
+    largest = max(configs, key=lambda config: training_bytes(config, ntokens))
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    memory = max((node.get("memory", 0.0) for node in nodes), default=0.0)
+    problem = memory_problem(largest, ntokens, int(memory) or None,
+                             "the largest Ray node (the memory Ray gives its tasks)")
+    if problem:
+        raise ConfigError(f"{source}: the space's largest trial cannot fit: {problem}")
 
 
 class JsonLogger(private_api.KeepsDriverResultLines, JsonLoggerCallback):
