@@ -382,6 +382,10 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
            {"notes.txt": "x"}),  # fmt: skip
     search("storage-unwritable", ["--storage", "/proc/runs"], ("--storage", "cannot write")),
     search("storage-unknown-scheme", ["--storage", "ftp://host/runs"], ("--storage", "ftp")),
+    # A URI storage's summary, report and log go to ./NAME: never over a user's files there.
+    search("storage-uri-over-a-users-folder", ["--storage", "file:///tmp/tune_lm_nowhere_x",
+           "--name", "mine"], ("remote storage", "mine", "would be overwritten"),
+           {"mine/summary.md": "my own notes"}),  # fmt: skip
     search("name-dot-dot", ["--name", ".."], ("--name", "plain name")),
     search("name-with-slash", ["--name", "a/../../b"], ("--name", "plain name")),
     search("name-too-long", ["--name", "a" * 300], ("--name", "300 bytes", "at most 255")),

@@ -228,6 +228,11 @@ def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
     assert len(list(local.glob("*/result.json"))) == 2
     assert (local / "report" / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert (tmp_path / "remote" / "far" / "space.json").is_file()  # pinned there for --resume
+    # ./far is known as this experiment's copy: going on from here may write there again
+    again = run_cli("search", "--resume", "--storage", f"file://{tmp_path / 'remote'}",
+                    "--name", "far", cwd=tmp_path,
+                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})  # fmt: skip
+    assert again.returncode == 0 and "nothing to resume" in again.stdout, again.stderr[-2000:]
 
 
 def _record(trial_id, model, lr, status, curve):

@@ -26,9 +26,12 @@ from tune_lm.tuning.compute import compute_ledger, describe_compute
 from tune_lm.tuning.console import console, say
 from tune_lm.tuning.driver_lock import driving
 from tune_lm.tuning.experiment import (
+    REMOTE_MARK,
     Pinned,
     SearchSettings,
     clean_tracking_uri,
+    local_copy_folder,
+    mark_local_copy,
     read_extensions,
     read_finished,
     remove_lost_trial_folders,
@@ -86,7 +89,7 @@ class Job:
     @property
     def folder(self) -> Path:
         """Where the summary goes: the experiment folder, or ./NAME for remote storage."""
-        return Path(self.path) if self.local else Path(self.path.rsplit("/", 1)[-1])
+        return Path(self.path) if self.local else local_copy_folder(self.path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,6 +207,8 @@ def run(job: Job) -> int:
         say(f"log: {log_file.resolve()} (Ray's, MLflow's and Optuna's output; --verbose "
             "shows it here)")  # fmt: skip
     lock = driving(job.folder) if job.local else contextlib.nullcontext()
+    if not job.local:
+        mark_local_copy(job.path)
     try:
         with lock, console.capture(log_file, verbose=job.args.verbose):
             try:
@@ -213,7 +218,7 @@ def run(job: Job) -> int:
     except (ConfigError, KeyboardInterrupt):  # before the search began: leave no folder
         if made is not None and made.is_dir():
             left = [p for p in made.rglob("*") if p.is_file()]
-            if all(p in (log_file, job.folder / DRIVER_LOCK) for p in left):
+            if all(p.name in (LOG_FILE, DRIVER_LOCK, REMOTE_MARK) for p in left):
                 shutil.rmtree(made, ignore_errors=True)
         raise
 

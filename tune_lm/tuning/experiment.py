@@ -10,6 +10,7 @@ local folder or (through pyarrow's filesystems, as Ray writes) remote storage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import urllib.parse
@@ -212,3 +213,38 @@ def remove_lost_trial_folders(path: str, kept: Iterable[str]) -> list[str]:
             shutil.rmtree(child, ignore_errors=True)
             lost.append(child.name)
     return lost
+
+
+REMOTE_MARK = ".tune_lm_remote.json"  # in ./NAME: which remote experiment it is the copy of
+
+
+def local_copy_folder(path: str) -> Path:
+    """Where an experiment in remote storage (``s3://.../NAME``) keeps its summary, report
+    and log on this machine: ``./NAME``."""
+    return Path.cwd() / path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_local_copy(path: str) -> None:
+    """``./NAME`` of a remote experiment is new, empty, or this experiment's own copy: a
+    search writes its summary, report and log there, over files of the same names."""
+    folder = local_copy_folder(path)
+    if not folder.exists():
+        return
+    if folder.is_dir() and not any(folder.iterdir()):
+        return
+    mark = folder / REMOTE_MARK
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if json.loads(mark.read_text(encoding="utf-8")).get("experiment") == path:
+            return
+    what = "a file" if not folder.is_dir() else "a folder of other files"
+    raise ConfigError(f"the experiment {path} is in remote storage, so its summary, report and "
+                      f"log go to {folder} on this machine, which is {what} (they would be "
+                      f"overwritten). Run from another folder, or give another --name")
+
+
+def mark_local_copy(path: str) -> None:
+    """Make ``./NAME`` and record which remote experiment it belongs to."""
+    folder = local_copy_folder(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(folder / REMOTE_MARK, "w") as out:
+        out.write(json.dumps({"experiment": path}) + "\n")

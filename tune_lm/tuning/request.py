@@ -15,6 +15,7 @@ from tune_lm.lm.atomic import probe_writable
 from tune_lm.lm.errors import ConfigError, TuneLMError, short_repr
 from tune_lm.tuning.experiment import (
     Pinned,
+    check_local_copy,
     clean_tracking_uri,
     read_pinned,
     resume_conflicts,
@@ -216,7 +217,10 @@ def check_experiment_folder(path: str) -> None:
     """An experiment folder that is already there must be a folder this user can write
     (its log is the first thing a search writes)."""
     folder = Path(path)
-    if "://" in path or not folder.exists():
+    if "://" in path:
+        check_local_copy(path)
+        return
+    if not folder.exists():
         return
     if not folder.is_dir():
         raise ConfigError(f"the experiment's path {path} is a file, not a folder; give another "

@@ -17,6 +17,7 @@ from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.errors import ConfigError
 from tune_lm.lm.memory import memory_problem, training_bytes
 from tune_lm.tuning import private_api
+from tune_lm.tuning.experiment import local_copy_folder
 from tune_lm.tuning.private_api import (
     find_cluster_address,
     local_ray_in_its_own_session,
@@ -234,7 +235,7 @@ def check_experiment(path: str, *, resume: bool) -> bool:
 def stop_ledger(path: str) -> StopLedger:
     """Where ASHA's stop decisions are kept: the experiment folder, or ./NAME (where the
     summary goes) when the experiment lives in remote storage."""
-    local = Path(path) if "://" not in path else Path.cwd() / path.rsplit("/", 1)[-1]
+    local = Path(path) if "://" not in path else local_copy_folder(path)
     return StopLedger(local)
 
 
