@@ -365,10 +365,14 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     search("time-budget-negative", ["--time-budget", "-5m"], ("--time-budget", "-5m")),
     train("device-dash", ["--device", "-cuda"], ("--device", "-cuda", "cuda:N")),
     bad_space("space-time-budget-zero", "budget: {time_budget: 0m}\n", ["more than 0"]),
+    search("address-is-the-dashboard", ["--address", "http://127.0.0.1:8265"],
+           ("--address http://127.0.0.1:8265", "dashboard", "host:6379")),
     search("cpus-beyond-any-node", ["--cpus-per-trial", "512"], ("--cpus-per-trial", "512")),
     bad_space("trial-beyond-any-node-memory",  # would fail in every trial's allocator
               GOOD_SPACE.replace("nhid: 16,", "nhid: 16000000,"),
               ["largest trial cannot fit", "nhid 16000000", "GiB"]),  # fmt: skip
+    bad_space("epochs-searched", GOOD_SPACE + "  epochs: {int: [1, 3]}\n",
+              ["parameters.epochs", "fixed: {epochs: N}"]),  # fmt: skip
     bad_space("lr-beyond-float32", GOOD_SPACE.replace("[1.0, 20.0]", "[1.0, 1.0e300]"),
               ["lr", "less than or equal"]),  # torch's float32 step overflowed in every trial
     train("train-emsize-beyond-memory", ["--emsize", "1000000000000"],
@@ -425,6 +429,9 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     ), may_leave=("cache",)),  # the corpus itself is fine: its token cache may stay  # fmt: skip
     # outputs that would only fail after training: checked before it starts
     train("train-save-is-a-folder", ["--save", "."], ("--save", "is a folder")),
+    Case("train-device-cuda-before-the-corpus", "train", ["--data", "corpus", "--device",
+         "cuda"], ("device='cuda'", "no CUDA GPU"), corpus(),  # no token cache left
+         marks=(pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),)),
     train("train-save-new-folder-dot", ["--save", "newdir/."], ("--save", "is a folder")),
     train("train-save-under-a-file", ["--save", "notes.txt/model.pt"], ("--save", "not a folder"),
           {"notes.txt": "x"}),  # fmt: skip

@@ -9,6 +9,7 @@ from cli_run import run_cli
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.checkpoint import save_model
+from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.data import write_corpus_folder
 from tune_lm.lm.fit import fit
 from tune_lm.lm.model import RNNLanguageModel
@@ -69,6 +70,25 @@ def test_bad_generation_flags_exit_2(trained):
     assert done.returncode == 2 and "--temperature" in done.stderr
     done = run("tune_lm.generate", "--checkpoint", str(checkpoint.parent / "missing.pt"))
     assert done.returncode == 2 and "missing.pt" in done.stderr
+
+
+def test_weights_that_diverged_are_refused_by_both_commands(trained, tmp_path):
+    """NaN weights (what a diverged run could save) made generate a traceback in
+    torch.multinomial and evaluate print perplexity inf."""
+    _, folder, corpus, result = trained
+    config = TrainConfig(data="synthetic", emsize=16, nhid=16, nlayers=1, epochs=2,
+                         batch_size=8, bptt=10, lr=5.0, threads=1)  # fmt: skip
+    state = {k: v.clone() for k, v in result.best_model_state.items()}
+    state["rnn.weight_hh_l0"].fill_(float("nan"))
+    path = tmp_path / "diverged.pt"
+    model = RNNLanguageModel.from_config(config, corpus.ntokens)
+    save_model(path, model, config, corpus.vocab, model_state=state)
+    for command in (["tune_lm.generate", "--words", "5"],
+                    ["tune_lm.evaluate", "--data", str(folder)]):  # fmt: skip
+        done = run(*command, "--checkpoint", str(path))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "NaN or infinite" in done.stderr and "rnn.weight_hh_l0" in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 # --- issue 13: a trial's own checkpoint, foreign corpora, the registered model ---

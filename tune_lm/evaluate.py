@@ -84,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tune_lm.lm.data import load_corpus
     from tune_lm.lm.metrics import perplexity
 
+    # --smoke trains its model: a --data that cannot be read is said before that
+    corpus = load_corpus(args.data or "synthetic") if args.smoke else None
     model, config, vocab = load_for_inference(args.checkpoint, args.model, args.tracking_uri,
                                               smoke=args.smoke)  # fmt: skip
-    corpus = load_corpus(args.data or "synthetic")
+    corpus = corpus or load_corpus(args.data or "synthetic")
     model_name = (f"--checkpoint {args.checkpoint}" if args.checkpoint
                   else "--smoke" if args.smoke else f"--model {args.model}")  # fmt: skip
     tokens = tokens_for_model(corpus, args.split, vocab, model_name, args.force)

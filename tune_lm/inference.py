@@ -18,6 +18,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from tune_lm.lm.checkpoint import (
     MODEL_FORMAT,
     STATE_FILE,
@@ -68,10 +70,22 @@ def load_for_inference(
     if smoke:
         return smoke_model()
     if checkpoint is not None:
-        return load_checkpoint_file(checkpoint)
-    from tune_lm.tracking.registry import load_registered
+        loaded = load_checkpoint_file(checkpoint)
+    else:
+        from tune_lm.tracking.registry import load_registered
 
-    return load_registered(str(model_uri), tracking_uri)
+        loaded = load_registered(str(model_uri), tracking_uri)
+    broken = [name for name, weights in loaded[0].named_parameters()
+              if not bool(torch.isfinite(weights).all())]  # fmt: skip
+    if broken:
+        raise ConfigError(
+            f"{f'--checkpoint {checkpoint}' if checkpoint is not None else f'--model {model_uri}'}"
+            f": its weights hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}): the training that saved them diverged. "
+            "Use another checkpoint or model (a search keeps each trial's best-validation "
+            "weights, which are finite)"
+        )
+    return loaded
 
 
 def smoke_model() -> tuple[RNNLanguageModel, TrainConfig, list[str]]:

@@ -163,8 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_path("--metrics-json", args.metrics_json)
     # Bad flags have failed by now, in a fraction of a second: torch takes seconds to import.
     from tune_lm.lm.data import load_corpus
+    from tune_lm.lm.device import resolve_device
     from tune_lm.lm.fit import fit
 
+    resolve_device(config.device)  # --device cuda without a GPU: before the corpus loads
     corpus = load_corpus(config.data)
     print(
         f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train / "

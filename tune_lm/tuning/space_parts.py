@@ -189,6 +189,13 @@ def _known_options(section: str) -> BeforeValidator:
         for name in values if isinstance(values, dict) else ():
             if isinstance(name, str) and name not in TrainConfig.model_fields:
                 raise _unknown_option(section, name)
+            if name == "epochs" and section != "fixed":
+                raise space_error(
+                    f"field '{section}.epochs': epochs is every trial's length, which ASHA, "
+                    "the searcher's rungs and the compute budget share, so it is set once, in "
+                    "'fixed: {epochs: N}'. Each trial's validation perplexity is recorded at "
+                    "every epoch; to compare epoch counts, read those curves, or have a grid "
+                    "score test at earlier epochs too ('test_at_epochs: [20]')")
             if name in SET_BY_RESOURCES:
                 raise space_error(
                     f"field '{section}.{name}': a trial's {name} is what Ray gives it "

@@ -97,6 +97,13 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> str | None:
             ) from None
         return resolved
     scheme, _, host_port = address.rpartition("://")
+    if scheme in ("http", "https"):  # what `ray job submit --address` takes
+        raise ConfigError(
+            f"--address {address} is a Ray dashboard's address (the one `ray job submit` "
+            "takes), not a cluster to join: use host:6379 (the head node's GCS port), "
+            "ray://host:10001 (Ray Client) or auto on a cluster node; or submit the search "
+            "as a job (ray job submit --address ... -- python -m tune_lm.search ...)"
+        )
     if scheme not in ("", "ray"):
         return address
     host, _, port = host_port.rpartition(":")
