@@ -371,6 +371,13 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     bad_space("trial-beyond-any-node-memory",  # would fail in every trial's allocator
               GOOD_SPACE.replace("nhid: 16,", "nhid: 16000000,"),
               ["largest trial cannot fit", "nhid 16000000", "GiB"]),  # fmt: skip
+    search("smoke-drops-flags", ["--smoke", "--data", "ptb", "--num-samples", "5"],
+           ("--smoke", "--data, --num-samples", "no effect")),
+    bad_space("time-budget-shorter-than-a-start", GOOD_SPACE + "budget: {time_budget: 1s}\n",
+              ["time budget '1s' is shorter than a search's start", "at least 30s"]),
+    bad_space("hyperband-brackets-beyond-the-epochs",
+              GOOD_SPACE + "scheduler: {type: hyperband, brackets: 4}\n",
+              ["scheduler.brackets' is 4", "would never stop a trial"]),  # fmt: skip
     bad_space("epochs-searched", GOOD_SPACE + "  epochs: {int: [1, 3]}\n",
               ["parameters.epochs", "fixed: {epochs: N}"]),  # fmt: skip
     bad_space("lr-beyond-float32", GOOD_SPACE.replace("[1.0, 20.0]", "[1.0, 1.0e300]"),
@@ -429,6 +436,8 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
     ), may_leave=("cache",)),  # the corpus itself is fine: its token cache may stay  # fmt: skip
     # outputs that would only fail after training: checked before it starts
     train("train-save-is-a-folder", ["--save", "."], ("--save", "is a folder")),
+    train("train-cutoffs-without-adaptive", ["--adaptive-cutoffs", "10", "20"],
+          ("--adaptive-cutoffs", "--decoder adaptive")),  # fmt: skip
     Case("train-device-cuda-before-the-corpus", "train", ["--data", "corpus", "--device",
          "cuda"], ("device='cuda'", "no CUDA GPU"), corpus(),  # no token cache left
          marks=(pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),)),

@@ -130,8 +130,10 @@ def test_an_experiments_trial_folders_are_curves_too(tmp_path):
 
 
 def test_hyperband_runs_asha_in_several_brackets_and_brackets_need_it():
-    hyperband = space(scheduler={"type": "hyperband", "brackets": 3})
-    assert len(make_scheduler(hyperband)._brackets) == 3
+    hyperband = space(scheduler={"type": "hyperband", "brackets": 2})
+    assert len(make_scheduler(hyperband)._brackets) == 2
+    with pytest.raises(ConfigError, match="only 2 bracket.*below the 9 epochs"):
+        space(scheduler={"type": "hyperband", "brackets": 3})  # the third: a rung at 9
     assert len(make_scheduler(space())._brackets) == 1
     with pytest.raises(ConfigError, match="brackets"):
         space(scheduler={"type": "asha", "brackets": 2})
@@ -322,8 +324,9 @@ def test_asha_never_stops_a_baseline_early_but_counts_its_values(tmp_path, kind)
     from tune_lm.tuning.searchers import StopLedger
 
     baseline = {"model": "LSTM", "emsize": 32, "lr": 1.0}
+    brackets = {"brackets": 2} if kind == "hyperband" else {}
     searched = space(baselines=[baseline], scheduler={"type": kind, "grace_period": 1,
-                                                      "reduction_factor": 3})  # fmt: skip
+                                                      "reduction_factor": 3, **brackets})
     ledger = StopLedger(tmp_path)
     scheduler = make_scheduler(searched, ledger)
     scheduler.set_search_properties("val_ppl", "min")

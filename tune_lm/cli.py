@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.errors import TuneLMError
+from tune_lm.lm.errors import ConfigError, TuneLMError
 
 
 def flag_name(field: str) -> str:
@@ -68,7 +68,12 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         given = getattr(args, name, None)
         if given is not None:
             values[name] = given
-    return TrainConfig.from_dict(values, source="command line", label=flag_name)
+    config = TrainConfig.from_dict(values, source="command line", label=flag_name)
+    if getattr(args, "adaptive_cutoffs", None) is not None and config.decoder != "adaptive":
+        raise ConfigError(f"--adaptive-cutoffs applies to --decoder adaptive only (the "
+                          f"{config.decoder} softmax has no clusters, so it would be ignored): "
+                          "add --decoder adaptive, or drop it")  # fmt: skip
+    return config
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -130,6 +130,8 @@ def smoke_space(space: SearchSpace, *, gpus: bool = True) -> SearchSpace:
     return SearchSpace(**raw)
 
 
+SMOKE_SETS = {"--data": "data", "--num-samples": "num_samples", "--max-epochs": "max_epochs",
+              "--time-budget": "time_budget"}  # fmt: skip
 OVERRIDE_FLAGS = ("num_samples", "max_epochs", "max_concurrent", "max_failures",
                   "cpus_per_trial", "gpus_per_trial", "time_budget", "seed")  # fmt: skip
 
@@ -151,6 +153,12 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.extend and args.smoke:
         raise ConfigError("--extend adds trials to an experiment; --smoke starts a new tiny "
                           "one. Drop one of them")  # fmt: skip
+    if args.smoke:  # what --smoke sets itself: a flag for it would be dropped unsaid
+        dropped = [flag for flag, value in SMOKE_SETS.items() if getattr(args, value) is not None]
+        if dropped:
+            raise ConfigError(f"--smoke runs the space shrunk to seconds (2 trials of 2 epochs "
+                              f"on the synthetic corpus, no time budget), so {', '.join(dropped)} "
+                              "would have no effect: drop them, or drop --smoke")  # fmt: skip
     check_storage(args.storage)
     if args.data is not None and not args.data.strip():
         raise ConfigError("--data '' is empty: give wikitext-2, ptb, synthetic or a corpus "

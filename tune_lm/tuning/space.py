@@ -260,6 +260,16 @@ class SearchSpace(TrainingSpace):
                 f"field 'scheduler.grace_period' is {grace:g}, more than the {self.epochs} "
                 "epochs a trial runs (fixed.epochs); lower it"
             )
+        if self.scheduler.type == "hyperband":  # bracket b's first rung: grace x rf**b
+            rf, brackets = self.scheduler.reduction_factor, self.scheduler.brackets
+            useful = sum(1 for b in range(brackets) if grace * rf**b < self.epochs)
+            if useful < brackets:
+                raise space_error(
+                    f"field 'scheduler.brackets' is {brackets}, but with grace_period {grace:g} "
+                    f"and reduction_factor {rf:g} only {useful} bracket(s) have a rung below "
+                    f"the {self.epochs} epochs a trial runs (fixed.epochs): the others would "
+                    f"never stop a trial. Use brackets: {max(useful, 1)} or fewer, or more epochs"
+                )
         for epoch in self.test_at_epochs:
             if not 1 <= epoch <= self.epochs:
                 raise space_error(f"field 'test_at_epochs' has {epoch}, outside "

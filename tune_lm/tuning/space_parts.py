@@ -124,7 +124,17 @@ def parse_duration(text: str | float | int) -> float:
             f"time budget {text!r} must be more than 0 seconds (Ray would read 0 as no limit); "
             "leave the budget out to run without one"
         )
+    if seconds < MIN_TIME_BUDGET_S:
+        raise ValueError(
+            f"time budget {text!r} is shorter than a search's start ({MIN_TIME_BUDGET_S:g} s: "
+            "Ray, the MLflow run and the first trials' processes start before any trial can "
+            f"report, so it would end with no result); give at least {MIN_TIME_BUDGET_S:g}s, "
+            "or leave the budget out"
+        )
     return seconds
+
+
+MIN_TIME_BUDGET_S = 30.0
 
 
 def _a_duration(text: str | None) -> str | None:
