@@ -415,6 +415,10 @@ CASES += [  # issue 13: budgets Ray would misread, resources no node has
            ["--tracking-uri", "postgresql://user:secret@127.0.0.1:{port}/db"],
            ("--tracking-uri", "postgresql://user@127.0.0.1:", "does not answer")),
     search("tracking-plain-folder", ["--tracking-uri", "mlruns"], ("--tracking-uri", "folder")),
+    search("tracking-plain-sqlite-path", ["--tracking-uri", "mlflow.db"],
+           ("--tracking-uri", "sqlite:///mlflow.db")),
+    search("tracking-empty", ["--tracking-uri", ""], ("--tracking-uri ''", "empty")),
+    search("data-misspelt-known-corpus", ["--data", "PTB"], ("--data 'PTB'", "'ptb'")),
     search("tracking-sqlite-unwritable", ["--tracking-uri", "sqlite:////proc/m.db"],
            ("--tracking-uri", "cannot be written")),  # fmt: skip
     search("tracking-sqlite-no-folder", ["--tracking-uri", "sqlite:///nowhere/m.db"],

@@ -29,6 +29,16 @@ BAD_SPACES = [
     ("parameters: [", "not valid YAML"),
     ("- a\n- b\n", "top level must be a mapping"),
     ("shceduler: {type: asha}\n", "Did you mean 'scheduler'"),
+    # a suggestion comes from the same section, synonyms and word prefixes first
+    ("budget: {samples: 4}\n", "Did you mean 'num_samples' instead of 'samples'"),
+    ("budget: {trials: 4}\n", "Did you mean 'num_samples' instead of 'trials'"),
+    ("scheduler: {grace: 2}\n", "Did you mean 'grace_period' instead of 'grace'"),
+    ("resources: {gpus: 1}\n", "Did you mean 'gpus_per_trial'"),
+    ("name: 2024-01-01\n", "YAML read the value as a date: to mean the text, put it in quotes"),
+    ("name: no\n", "YAML read the value as true/false"),
+    ("parameters: {lr: {log_uniform: [1, 20]}}\n", "'log_uniform', which is not a parameter "
+     "kind. Did you mean 'loguniform'"),
+    ("parameters: {nhid: {randint: [1, 20]}}\n", "Did you mean 'int'"),
     ("scheduler: {type: median_stopping}\n", "scheduler.type"),
     ("scheduler: {grace_period: 0}\n", "scheduler.grace_period"),
     ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor"),

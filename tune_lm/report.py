@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give either an experiment folder/URI or --mlflow NAME")
     if args.tracking_uri is not None and args.mlflow is None:
         parser.error("--tracking-uri goes with --mlflow NAME only")
+    for flag, value in (("--out", args.out), ("--tracking-uri", args.tracking_uri)):
+        if value is not None and not value.strip():
+            parser.error(f"{flag} '' is empty: give a value, or leave the flag out for its "
+                         "default")  # fmt: skip
     local = args.mlflow is None and "://" not in args.experiment
     if local and args.out is not None:
         parser.error(f"--out is for a URI or --mlflow; the report of a local folder is written "

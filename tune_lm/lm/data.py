@@ -288,9 +288,12 @@ def load_corpus(data: str, *, cache_dir: str | Path | None = None, given_as: str
             resolve_corpus_dir(data, cache_dir=cache_dir), name=data, cache_dir=cache_dir
         )
     what = "is a file, not a folder" if path.exists() else "is neither a known corpus nor a folder"
+    squeezed = {re.sub(r"[^a-z0-9]", "", known.lower()): known for known in KNOWN_CORPORA}
+    meant = squeezed.get(re.sub(r"[^a-z0-9]", "", data.lower()))  # PTB, wikitext2, WikiText_2
+    hint = f" Did you mean {meant!r}?" if meant and not path.exists() else ""
     raise DataError(
-        f"{given_as} {data!r} {what}. Use one of the known corpora ({', '.join(KNOWN_CORPORA)}) "
-        f"or a folder path: {_FOLDER_HINT}."
+        f"{given_as} {data!r} {what}.{hint} Use one of the known corpora "
+        f"({', '.join(KNOWN_CORPORA)}) or a folder path: {_FOLDER_HINT}."
     )
 
 

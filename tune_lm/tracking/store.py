@@ -71,6 +71,11 @@ def check_tracking_uri(uri: str) -> None:
     if any(char.isspace() for char in uri):
         raise ConfigError(f"{flag} {uri!r} contains white space; quote nothing into it: {fix}")
     scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+    if uri in ("databricks", "databricks-uc", "uc"):  # MLflow's bare Databricks URIs
+        return
+    if scheme == "" and Path(uri).suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+        raise ConfigError(f"{flag} {uri!r} is a path, not a URI: for a SQLite store give "
+                          f"sqlite:///{uri} (three slashes, then the path)")  # fmt: skip
     if scheme in ("", "file"):
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":
             return

@@ -160,6 +160,10 @@ def check_flags(args: argparse.Namespace) -> None:
                               f"on the synthetic corpus, no time budget), so {', '.join(dropped)} "
                               "would have no effect: drop them, or drop --smoke")  # fmt: skip
     check_storage(args.storage)
+    if args.tracking_uri is not None and not args.tracking_uri.strip():
+        raise ConfigError("--tracking-uri '' is empty: give sqlite:///PATH/mlflow.db or "
+                          "http(s)://HOST:PORT, or leave the flag out for MLFLOW_TRACKING_URI "
+                          "or ./mlflow.db")  # fmt: skip
     if args.data is not None and not args.data.strip():
         raise ConfigError("--data '' is empty: give wikitext-2, ptb, synthetic or a corpus "
                           "folder, or leave the flag out to use the space's data")  # fmt: skip

@@ -300,12 +300,13 @@ class SearchSpace(TrainingSpace):
             raise SpaceError(f"{source}: {error}") from None
 
     @classmethod
-    def known_keys(cls) -> set[str]:
-        """Every key a space file may hold, at the top or in a section of settings."""
-        known = set(cls.model_fields)
-        for model in (SearcherSpec, SchedulerSpec, BudgetSpec, ResourcesSpec):
-            known |= set(model.model_fields)
-        return known
+    def known_keys(cls) -> dict[str, set[str]]:
+        """The keys a space file may hold: at the top (``""``) and in each section of
+        settings."""
+        sections = {"searcher": SearcherSpec, "scheduler": SchedulerSpec,
+                    "budget": BudgetSpec, "resources": ResourcesSpec}  # fmt: skip
+        return {"": set(cls.model_fields),
+                **{name: set(model.model_fields) for name, model in sections.items()}}
 
     @property
     def objective_modes(self) -> list[str]:
