@@ -7,6 +7,7 @@ import math
 import pytest
 from cli_run import run_cli
 
+from tune_lm.lm.errors import TuneLMError
 from tune_lm.reporting.expected_best import expected_best, expected_best_curve
 from tune_lm.tuning.results import pareto_front
 
@@ -165,6 +166,23 @@ def _hand_made_search(folder, *, truncated_line=False):
              "fixed": {"nhid": 16}}  # fmt: skip
     (folder / "summary.json").write_text(json.dumps({"space": space, "trials": trials}))
     return folder
+
+
+def test_an_experiment_where_no_trial_reported_has_nothing_to_report(tmp_path):
+    """(a time budget that ran out first) was 10 empty tables and pictures, and a raw
+    matplotlib warning"""
+    from tune_lm.reporting.report import write_report
+
+    folder = _hand_made_search(tmp_path / "exp")
+    summary = json.loads((folder / "summary.json").read_text())
+    for row in summary["trials"]:
+        row.update(best_val_ppl=None, epochs_run=0, status="stopped by the time budget")
+    (folder / "summary.json").write_text(json.dumps(summary))
+    for results in folder.glob("*/result.json"):
+        results.unlink()
+    with pytest.raises(TuneLMError, match="no trial reported a result .3 started."):
+        write_report(folder)
+    assert not (folder / "report").exists()
 
 
 @pytest.mark.slow

@@ -39,6 +39,8 @@ BAD_SPACES = [
     ("parameters: {lr: {log_uniform: [1, 20]}}\n", "'log_uniform', which is not a parameter "
      "kind. Did you mean 'loguniform'"),
     ("parameters: {nhid: {randint: [1, 20]}}\n", "Did you mean 'int'"),
+    ("parameters: {model: {choice: [LSTM, GRU]}}\nderived: {nhid: model}\n",
+     "'derived.nhid': nhid is a number, but model, which it takes its value from, is text"),
     ("scheduler: {type: median_stopping}\n", "scheduler.type"),
     ("scheduler: {grace_period: 0}\n", "scheduler.grace_period"),
     ("scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor"),
@@ -355,3 +357,21 @@ def test_the_space_modules_do_not_import_ray():
         "sys.exit(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+@pytest.mark.parametrize("sampler", ["cmaes", "gp"])
+def test_every_sampler_the_readme_lists_is_installed_and_proposes(sampler):
+    """cmaes needs its own package (a dependency now; it was refused as missing)."""
+    import optuna
+
+    from tune_lm.tuning.searchers import make_sampler
+
+    space = SearchSpace.from_raw({"searcher": {"sampler": sampler}, "fixed": {"epochs": 2},
+                                  "parameters": {"lr": {"loguniform": [1, 20]},
+                                                 "dropout": {"uniform": [0.0, 0.5]}}},
+                                 "test")  # fmt: skip
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=make_sampler(space))
+    study.optimize(lambda t: t.suggest_float("lr", 1, 20, log=True)
+                   + t.suggest_float("dropout", 0.0, 0.5), n_trials=4)  # fmt: skip
+    assert len(study.trials) == 4 and all(1 <= t.params["lr"] <= 20 for t in study.trials)

@@ -166,6 +166,10 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
     read and checked (the summary, ``by``) before the first file is written."""
     summary, records = load_trials(folder)
     check_by(summary, by)
+    if not any(math.isfinite(record.best_val_ppl) for record in records):
+        raise TuneLMError(f"{folder}: no trial reported a result ({len(records)} started), so "
+                          "there is nothing to report; continue the search (--resume), or "
+                          "start it again with a longer time budget")  # fmt: skip
     from tune_lm.reporting import (
         plots as report_plots,  # matplotlib (and its cache) only once all is checked
     )

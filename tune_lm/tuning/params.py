@@ -297,7 +297,7 @@ Parameter = Annotated[
 ]
 
 
-def _option_type(name: str) -> type | None:
+def option_type(name: str) -> type | None:
     """int or float for a numeric training option (``int | None`` counts as int), else None."""
     annotation = TrainConfig.model_fields[name].annotation
     types = {arg for arg in typing.get_args(annotation) or (annotation,) if arg is not type(None)}
@@ -320,8 +320,8 @@ def range_fits_option(name: str, parameter: _Kind, source: str | None = None) ->
         return  # each listed value is checked against the option (the space's corners)
     field = f"derived.{name}" if source else f"parameters.{name}"
     through = f" (it takes the values of parameters.{source})" if source else ""
-    option_type = _option_type(name)
-    if option_type is None:
+    kind = option_type(name)
+    if kind is None:
         annotation = TrainConfig.model_fields[name].annotation
         listed = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
         example = f"{{choice: [{', '.join(map(str, listed))}]}}" if listed else (
@@ -332,7 +332,7 @@ def range_fits_option(name: str, parameter: _Kind, source: str | None = None) ->
             f"field '{field}': {name} is not a number, so a {parameter.kind} range cannot "
             f"sample it{through}; {fix}, e.g. {example}"
         )
-    if option_type is int and parameter.whole_kind is not None:
+    if kind is int and parameter.whole_kind is not None:
         low, high = parameter.low, parameter.high
         fix = (f"derive {name} from a whole-number parameter, or make {source} "
                f"{parameter.as_whole()}" if source else

@@ -358,10 +358,15 @@ class SearchSpace(TrainingSpace):
             if value is not None:
                 section, _, name = OVERRIDES.get(key, key).rpartition(".")
                 (raw.setdefault(section, {}) if section else raw)[name] = value
-        given = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in overrides.items()
-                         if value is not None)  # fmt: skip
+        given = " ".join(f"--{key.replace('_', '-')} {_as_typed(value)}"
+                         for key, value in overrides.items() if value is not None)  # fmt: skip
         source = f"space {self.name!r} with {given or 'no overrides'}"
         return SearchSpace.from_raw(raw, source=source)
+
+
+def _as_typed(value: Any) -> str:
+    """A flag's value as the user typed it (--confirm 3,2 arrives as a mapping)."""
+    return ",".join(map(str, value.values())) if isinstance(value, dict) else str(value)
 
 
 def grid_warning(space: SearchSpace) -> str | None:

@@ -36,7 +36,13 @@ from pydantic import (
 from tune_lm.lm.config import TrainConfig, numbers_only
 from tune_lm.lm.errors import ConfigError, short_repr
 from tune_lm.tuning.layout import experiment_name_problem
-from tune_lm.tuning.params import Parameter, kinds_fit_options, range_fits_option, space_error
+from tune_lm.tuning.params import (
+    Parameter,
+    kinds_fit_options,
+    option_type,
+    range_fits_option,
+    space_error,
+)
 
 MIN_REDUCTION_FACTOR = 2.0
 _MAX_COMBINATIONS_CHECKED = 4096
@@ -291,6 +297,13 @@ class TrainingSpace(Section):
         option (the corners, a range's ends, can be whole where the samples are not)."""
         for name in self.derived:
             source = self._source_of(name)
+            if (option_type(name) is None) != (option_type(source) is None):
+                what = {True: "text or a choice", False: "a number"}
+                raise space_error(
+                    f"field 'derived.{name}': {name} is {what[option_type(name) is None]}, "
+                    f"but {source}, which it takes its value from, is "
+                    f"{what[option_type(source) is None]}; derive it from an option of its "
+                    f"kind, or search it in parameters")  # fmt: skip
             if source in self.parameters:
                 range_fits_option(name, self.parameters[source], source=source)
         return self
