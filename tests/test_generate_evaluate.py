@@ -208,7 +208,7 @@ def test_the_registered_models_perplexity_does_not_depend_on_eval_batch_size(tra
 
     checkpoint = trained[0]
     model, config, vocab = load_model(checkpoint)
-    texts = [" ".join(vocab[3:40]) + "\n" + " ".join(vocab[10:30]), "w1 w2 w3", ""]
+    texts = [" ".join(vocab[3:40]) + "\n" + " ".join(vocab[10:30]), "w1 w2 w3", "", "  \n "]
     answers = []
     for eval_batch_size in (1, 7, 64):
         path = tmp_path / f"ebs{eval_batch_size}.pt"
@@ -220,6 +220,10 @@ def test_the_registered_models_perplexity_does_not_depend_on_eval_batch_size(tra
     assert answers[0][:2] == pytest.approx(answers[2][:2], rel=1e-6)
     assert all(math.isfinite(a) and a > 1 for a in answers[0][:2])
     assert math.isnan(answers[0][2])  # an empty text has no perplexity
+    assert math.isnan(answers[0][3])  # nor one of blank lines (was the <eos>'s, 163.8)
+    assert "<unk>" not in vocab  # a word it never saw: which text, which word
+    with pytest.raises(ValueError, match=r"text 1 of 2: .*\(zebra\)"):
+        wrapper.predict(["w1", "w1 zebra"])
 
 
 def test_an_unknown_registered_model_names_what_exists_and_creates_no_store(tmp_path):

@@ -44,19 +44,30 @@ class LanguageModelPyfunc(mlflow.pyfunc.PythonModel):
         not ``eval_batch_size`` columns each restarted from zero, so the answer does not
         depend on that training setting."""
         unk = self.word_to_id.get(UNK)
-        ids = [self.word_to_id.get(word, unk) for word in tokenize(text)]
-        if any(i is None for i in ids):
-            raise ValueError("the text has words outside the vocabulary and it has no <unk>")
-        if not ids:
-            return float("nan")  # an empty text has no words to score
+        tokens = tokenize(text)
+        ids = [self.word_to_id.get(word, unk) for word in tokens]
+        unknown = [word for word, i in zip(tokens, ids, strict=True) if i is None]
+        if unknown:
+            shown = ", ".join(dict.fromkeys(unknown[:5]))
+            raise ValueError(f"words outside the model's vocabulary ({shown}"
+                             f"{', ...' if len(set(unknown)) > 5 else ''}), and it has no "
+                             f"{UNK} to score them as")  # fmt: skip
+        if all(word == EOS for word in tokens):
+            return float("nan")  # no words to score: empty, or only blank lines
         split = EvalSplit(
             torch.tensor(ids, dtype=torch.int64), 1, self.word_to_id[EOS], torch.device("cpu")
         )  # (tokens, 1): a single stream
         return M.perplexity(evaluate_loss(self.model, split, self.config.bptt))
 
     def predict(self, model_input: list[str], params: dict | None = None) -> list[float]:
-        """One perplexity per text."""
-        return [self.perplexity(str(text)) for text in model_input]
+        """One perplexity per text (NaN for a text without words)."""
+        scores = []
+        for index, text in enumerate(model_input):
+            try:
+                scores.append(self.perplexity(str(text)))
+            except ValueError as error:
+                raise ValueError(f"text {index} of {len(model_input)}: {error}") from None
+        return scores
 
 
 def registered_name(experiment: str) -> str:
