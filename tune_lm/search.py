@@ -24,7 +24,7 @@ from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning import extend as extension
 from tune_lm.tuning.compute import compute_ledger, describe_compute
 from tune_lm.tuning.console import console, say
-from tune_lm.tuning.driver_lock import driving
+from tune_lm.tuning.driver_lock import ExperimentBusy, driving
 from tune_lm.tuning.experiment import (
     REMOTE_MARK,
     Pinned,
@@ -215,8 +215,8 @@ def run(job: Job) -> int:
                 return _run_tracked(job)
             finally:
                 ray_side.disconnect()  # Ray's last worker lines go to the log, not after it
-    except (ConfigError, KeyboardInterrupt):  # before the search began: leave no folder
-        if made is not None and made.is_dir():
+    except (ConfigError, KeyboardInterrupt) as error:  # before the search began: no folder
+        if made is not None and made.is_dir() and not isinstance(error, ExperimentBusy):
             left = [p for p in made.rglob("*") if p.is_file()]
             if all(p.name in (LOG_FILE, DRIVER_LOCK, REMOTE_MARK) for p in left):
                 shutil.rmtree(made, ignore_errors=True)

@@ -24,10 +24,14 @@ from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning.layout import DRIVER_LOCK
 
 
+class ExperimentBusy(ConfigError):
+    """Another driver holds the experiment: whatever is in its folder is that driver's."""
+
+
 @contextlib.contextmanager
 def driving(folder: Path) -> Iterator[None]:
     """Hold the experiment ``folder``'s lock (made with its parents if new) while the block
-    runs, or raise :class:`ConfigError` naming the driver that holds it."""
+    runs, or raise :class:`ExperimentBusy` naming the driver that holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / DRIVER_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -36,7 +40,7 @@ def driving(folder: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            raise ConfigError(
+            raise ExperimentBusy(
                 f"experiment {folder} is being run by another search now ({holder}); two "
                 "drivers would run its trials twice. Wait for it to end, or stop it (Ctrl-C "
                 "in its terminal, or kill PID: it stops gracefully), then --resume"
