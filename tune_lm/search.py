@@ -189,8 +189,15 @@ def prepare(job: Job) -> None:
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default,
                          given_as=given_as)  # fmt: skip
     say(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
-    check_corpus(corpus, space, settings, source=args.space or "the experiment's space")
+    check_corpus(corpus, space, settings, source=space_source(job))
+    if job.address is None:
+        ray_side.check_trial_memory(space, corpus.ntokens, space_source(job), on_cluster=False)
     job.corpus = corpus
+
+
+def space_source(job: Job) -> str:
+    """The space's file, for messages (a resumed experiment's own copy has none)."""
+    return job.args.space or "the experiment's space"
 
 
 def run(job: Job) -> int:
@@ -236,8 +243,9 @@ def _run_tracked(job: Job) -> int:
     settings = job.pinned.settings if job.pinned else None
     ray_side.connect_ray(job.address)
     ray_side.check_trial_fits(job.space)
-    ray_side.check_trial_memory(job.space, job.corpus.ntokens,
-                                job.args.space or "the experiment's space")
+    if job.address is not None:  # a local Ray's machine was checked before it started
+        ray_side.check_trial_memory(job.space, job.corpus.ntokens, space_source(job),
+                                    on_cluster=True)
     corpus = job.corpus
     if settings is None:
         write_pinned(job.path, job.space, SearchSettings(

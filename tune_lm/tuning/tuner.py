@@ -15,7 +15,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from tune_lm.lm import metrics as M
 from tune_lm.lm.corpus import Corpus
 from tune_lm.lm.errors import ConfigError
-from tune_lm.lm.memory import memory_problem, training_bytes
+from tune_lm.lm.memory import available_bytes, memory_problem, training_bytes
 from tune_lm.tuning import private_api
 from tune_lm.tuning.experiment import local_copy_folder
 from tune_lm.tuning.private_api import (
@@ -163,18 +163,23 @@ def check_trial_fits(space: SearchSpace) -> None:
     )
 
 
-def check_trial_memory(space: SearchSpace, ntokens: int, source: str) -> None:
-    """The space's largest trial (over its corners) must fit in the memory Ray gives tasks
-    on its largest node, or every such trial would fail in torch's allocator (or be
-    killed). GPU trials are checked on their device when they start (:mod:`lm.memory`)."""
+def check_trial_memory(space: SearchSpace, ntokens: int, source: str, *,
+                       on_cluster: bool) -> None:  # fmt: skip
+    """The space's largest trial (over its corners) must fit in memory, or every such trial
+    would fail in torch's allocator (or be killed): this machine's free memory for a local
+    Ray (checked before it starts), else what Ray gives tasks on the cluster's largest
+    node. GPU trials are checked on their device when they start (:mod:`lm.memory`)."""
     if space.resources.gpus_per_trial:
         return
     configs = [space.trial_config(sampled) for sampled in space.corners()]
     largest = max(configs, key=lambda config: training_bytes(config, ntokens))
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    memory = max((node.get("memory", 0.0) for node in nodes), default=0.0)
-    problem = memory_problem(largest, ntokens, int(memory) or None,
-                             "the largest Ray node (the memory Ray gives its tasks)")
+    if on_cluster:
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        memory = int(max((node.get("memory", 0.0) for node in nodes), default=0.0)) or None
+        where = "the largest Ray node (the memory Ray gives its tasks)"
+    else:
+        memory, where = available_bytes(torch.device("cpu")), "this machine"
+    problem = memory_problem(largest, ntokens, memory, where)
     if problem:
         raise ConfigError(f"{source}: the space's largest trial cannot fit: {problem}")
 
