@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from tune_lm.lm.fit import fit
 from tune_lm.lm.synthetic import make_synthetic_corpus
-from tune_lm.tuning.request import smoke_space
 from tune_lm.tuning.searchers import make_scheduler, make_searcher
+from tune_lm.tuning.smoke import smoke_space
 from tune_lm.tuning.space import PARAMETER_KINDS, SearchSpace
 from tune_lm.tuning.space_yaml import SHIPPED_SPACES, load_space
 from tune_lm.tuning.tune_space import to_tune_space

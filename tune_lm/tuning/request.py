@@ -23,6 +23,7 @@ from tune_lm.tuning.experiment import (
 )
 from tune_lm.tuning.extend import check_extendable, extended
 from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE, experiment_name_problem
+from tune_lm.tuning.smoke import SMOKE_SETS, smoke_space
 from tune_lm.tuning.space import SearchSpace, check_override
 from tune_lm.tuning.space_yaml import load_space
 
@@ -111,27 +112,6 @@ def confirm_flag(text: str) -> dict[str, int]:
     return {"top_k": int(parts[0]), "seeds": int(parts[1])}
 
 
-def smoke_space(space: SearchSpace, *, gpus: bool = True) -> SearchSpace:
-    """The same space shrunk to seconds: synthetic corpus, 2 short epochs, 2 samples of
-    one CPU each (and no GPU unless ``gpus``), under its own name (``NAME-smoke``), so it
-    never takes the real search's experiment, MLflow experiment or registered model."""
-    raw = space.model_dump()
-    name = space.name or "search"
-    raw["name"] = name if name.endswith("-smoke") else f"{name}-smoke"
-    raw["data"] = "synthetic"
-    raw["resources"].update(cpus_per_trial=1)
-    if not gpus:
-        raw["resources"].update(gpus_per_trial=0)
-    raw["fixed"].update(epochs=2, max_tokens_per_epoch=2000)
-    raw["budget"].update(num_samples=min(2, raw["budget"]["num_samples"]), time_budget=None)
-    if raw["scheduler"]["type"] != "fifo":
-        raw["scheduler"]["grace_period"] = 1
-    raw["test_at_epochs"] = [1] if raw["test_at_epochs"] else []
-    return SearchSpace(**raw)
-
-
-SMOKE_SETS = {"--data": "data", "--num-samples": "num_samples", "--max-epochs": "max_epochs",
-              "--time-budget": "time_budget"}  # fmt: skip
 OVERRIDE_FLAGS = ("num_samples", "max_epochs", "max_concurrent", "max_failures",
                   "cpus_per_trial", "gpus_per_trial", "time_budget", "seed")  # fmt: skip
 

@@ -15,7 +15,6 @@ itself; :meth:`tune_lm.tuning.space.SearchSpace.from_raw` prefixes the file.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import random
 import re
@@ -43,6 +42,7 @@ from tune_lm.tuning.params import (
     range_fits_option,
     space_error,
 )
+from tune_lm.tuning.space_options import derived_known_and_acyclic, known_options
 
 MIN_REDUCTION_FACTOR = 2.0
 _MAX_COMBINATIONS_CHECKED = 4096
@@ -189,70 +189,13 @@ class ResourcesSpec(Section):
     gpus_per_trial: Annotated[float, Field(ge=0), AfterValidator(_gpu_share)] = 0.0
 
 
-def _unknown_option(section: str, name: str) -> Exception:
-    close = difflib.get_close_matches(name, list(TrainConfig.model_fields), n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return space_error(
-        f"field '{section}.{name}' is not a training option.{hint} "
-        f"Training options: {', '.join(TrainConfig.model_fields)}"
-    )
-
-
-def _known_options(section: str) -> BeforeValidator:
-    """Names first (before their values are read): a misspelt name is the likelier mistake."""
-
-    def check(values: Any) -> Any:
-        for name in values if isinstance(values, dict) else ():
-            if isinstance(name, str) and name not in TrainConfig.model_fields:
-                raise _unknown_option(section, name)
-            if name == "epochs" and section != "fixed":
-                raise space_error(
-                    f"field '{section}.epochs': epochs is every trial's length, which ASHA, "
-                    "the searcher's rungs and the compute budget share, so it is set once, in "
-                    "'fixed: {epochs: N}'. Each trial's validation perplexity is recorded at "
-                    "every epoch; to compare epoch counts, read those curves, or have a grid "
-                    "score test at earlier epochs too ('test_at_epochs: [20]')")
-            if name in SET_BY_RESOURCES:
-                raise space_error(
-                    f"field '{section}.{name}': a trial's {name} is what Ray gives it "
-                    f"(a value here would be ignored); set {SET_BY_RESOURCES[name]} instead")
-        return values
-
-    return BeforeValidator(check)
-
-
-# Training options each trial takes from its Ray resources (tuning/trainable.py).
-SET_BY_RESOURCES = {"device": "resources.gpus_per_trial (a trial with a GPU trains on it)",
-                    "threads": "resources.cpus_per_trial (torch uses that many threads)"}
-
-
-def _derived_known_and_acyclic(derived: dict[str, str]) -> dict[str, str]:
-    """``derived`` may chain (nhid: emsize, emsize: bptt) but not loop back on itself."""
-    for name, other in derived.items():
-        if other not in TrainConfig.model_fields:
-            raise _unknown_option(f"derived.{name}", other)
-    for start in derived:
-        path = [start]
-        while path[-1] in derived:
-            following = derived[path[-1]]
-            if following in path:
-                cycle = " -> ".join([*path[path.index(following) :], following])
-                raise space_error(
-                    f"field 'derived' has a cycle, {cycle}: each takes its value from the "
-                    "next, so none has one. End the chain at an option set in 'fixed' or "
-                    "'parameters' (or left at its default), e.g. 'derived: {nhid: emsize}'"
-                )
-            path.append(following)
-    return derived
-
-
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
-FixedValues = Annotated[dict[str, Any], _known_options("fixed")]
+FixedValues = Annotated[dict[str, Any], known_options("fixed")]
 Parameters = Annotated[
-    dict[str, Parameter], _known_options("parameters"), AfterValidator(kinds_fit_options)
+    dict[str, Parameter], known_options("parameters"), AfterValidator(kinds_fit_options)
 ]
 Derived = Annotated[  # field: the other field whose value it takes
-    dict[str, str], _known_options("derived"), AfterValidator(_derived_known_and_acyclic)
+    dict[str, str], known_options("derived"), AfterValidator(derived_known_and_acyclic)
 ]
 
 
