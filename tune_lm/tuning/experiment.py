@@ -239,7 +239,9 @@ def check_local_copy(path: str) -> None:
     what = "a file" if not folder.is_dir() else "a folder of other files"
     raise ConfigError(f"the experiment {path} is in remote storage, so its summary, report and "
                       f"log go to {folder} on this machine, which is {what} (they would be "
-                      f"overwritten). Run from another folder, or give another --name")
+                      f"overwritten). Run from another folder, or give another --name; if it "
+                      f"is this experiment's own copy made by an earlier tune_lm (no "
+                      f"{REMOTE_MARK} in it), move it away first")
 
 
 def mark_local_copy(path: str) -> None:
