@@ -100,7 +100,7 @@ def check_output_path(flag: str, value: str | None) -> None:
     target folder is removed at once)."""
     if not value:
         return
-    path = Path(value).expanduser()
+    path = Path(value)  # as it will be written: cli.parse_args has expanded a leading ~
     example = path / ("model.pt" if flag == "--save" else "metrics.json")
     if path.is_dir() or os.path.basename(value) in ("", ".", ".."):  # dir/, dir/. name a folder
         raise ConfigError(f"{flag} {value} is a folder; give a file path, e.g. {example}")
@@ -142,9 +142,7 @@ def _written_by_us(flag: str, path: Path) -> bool:
 
 
 def check_distinct_outputs(save: str | None, metrics_json: str | None) -> None:
-    if save and metrics_json and Path(save).expanduser().resolve() == Path(
-        metrics_json
-    ).expanduser().resolve():
+    if save and metrics_json and Path(save).resolve() == Path(metrics_json).resolve():
         raise ConfigError(f"--save and --metrics-json are the same file ({save}): the metrics "
                           "would overwrite the weights; give two paths")  # fmt: skip
 
