@@ -227,11 +227,20 @@ def test_a_closed_terminal_stops_gracefully_and_leaves_no_running_mlflow_run(tmp
 
 @pytest.mark.slow
 def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path):
-    """SIGKILL (no chance to clean up) at three random moments, each followed by
-    --resume; the last run finishes. Start-up, trials and the end are all fair game."""
+    """SIGKILL (no chance to clean up) while the new MLflow store is being built, then at
+    random moments, each followed by --resume; the last run finishes. Start-up, trials
+    and the end are all fair game. (A kill while the store was built once left a
+    search.json pinning a store that was never made: every --resume was refused.)"""
     (tmp_path / "kills.yaml").write_text(KILL_SPACE.format(name="kills"))
-    moments = random.Random(7).sample(range(4, 30), 3)
     folder = tmp_path / "runs" / "kills"
+    search = launch(tmp_path, "kills")
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".mlflow.db.creating-*")):
+        assert search.poll() is None and time.time() < deadline, "the store was never built"
+        time.sleep(0.01)
+    stop_process(search, signal.SIGKILL)
+    assert not (tmp_path / "mlflow.db").exists()
+    moments = random.Random(7).sample(range(4, 30), 2)
     completed = False
     for seconds in moments:
         search = launch(tmp_path, "kills", *(["--resume"] if folder.is_dir() else []))

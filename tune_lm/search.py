@@ -247,13 +247,15 @@ def _run_tracked(job: Job) -> int:
         ray_side.check_trial_memory(job.space, job.corpus.ntokens, space_source(job),
                                     on_cluster=True)
     corpus = job.corpus
+    # The store first: a driver killed in between leaves no search.json that pins a store
+    # which was never made (its --resume was refused as "moved or deleted?").
+    create_sqlite_store(job.tracking_uri)  # whole or not at all, even if killed meanwhile
     if settings is None:
         write_pinned(job.path, job.space, SearchSettings(
             data=job.space.data or corpus.name, corpus_name=corpus.name,
             fingerprint=corpus.fingerprint, ntokens=corpus.ntokens,
             tracking_uri=job.tracking_uri, log_checkpoints=job.log_checkpoints,
             progress_every=job.progress_every))  # fmt: skip
-    create_sqlite_store(job.tracking_uri)  # whole or not at all, even if killed meanwhile
     mlflow.set_tracking_uri(connect_uri(job.tracking_uri))  # the password back, if any
     client = MlflowClient(connect_uri(job.tracking_uri))
     space_file = resolve_space_path(job.args.space) if job.args.space else None
