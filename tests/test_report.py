@@ -9,6 +9,7 @@ from cli_run import run_cli
 
 from tune_lm.lm.errors import TuneLMError
 from tune_lm.reporting.expected_best import expected_best, expected_best_curve
+from tune_lm.tuning.driver_lock import driving
 from tune_lm.tuning.results import pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -238,11 +239,22 @@ def test_a_search_in_remote_storage_reports_its_learning_curves(tmp_path):
         "fixed: {epochs: 2, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,\n"
         "        max_tokens_per_epoch: 1600}\nparameters: {lr: {loguniform: [1.0, 20.0]}}\n"
     )
+    # A driver running this experiment from this folder (its copy ./far marked, locked)
+    # refuses a second one: remote experiments are locked through their local copy.
+    local = tmp_path / "far"
+    local.mkdir()
+    (local / ".tune_lm_remote.json").write_text(
+        json.dumps({"experiment": f"file://{tmp_path / 'remote' / 'far'}"}))
+    with driving(local):
+        busy = run_cli("search", "--space", "space.yaml", "--storage",
+                       f"file://{tmp_path / 'remote'}", "--name", "far", cwd=tmp_path,
+                       env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})  # fmt: skip
+    assert busy.returncode == 2 and "being run by another search" in busy.stderr, busy.stderr
+    assert not (tmp_path / "remote" / "far").exists() and not (tmp_path / "m.db").exists()
     done = run_cli("search", "--space", "space.yaml", "--storage",
                    f"file://{tmp_path / 'remote'}", "--name", "far", cwd=tmp_path,
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    local = tmp_path / "far"
     assert len(list(local.glob("*/result.json"))) == 2
     assert (local / "report" / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert (tmp_path / "remote" / "far" / "space.json").is_file()  # pinned there for --resume

@@ -9,7 +9,6 @@ test scores), record (summary, report, MLflow, registered model), and print the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shutil
 import time
@@ -213,11 +212,10 @@ def run(job: Job) -> int:
     if not job.args.verbose:
         say(f"log: {log_file.resolve()} (Ray's, MLflow's and Optuna's output; --verbose "
             "shows it here)")  # fmt: skip
-    lock = driving(job.folder) if job.local else contextlib.nullcontext()
-    if not job.local:
-        mark_local_copy(job.path)
-    try:
-        with lock, console.capture(log_file, verbose=job.args.verbose):
+    try:  # (a remote experiment is locked through its local copy, ./NAME)
+        with driving(job.folder), console.capture(log_file, verbose=job.args.verbose):
+            if not job.local:
+                mark_local_copy(job.path)
             try:
                 return _run_tracked(job)
             finally:

@@ -6,8 +6,9 @@ test scores and model registrations twice.
 
 The lock is the operating system's (``flock``): it ends with the process however the
 process ends, SIGKILL included, so there is never a stale lock to remove by hand. The
-file stays, with its last holder's line. Experiments in remote storage
-(``s3://``) have no lock.
+file stays, with its last holder's line. An experiment in remote storage (``s3://``)
+is locked through its local copy, ``./NAME``: two drivers started from one folder of one
+machine are refused; drivers on two machines are not seen by each other.
 """
 
 from __future__ import annotations
