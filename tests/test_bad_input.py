@@ -600,6 +600,33 @@ CASES += [  # new-user round of stop 29
 ]
 
 
+def _pinned_elsewhere(name: str, made_at: str) -> dict[str, str]:
+    """An experiment's pinned files as a search made at ``made_at`` wrote them."""
+    import json
+
+    from tune_lm.tuning.experiment import SETTINGS_FORMAT
+    from tune_lm.tuning.space import SearchSpace
+
+    space = SearchSpace.model_validate({"name": name, "data": "synthetic",
+                                        "parameters": {"lr": {"loguniform": [1.0, 20.0]}}})
+    settings = {"format": SETTINGS_FORMAT, "data": "synthetic", "corpus_name": "synthetic",
+                "fingerprint": "0" * 64, "ntokens": 50, "tracking_uri": "sqlite:///m.db",
+                "log_checkpoints": "best", "progress_every": 30.0, "experiment": made_at}
+    return {f"tune_lm_runs/{name}/space.json": space.model_dump_json(),
+            f"tune_lm_runs/{name}/search.json": json.dumps(settings)}
+
+
+CASES += [  # new-user round of stop 31
+    # A copied experiment's trials would log into the original's MLflow runs.
+    Case("resume-a-copied-experiment", "search", ["--resume", "--name", "copied"],
+         ("--resume", "was made at /elsewhere/tune_lm_runs/copied", "--warm-start"),
+         _pinned_elsewhere("copied", "/elsewhere/tune_lm_runs/copied")),
+    Case("extend-a-copied-experiment", "search", ["--extend", "2", "--name", "copied"],
+         ("--extend", "was made at /elsewhere/tune_lm_runs/copied", "--warm-start"),
+         _pinned_elsewhere("copied", "/elsewhere/tune_lm_runs/copied")),
+]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ import json
 import pickle
 from types import SimpleNamespace
 
+import numpy as np
 import optuna
 import pytest
 from cli_run import run_cli
@@ -76,6 +77,7 @@ def test_a_restored_hyperband_keeps_each_trial_in_its_bracket_and_refills_each_b
     scheduler = RecordingASHA(ledger=StopLedger(tmp_path), time_attr="epoch", max_t=9,
                               grace_period=1, reduction_factor=3, brackets=2)  # fmt: skip
     scheduler.set_search_properties("val_ppl", "min")
+    np.random.seed(12)  # Ray draws each trial's bracket from numpy's global generator
     ids = [f"t{i}" for i in range(12)]
     for trial_id in ids:
         scheduler.on_trial_add(None, SimpleNamespace(trial_id=trial_id, status="PENDING"))

@@ -253,7 +253,7 @@ def _run_tracked(job: Job) -> int:
             data=job.space.data or corpus.name, corpus_name=corpus.name,
             fingerprint=corpus.fingerprint, ntokens=corpus.ntokens,
             tracking_uri=job.tracking_uri, log_checkpoints=job.log_checkpoints,
-            progress_every=job.progress_every))  # fmt: skip
+            progress_every=job.progress_every, experiment=job.path))  # fmt: skip
     mlflow.set_tracking_uri(connect_uri(job.tracking_uri))  # the password back, if any
     client = MlflowClient(connect_uri(job.tracking_uri))
     space_file = resolve_space_path(job.args.space) if job.args.space else None

@@ -41,6 +41,7 @@ class SearchSettings:
     tracking_uri: str  # without credentials
     log_checkpoints: str
     progress_every: float
+    experiment: str = ""  # where it was made ("": pinned before this was recorded)
 
 
 @dataclass(frozen=True)

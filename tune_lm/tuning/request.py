@@ -292,10 +292,24 @@ def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace,
                 "--storage; if it was stopped during start-up, give its --space too"
             )
         return name, path, absolute_data(space_from_args(args)), None
+    check_not_copied(pinned, path, flag)
     refuse_changes(args, pinned)
     if args.extend:
         check_extendable(pinned.space, path)
     return name, path, extended(pinned.space, path), pinned
+
+
+def check_not_copied(pinned: Pinned, path: str, flag: str) -> None:
+    """An experiment continues where it was made: a copy's trials would log into the
+    original's MLflow runs (the pinned store and run ids), mixing the two."""
+    made_at = pinned.settings.experiment if pinned.settings else ""
+    if made_at and made_at != path:
+        raise ConfigError(
+            f"{flag}: the experiment at {path} was made at {made_at} and copied or moved "
+            f"here. It cannot be continued from here: its trials would log into the MLflow "
+            f"runs of the original (in {pinned.settings.tracking_uri}), mixing the two. "
+            f"Continue it where it was made, or start a new search seeded with this one's "
+            f"trials: --warm-start {path} --name NEW_NAME")
 
 
 def refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
