@@ -134,12 +134,15 @@ def test_trials_cut_by_the_time_budget_are_not_called_asha_stops(tmp_path):
 
 
 @pytest.mark.slow
-def test_grid_study_reports_every_configuration(tmp_path):
+def test_grid_study_repeats_and_reports_every_configuration(tmp_path):
+    """A grid with repeats: each configuration runs once per seed (seed, seed + 1), is
+    scored on test at 1 and 2 epochs, and the table gives each cell's mean and spread."""
     space = write_space(tmp_path, """
         data: synthetic
+        seed: 7
         searcher: {type: grid}
         scheduler: {type: fifo}
-        budget: {num_samples: 1}
+        budget: {num_samples: 2, max_concurrent: 2}
         parameters:
           model: {grid: [LSTM, GRU]}
           nhid: {grid: [8, 16]}
@@ -149,43 +152,24 @@ def test_grid_study_reports_every_configuration(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     folder = tmp_path / "runs" / "g"
     rows = read_summary(folder)
-    assert sorted((r["model"], r["nhid"]) for r in rows) == [
-        ("GRU", "16"), ("GRU", "8"), ("LSTM", "16"), ("LSTM", "8"),
+    assert sorted((r["model"], r["nhid"], r["seed"]) for r in rows) == [
+        (model, nhid, seed) for model in ("GRU", "LSTM") for nhid in ("16", "8")
+        for seed in ("7", "8")
     ]  # fmt: skip
-    for row in rows:  # each configuration scored on its own best weights, at 1 and 2 epochs
+    for row in rows:  # each run scored on its own best weights, at 1 and 2 epochs
         assert row["status"] == "completed"
         assert float(row["test_ppl"]) > 1 and float(row["test_ppl_epoch1"]) > 1
+    for model in ("LSTM", "GRU"):  # other seeds, other runs
+        assert len({r["best_val_ppl"] for r in rows if r["model"] == model}) == 4
     table = (folder / "grid_table.md").read_text()
-    assert "| run | LSTM | GRU |" in table
-    assert "nhid 8, 1 epoch |" in table and "nhid 16, 2 epochs" in table
+    assert "| run | LSTM | GRU |" in table, table
+    assert "nhid 8, 1 epoch" in table and "nhid 16, 2 epochs" in table, table
+    assert "2 seeds" in table and "±" in table, table
     # The same name again, without --resume, is refused before anything is touched.
     files_before = sorted(p.name for p in folder.iterdir())
     again = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "g")
     assert again.returncode == 2 and "exists already" in again.stderr
     assert sorted(p.name for p in folder.iterdir()) == files_before
-
-
-@pytest.mark.slow
-def test_grid_repeats_run_each_configuration_with_its_own_seed(tmp_path):
-    space = write_space(tmp_path, """
-        data: synthetic
-        seed: 7
-        searcher: {type: grid}
-        scheduler: {type: fifo}
-        budget: {num_samples: 3, max_concurrent: 2}
-        parameters:
-          model: {grid: [LSTM, GRU]}
-    """, epochs=1)  # fmt: skip
-    done = run_search("--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "r")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = read_summary(tmp_path / "runs" / "r")
-    assert sorted((r["model"], r["seed"]) for r in rows) == [
-        ("GRU", "7"), ("GRU", "8"), ("GRU", "9"), ("LSTM", "7"), ("LSTM", "8"), ("LSTM", "9"),
-    ]  # fmt: skip
-    for model in ("LSTM", "GRU"):  # other seeds, other runs
-        assert len({r["best_val_ppl"] for r in rows if r["model"] == model}) == 3
-    table = (tmp_path / "runs" / "r" / "grid_table.md").read_text()
-    assert table.count("3 seeds") == 2 and "±" in table, table
 
 
 @pytest.mark.slow
