@@ -309,7 +309,7 @@ def check_not_copied(pinned: Pinned, path: str, flag: str) -> None:
             f"here. It cannot be continued from here: its trials would log into the MLflow "
             f"runs of the original (in {pinned.settings.tracking_uri}), mixing the two. "
             f"Continue it where it was made, or start a new search seeded with this one's "
-            f"trials: --warm-start {path} --name NEW_NAME")
+            f"trials: --space SPACE --warm-start {path} --name NEW_NAME")
 
 
 def refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
