@@ -3,6 +3,7 @@ seeds after the search, their scores as mean ± sd, and differences with their n
 
 import json
 import math
+import os
 import signal
 import sqlite3
 import subprocess
@@ -90,7 +91,11 @@ def launch(tmp_path, *extra):
 
 
 @pytest.mark.slow
-def test_finalists_are_confirmed_with_fresh_seeds_and_a_killed_confirmation_resumes(tmp_path):
+def test_finalists_are_confirmed_with_fresh_seeds_and_an_interrupted_confirmation_resumes(
+    tmp_path,
+):
+    """Ctrl-C while the finalists are confirmed: no MLflow run stays RUNNING (the
+    confirmation runs were left open), and --resume finishes the confirmation."""
     (tmp_path / "confirmed.yaml").write_text(SPACE)
     folder = tmp_path / "runs" / "confirmed"
     search = launch(tmp_path)
@@ -99,7 +104,12 @@ def test_finalists_are_confirmed_with_fresh_seeds_and_a_killed_confirmation_resu
         assert search.poll() is None, (tmp_path / "search.log").read_text()[-3000:]
         assert time.time() < deadline, "confirmation did not start in time"
         time.sleep(0.5)
-    stop_process(search, signal.SIGKILL)  # the driver and the Ray it started
+    os.killpg(search.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    assert search.wait(timeout=180) == 130, (tmp_path / "search.log").read_text()[-3000:]
+    stop_process(search, signal.SIGKILL)  # anything it left
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        open_runs = db.execute("SELECT name FROM runs WHERE status = 'RUNNING'").fetchall()
+    assert open_runs == [], open_runs
     resumed = launch(tmp_path, "--resume")
     assert resumed.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-3000:]
     output = (tmp_path / "search.log").read_text()

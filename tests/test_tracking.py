@@ -198,3 +198,54 @@ def test_a_search_that_ends_abruptly_leaves_none_of_its_runs_running(tmp_path):
                           other: "RUNNING", others_child: "RUNNING"}, states  # fmt: skip
         for run in (parent, open_child):  # open again, for the FAILED round
             client.update_run(run, "RUNNING")
+
+
+def test_only_an_unreachable_store_pauses_logging_and_open_runs_end_killed(tmp_path):
+    """A local error (a checkpoint file gone) is logged as what it is and the next call
+    runs; a network error pauses the calls (a server that is down would cost each its
+    timeout). After an interruption, the runs Tune never reported finished end KILLED."""
+    from types import SimpleNamespace
+
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    from tune_lm.tracking.trial_runs import MLflowTrialLogger, unreachable
+    from tune_lm.tuning.space import SearchSpace
+
+    wrapped = MlflowException("API request to http://127.0.0.1:5/api failed with exception "
+                              "HTTPConnectionPool(host='127.0.0.1', port=5): Max retries exceeded")
+    assert unreachable(wrapped) and unreachable(requests.ConnectionError("refused"))
+    assert not unreachable(FileNotFoundError(2, "No such file", "train_state.pt"))
+    assert not unreachable(MlflowException("Invalid metric value"))
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("e")
+    parent = client.create_run(experiment_id).info.run_id
+    space = SearchSpace.model_validate({"data": "synthetic",
+                                        "parameters": {"lr": {"loguniform": [1.0, 20.0]}}})
+    logger = MLflowTrialLogger(uri, experiment_id, parent, space, ("a", "b"))
+
+    def gone():
+        raise FileNotFoundError(2, "No such file", "train_state.pt")
+
+    assert logger._safe("read the checkpoint", gone) is None
+    assert logger._safe("list experiments", client.search_experiments)  # not skipped
+    assert logger.failures == ["read the checkpoint: FileNotFoundError: [Errno 2] No such "
+                               "file: 'train_state.pt'"]
+    logger._safe("log", lambda: (_ for _ in ()).throw(requests.ConnectionError("refused")))
+    assert logger._safe("list experiments", client.search_experiments) is None  # paused
+    assert logger.failures[-1].endswith("skipped, the tracking server was unreachable")
+
+    logger._paused_until = 0.0
+    trials = [SimpleNamespace(trial_id=f"t{lr}", config={"lr": lr}, last_result={},
+                              checkpoint=None) for lr in (2.0, 3.0)]  # fmt: skip
+    for trial in trials:
+        logger.on_trial_start(0, trials, trial)
+    logger.on_trial_complete(0, trials, trials[0])
+    logger.end_open_runs("stopped by Ctrl-C; --resume continues it")
+    runs = {r.data.tags["tune_lm.trial_id"]: r for r in client.search_runs([experiment_id])
+            if "tune_lm.trial_id" in r.data.tags}  # fmt: skip
+    assert runs["t2.0"].info.status == "FINISHED"
+    assert runs["t3.0"].info.status == "KILLED"
+    assert runs["t3.0"].data.tags[TAG_STATUS] == "stopped by Ctrl-C; --resume continues it"

@@ -33,7 +33,10 @@ def confirm_finalists(
     results, interrupted = private_api.fit_noting_interrupt(tuner)
     loggers = [c for c in private_api.tuner_callbacks(tuner) if isinstance(c, MLflowTrialLogger)]
     entries = confirm.summarise(results, made)
-    if not interrupted:
+    if interrupted:  # Tune tells callbacks nothing of the trials its graceful stop ended
+        for each in loggers:
+            each.end_open_runs(f"stopped by {interrupted}; --resume continues it")
+    else:
         remove_lost_trial_folders(f"{job.path}/{confirm.CONFIRM_FOLDER}",
                                   [Path(r.path).name for r in results])  # fmt: skip
         say("finalists, confirmed (mean ± sd over the fresh seeds; the winner has the lowest "

@@ -65,6 +65,7 @@ class MLflowTrialLogger(Callback):
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._numbers: dict[str, int] = {}  # trial id -> its place in the search (1, 2, ...)
         self._last_step: dict[str, int] = {}  # trial id -> last step logged (no duplicates)
+        self._closed: set[str] = set()  # trial ids whose runs this logger ended
         self._paused_until = 0.0
         # Confirmation runs (tuning/confirm.py): each trial's config names a finalist (its
         # index here) and a seed, not the searched values themselves.
@@ -80,7 +81,7 @@ class MLflowTrialLogger(Callback):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(_client=None, _runs={}, _last_step={}, failures=[], _paused_until=0.0,
-                     _numbers={})  # fmt: skip
+                     _numbers={}, _closed=set())  # fmt: skip
         return state
 
     @property
@@ -103,7 +104,8 @@ class MLflowTrialLogger(Callback):
         except Exception as error:  # the server may be gone: keep training
             self.failures.append(f"{what}: {type(error).__name__}: {str(error)[:200]}")
             log.warning("MLflow: could not %s (%s)", what, error)
-            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
+            if unreachable(error):  # not a local error (a checkpoint file gone, a bad value)
+                self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
             return None
 
     # -- runs ---------------------------------------------------------------------------
@@ -210,6 +212,18 @@ class MLflowTrialLogger(Callback):
             self._log_weights(trial, trial.checkpoint, "checkpoints/best", "best_model")
         run_status = RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED)
         self._safe("close the trial's run", self.client.set_terminated, run_id, run_status)
+        self._closed.add(trial.trial_id)
+
+    def end_open_runs(self, status: str) -> None:
+        """After an interruption: the runs this logger opened and Tune never reported
+        finished end KILLED, tagged ``status`` (--resume reopens them)."""
+        for trial_id, run_id in self._runs.items():
+            if trial_id in self._closed:
+                continue
+            self._safe("tag the interrupted run", self.client.set_tag, run_id, TAG_STATUS, status)
+            self._safe("close the interrupted run", self.client.set_terminated, run_id,
+                       RunStatus.to_string(RunStatus.KILLED))  # fmt: skip
+            self._closed.add(trial_id)
 
     def _log_weights(self, trial: Any, checkpoint: Any, folder: str, which: str) -> None:
         """A model checkpoint (weights + config + vocabulary) as an artifact of the run."""
@@ -226,6 +240,26 @@ class MLflowTrialLogger(Callback):
             save_model(path, model, config, self.vocab, model_state=state[which])
             self._safe("upload the checkpoint", self.client.log_artifact, run_id, str(path),
                        folder)  # fmt: skip
+
+
+UNREACHABLE_SIGNS = ("max retries exceeded", "connection refused", "failed to establish",
+                     "timed out", "could not connect", "connection reset", "name or service",
+                     "temporarily unavailable", "server closed the connection")
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the tracking store could not be reached (a network error,
+    in the exception or what caused it, or in the text MLflow wraps it in), as opposed to
+    a local one such as a missing checkpoint file."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionError | TimeoutError) or type(seen).__name__ in (
+            "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"):  # requests'
+            return True
+        if any(sign in str(seen).lower() for sign in UNREACHABLE_SIGNS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
