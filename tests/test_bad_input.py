@@ -624,6 +624,9 @@ CASES += [  # new-user round of stop 31
     Case("extend-a-copied-experiment", "search", ["--extend", "2", "--name", "copied"],
          ("--extend", "was made at /elsewhere/tune_lm_runs/copied", "--warm-start"),
          _pinned_elsewhere("copied", "/elsewhere/tune_lm_runs/copied")),
+    # SQLAlchemy decodes a SQLite path's %XX: a written-out '%' would name another file.
+    search("tracking-sqlite-percent-in-the-path", ["--tracking-uri", "sqlite:///a%2541/m.db"],
+           ("/a%41/m.db", "holds a '%'")),  # fmt: skip
 ]
 
 

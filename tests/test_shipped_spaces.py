@@ -95,15 +95,20 @@ def test_every_shipped_space_builds_and_its_corners_train(shipped):
 @pytest.mark.parametrize("shipped", END_TO_END)
 def test_smoke_of_a_shipped_space_leaves_the_real_name_free(tmp_path, shipped):
     """On a CPU-only machine (CUDA hidden), the space's --smoke runs under NAME-smoke; the
-    real search's folder, MLflow experiment and model stay free."""
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real search's folder, MLflow experiment and model stay free. It runs as the README's
+    first search does, with the default store ./mlflow.db, from a folder whose name has a
+    space and a non-ASCII letter (MLflow's default URI encodes them: it was refused, and
+    MLflow made a stray folder named as encoded)."""
+    here = tmp_path / "my runs ü"
+    here.mkdir()
     name = load_space(Path(shipped).stem).name
-    done = run_cli("search", "--space", shipped, "--smoke", cwd=tmp_path, timeout=600,
-                   env={"MLFLOW_TRACKING_URI": tracking, "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    done = run_cli("search", "--space", shipped, "--smoke", cwd=here, timeout=600,
+                   env={"MLFLOW_TRACKING_URI": "", "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
     assert done.returncode == 0, (shipped, done.stdout[-2000:] + done.stderr[-2000:])
-    assert (tmp_path / "tune_lm_runs" / f"{name}-smoke" / "summary.csv").is_file()
-    assert not (tmp_path / "tune_lm_runs" / name).exists(), name
-    client = MlflowClient(tracking)
+    assert (here / "tune_lm_runs" / f"{name}-smoke" / "summary.csv").is_file()
+    assert not (here / "tune_lm_runs" / name).exists(), name
+    assert [p.name for p in tmp_path.iterdir()] == [here.name]  # no stray folder beside it
+    client = MlflowClient(f"sqlite:///{here / 'mlflow.db'}")
     models = {m.name for m in client.search_registered_models()}
     assert client.get_experiment_by_name(name) is None, name
     assert f"tune_lm-{name}" not in models and f"tune_lm-{name}-smoke" in models, models

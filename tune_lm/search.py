@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -296,7 +297,7 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
                                  callbacks=[trial_logger, progress], ledger=ledger,
                                  priors=job.warm.priors if job.warm else None)  # fmt: skip
     say(f"MLflow: {job.tracking_uri} (experiment {job.name!r}, run {parent_id}); browse it "
-        f"with: mlflow ui --backend-store-uri {job.tracking_uri}")
+        f"with: mlflow ui --backend-store-uri {shlex.quote(job.tracking_uri)}")
     say(f"search: {describe_plan(space)}")
     for callback in private_api.tuner_callbacks(tuner):  # a restored Tuner's own copies
         if isinstance(callback, ProgressPrinter):

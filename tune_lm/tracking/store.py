@@ -16,12 +16,24 @@ import mlflow
 
 from tune_lm.lm.atomic import probe_writable
 from tune_lm.lm.errors import ConfigError
-from tune_lm.tuning.experiment import DATABASE_SCHEMES, sqlite_file, without_password
+from tune_lm.tuning.experiment import (
+    DATABASE_SCHEMES,
+    plain_sqlite,
+    sqlite_file,
+    without_password,
+)
 
 
 def default_tracking_uri() -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else MLflow's own default (./mlflow.db)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    given = os.environ.get("MLFLOW_TRACKING_URI")
+    if given:
+        return given
+    default = mlflow.get_tracking_uri()
+    if default.startswith("sqlite:///") and default.endswith("/mlflow.db"):
+        # ./mlflow.db as a URI, its path encoded (MLflow leaves a '%' in it as it is)
+        return f"sqlite:///{urllib.parse.quote(str(Path.cwd() / 'mlflow.db'))}"
+    return default
 
 
 # Clean database URI -> the same URI with its password, for this process only: the password
@@ -35,7 +47,8 @@ def move_credentials(uri: str) -> str:
     logged. An MLflow server's ``user:password@`` moves to MLflow's own
     MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD variables; a database's password
     (``postgresql://user:password@host/db``) is put back only where MLflow connects
-    (:func:`connect_uri`)."""
+    (:func:`connect_uri`). A SQLite URI's path is written out (:func:`plain_sqlite`)."""
+    uri = plain_sqlite(uri)
     parts = urllib.parse.urlsplit(uri)
     if "@" not in parts.netloc:
         return uri
@@ -68,9 +81,9 @@ def check_tracking_uri(uri: str) -> None:
     for minutes)."""
     flag = "--tracking-uri (or MLFLOW_TRACKING_URI)"
     fix = "use sqlite:///PATH/mlflow.db or http(s)://HOST:PORT of an MLflow server"
-    if any(char.isspace() for char in uri):
-        raise ConfigError(f"{flag} {uri!r} contains white space; quote nothing into it: {fix}")
     scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme != "sqlite" and any(char.isspace() for char in uri):  # (a file's path may)
+        raise ConfigError(f"{flag} {uri!r} contains white space; quote nothing into it: {fix}")
     if uri in ("databricks", "databricks-uc", "uc"):  # MLflow's bare Databricks URIs
         return
     if scheme == "" and Path(uri).suffix.lower() in (".db", ".sqlite", ".sqlite3"):
@@ -129,6 +142,10 @@ def _masked(text: str, uri: str) -> str:
 
 def _check_sqlite_path(flag: str, uri: str, fix: str) -> None:
     raw = uri.split("://", 1)[1]
+    if "%" in raw:  # written out, SQLAlchemy would still decode it: another file
+        raise ConfigError(f"{flag} {uri!r}: the SQLite file's path holds a '%', which MLflow's "
+                          f"store cannot be given unambiguously; run from a folder whose "
+                          f"path has none, or {fix}")  # fmt: skip
     if not raw.startswith("/") or raw in ("/", "/:memory:"):
         raise ConfigError(f"{flag} {uri!r} names no database file: {fix}")
     database = Path(raw[1:])  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db

@@ -161,6 +161,18 @@ def clean_tracking_uri(uri: str) -> str:
     return uri
 
 
+def plain_sqlite(uri: str) -> str:
+    """A ``sqlite:///`` URI with its path written out (``%20`` -> a space, ``%C3%BC`` ->
+    ``ü``); any other URI unchanged. SQLAlchemy decodes the path as it opens the file,
+    but MLflow makes the file's folder from the text as written, and MLflow's default in
+    a folder named ``my runs`` is ``sqlite:///.../my%20runs/mlflow.db``: given as it
+    was, a stray folder ``my%20runs`` appeared beside the real one. Applied once, where a
+    URI comes in (``store.move_credentials``): the URIs kept from then on are written out."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        return uri
+    return "sqlite:///" + urllib.parse.unquote(uri.removeprefix("sqlite:///"))
+
+
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores
 
 

@@ -17,6 +17,7 @@ from tune_lm.tuning.experiment import (
     Pinned,
     check_local_copy,
     clean_tracking_uri,
+    plain_sqlite,
     read_pinned,
     resume_conflicts,
     sqlite_file,
@@ -339,7 +340,7 @@ def refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
                              f"copy, {SPACE_FILE})")  # fmt: skip
     settings = pinned.settings
     if settings is not None:
-        uri = clean_tracking_uri(args.tracking_uri) if args.tracking_uri else None
+        uri = clean_tracking_uri(plain_sqlite(args.tracking_uri)) if args.tracking_uri else None
         conflicts += resume_conflicts({
             "--tracking-uri": (uri, settings.tracking_uri),
             "--log-checkpoints": (args.log_checkpoints, settings.log_checkpoints),
