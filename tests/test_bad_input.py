@@ -616,7 +616,23 @@ def _pinned_elsewhere(name: str, made_at: str) -> dict[str, str]:
             f"tune_lm_runs/{name}/search.json": json.dumps(settings)}
 
 
+def _tune_state_without_a_trial_folder(name: str) -> dict[str, str]:
+    """A stopped experiment whose Tune state names a finished trial whose folder is gone."""
+    import json
+
+    trial = {"trial_id": "0a1b2c3d", "status": "TERMINATED",
+             "relative_logdir": "train_trial_0a1b2c3d_1_lr=2.0"}
+    state = {"trial_data": [[json.dumps(trial), "{}"]], "runner_data": {}, "stats": {}}
+    return {**_pinned_elsewhere(name, ""),
+            f"tune_lm_runs/{name}/tuner.pkl": "state",
+            f"tune_lm_runs/{name}/experiment_state-2026-11-29_10-00-00.json": json.dumps(state)}
+
+
 CASES += [  # new-user round of stop 31
+    # Tune fails a trial whose folder is gone, and --extend rewrote its finished run KILLED.
+    Case("resume-with-a-trial-folder-deleted", "search", ["--resume", "--name", "gone"],
+         ("trial folder(s)", "0a1b2c3d (train_trial_0a1b2c3d_1_lr=2.0)", "--warm-start"),
+         _tune_state_without_a_trial_folder("gone")),
     # A copied experiment's trials would log into the original's MLflow runs.
     Case("resume-a-copied-experiment", "search", ["--resume", "--name", "copied"],
          ("--resume", "was made at /elsewhere/tune_lm_runs/copied", "--warm-start"),

@@ -38,12 +38,18 @@ def test_ray_address_wins_over_the_recorded_cluster(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_tune_names_its_state_file_as_we_look_for_it(asha_search):
     """A finished real search has Tune's experiment_state-*.json; an empty folder has not."""
-    from tune_lm.tuning.private_api import tune_state_saved
+    from tune_lm.tuning.private_api import is_trial_folder, saved_trial_folders, tune_state_saved
 
     done, folder = asha_search
     assert done.returncode == 0, done.stderr[-2000:]
     assert tune_state_saved(folder)
     assert not tune_state_saved(folder / "nothing-here")
+    # ... and in it each started trial's folder, by trial id (what a resume checks is there)
+    saved = saved_trial_folders(folder)
+    assert len(saved) == 8, saved
+    assert all((folder / name).is_dir() and is_trial_folder(name, trial_id)
+               for trial_id, name in saved.items())  # fmt: skip
+    assert saved_trial_folders(folder / "nothing-here") == {}
 
 
 @pytest.mark.slow

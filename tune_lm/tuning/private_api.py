@@ -15,6 +15,7 @@ Nothing else in tune_lm touches them.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -108,6 +109,22 @@ def tune_state_saved(experiment_dir: Path) -> bool:
     own file naming) into a local experiment folder: before that, ``tuner.pkl`` alone
     makes the folder look restorable while Tune cannot restore it."""
     return any(experiment_dir.glob("experiment_state-*.json"))
+
+
+def saved_trial_folders(experiment_dir: Path) -> dict[str, str]:
+    """Trial id -> the folder (relative to ``experiment_dir``) of each trial that Tune's
+    newest experiment state says has started (``trial_data``: each trial's JSON, its
+    ``relative_logdir`` and ``status``); {} when there is no readable state."""
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+        trials = [json.loads(entry[0]) for entry in trial_data]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return {}  # Tune will say what is wrong with it
+    return {str(t["trial_id"]): str(t["relative_logdir"]) for t in trials
+            if t.get("relative_logdir") and t.get("status") != "PENDING"}  # fmt: skip
 
 
 def set_tune_env_defaults() -> None:

@@ -241,7 +241,26 @@ def check_experiment(path: str, *, resume: bool) -> bool:
             f"experiment {path} exists already. Continue it with --resume, or start "
             "another with --name NEW_NAME"
         )
+    if resume and "://" not in path:
+        check_trial_folders(Path(path))
     return resume
+
+
+def check_trial_folders(folder: Path) -> None:
+    """Every trial Tune's state says started still has its folder: else Tune fails it
+    on restore, and its result reads as never reported (its MLflow run rewritten KILLED,
+    a worse trial registered as the best)."""
+    missing = sorted(f"{trial_id} ({name})" for trial_id, name in
+                     private_api.saved_trial_folders(folder).items()
+                     if not (folder / name).is_dir())  # fmt: skip
+    if missing:
+        raise ConfigError(
+            f"--resume/--extend: {len(missing)} trial folder(s) of {folder} are missing "
+            f"(deleted or moved?): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
+            "Their checkpoints and results are gone, so the search cannot go on from them. "
+            "Put them back, or start a new search seeded with what is left: --space SPACE "
+            f"--warm-start {folder} --name NEW_NAME"
+        )
 
 
 def stop_ledger(path: str) -> StopLedger:
