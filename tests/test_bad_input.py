@@ -640,6 +640,15 @@ CASES += [  # new-user round of stop 31
     Case("extend-a-copied-experiment", "search", ["--extend", "2", "--name", "copied"],
          ("--extend", "was made at /elsewhere/tune_lm_runs/copied", "--warm-start"),
          _pinned_elsewhere("copied", "/elsewhere/tune_lm_runs/copied")),
+    # A rehearsal trains nothing: it cannot confirm, be continued, or be run over.
+    search("replay-with-confirm", ["--replay", "curves.csv", "--confirm", "2,2"],
+           ("--replay", "--confirm cannot go with it")),  # fmt: skip
+    search("replay-over-an-earlier-replay", ["--replay", "curves.csv", "--name", "r"],
+           ("rehearsal", "r-replay exists already", "another --name"),
+           {"tune_lm_runs/r-replay/replay.json": "{}"}),  # fmt: skip
+    Case("resume-a-replay", "search", ["--resume", "--name", "r-replay"],
+         ("--resume", "r-replay is a rehearsal (--replay)", "nothing to continue"),
+         {"tune_lm_runs/r-replay/replay.json": "{}"}),
     # SQLAlchemy decodes a SQLite path's %XX: a written-out '%' would name another file.
     search("tracking-sqlite-percent-in-the-path", ["--tracking-uri", "sqlite:///a%2541/m.db"],
            ("/a%41/m.db", "holds a '%'")),  # fmt: skip

@@ -95,6 +95,8 @@ class Job:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     if args.replay is not None:
+        from tune_lm.tuning.replay_command import replay
+
         return replay(args)
     job = validate(args)
     if job is None:  # a finished experiment: nothing to resume
@@ -129,36 +131,6 @@ def validate(args: argparse.Namespace) -> Job | None:
         log_checkpoints=settings.log_checkpoints if settings else args.log_checkpoints or "best",
         progress_every=settings.progress_every if settings else args.progress_every or 30.0,
     )  # fmt: skip
-
-
-def replay(args: argparse.Namespace) -> int:
-    """--replay CURVES: the search rehearsed on recorded curves (no training, no MLflow);
-    its summary and what it would have cost."""
-    from tune_lm.tuning.rehearsal import report_rehearsal, run_rehearsal
-    from tune_lm.tuning.replay import load_curves
-    from tune_lm.tuning.tuner import check_address, check_experiment
-
-    check_flags(args)
-    name, path, space, _ = resolve_experiment(args)
-    space, warm = warm_started(args.warm_start, space)
-    curves = load_curves(args.replay)
-    curves.check_fits(space)
-    check_experiment(path, resume=False)
-    address = check_address(args.address)
-    say_warm_start(warm)
-    say(f"replaying {space.name or name} on {len(curves.trials)} recorded trials from "
-        f"{curves.source} (nearest configuration; nothing is trained or logged to MLflow)")
-    say(f"experiment: {path}")
-    say(f"search: {describe_plan(space)}")
-    folder = Path(path)
-    with console.capture(folder / LOG_FILE, verbose=args.verbose):
-        rehearsal, rows = run_rehearsal(space, curves, path, address=address,
-                                        priors=warm.priors if warm else None,
-                                        speed=args.replay_speed,
-                                        progress_every=args.progress_every or 30.0)  # fmt: skip
-    for line in report_rehearsal(rehearsal, rows, space, folder):
-        say(line)
-    return 0
 
 
 def prepare(job: Job) -> None:

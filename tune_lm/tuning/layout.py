@@ -28,6 +28,7 @@ EXTENSIONS_FILE = "extensions.json"  # --extend: trials added to a finished sear
 CONFIRM_FOLDER = "confirm"  # the confirmation runs' Ray experiment, in the search's folder
 CONFIRM_FILE = "confirm.json"  # the finalists and seeds, fixed when confirmation starts
 DRIVER_LOCK = ".driver.lock"  # held (flock) by the one search driving the experiment
+REPLAY_MARK = "replay.json"  # a rehearsal (--replay): nothing to resume or extend
 # Ours, at the experiment's root, named as Tune's restore downloads every .json and .pkl
 # there and uploads them all again at each snapshot (a stale copy, not written atomically:
 # a kill mid-upload left search.json empty). private_api.fit_noting_interrupt keeps them out.

@@ -23,7 +23,7 @@ from tune_lm.tuning.experiment import (
     sqlite_file,
 )
 from tune_lm.tuning.extend import check_extendable, extended
-from tune_lm.tuning.layout import LOG_FILE, SPACE_FILE, experiment_name_problem
+from tune_lm.tuning.layout import LOG_FILE, REPLAY_MARK, SPACE_FILE, experiment_name_problem
 from tune_lm.tuning.smoke import SMOKE_SETS, smoke_space
 from tune_lm.tuning.space import SearchSpace, check_override
 from tune_lm.tuning.space_yaml import load_space
@@ -155,7 +155,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 NOT_WITH_REPLAY = {"resume": "--resume", "extend": "--extend", "smoke": "--smoke",
                    "tracking_uri": "--tracking-uri", "log_checkpoints": "--log-checkpoints",
-                   "data": "--data"}  # fmt: skip
+                   "data": "--data", "confirm": "--confirm"}  # fmt: skip
 
 
 def check_replay_flags(args: argparse.Namespace) -> None:
@@ -273,7 +273,7 @@ def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace,
                               "quick.yaml); only --resume can do without it")  # fmt: skip
         space = space_from_args(args)
         name = args.name or space.name or "search"
-        if args.replay and not args.name:  # never the real search's experiment
+        if args.replay and not name.endswith("-replay"):  # never a real search's experiment
             name = f"{name}-replay"
         return name, experiment_path(args.storage, name), absolute_data(space), None
     flag = "--resume" if args.resume else "--extend"
@@ -282,6 +282,11 @@ def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace,
         raise ConfigError(f"{flag} needs --name (the experiment's name), or the --space "
                           "it was started with")  # fmt: skip
     path = experiment_path(args.storage, name)
+    if "://" not in path and (Path(path) / REPLAY_MARK).is_file():
+        raise ConfigError(f"{flag}: {path} is a rehearsal (--replay): it trained nothing, so "
+                          "there is nothing to continue. Rehearse again with --replay (a new "
+                          "--name, or remove that folder), or run the search itself without "
+                          "--replay")  # fmt: skip
     pinned = read_pinned(path)
     if pinned is None and args.extend:
         raise ConfigError(f"--extend: no experiment with a saved space at {path}. Check "
