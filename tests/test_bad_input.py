@@ -649,6 +649,9 @@ CASES += [  # new-user round of stop 31
     Case("resume-a-replay", "search", ["--resume", "--name", "r-replay"],
          ("--resume", "r-replay is a rehearsal (--replay)", "nothing to continue"),
          {"tune_lm_runs/r-replay/replay.json": "{}"}),
+    bad_space("pbt-population-of-one", "data: synthetic\nscheduler: {type: pbt, "
+              "perturbation_interval: 1}\nbudget: {num_samples: 1}\nfixed: {epochs: 3}\n"
+              "parameters:\n  lr: {loguniform: [1.0, 20.0]}\n", ["population of at least 2"]),
     # SQLAlchemy decodes a SQLite path's %XX: a written-out '%' would name another file.
     search("tracking-sqlite-percent-in-the-path", ["--tracking-uri", "sqlite:///a%2541/m.db"],
            ("/a%41/m.db", "holds a '%'")),  # fmt: skip

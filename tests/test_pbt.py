@@ -32,6 +32,10 @@ def test_a_pbt_search_moves_trials_onto_better_weights_with_perturbed_values(tmp
     done = run_cli("search", "--space", space, "--storage", tmp_path / "runs", "--name", "p",
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     assert done.returncode == 0, done.stderr[-3000:]
+    # The plan names PBT (it said "Optuna TPE proposing; ASHA ...", neither of which runs).
+    assert ("search: 3 trials of 4 epochs (random starting values; PBT every 1 epoch: the "
+            "worst 50% continue the best 50%'s weights with lr and dropout perturbed)"
+            in done.stdout), done.stdout
     experiment = tmp_path / "runs" / "p"
     perturbed = []
     for trial in sorted(p for p in experiment.iterdir() if p.is_dir()):

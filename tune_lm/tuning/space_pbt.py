@@ -44,6 +44,10 @@ def check_pbt(space: Any) -> None:
         raise space_error("'scheduler: {type: pbt}' needs something to perturb: lr or "
                           "dropout, searched in 'parameters' and not left out of "
                           "'scheduler.mutate'")  # fmt: skip
+    if space.total_trials < 2:
+        raise space_error(f"'scheduler: {{type: pbt}}' needs a population of at least 2 trials "
+                          f"(budget.num_samples, or --num-samples), got {space.total_trials}: "
+                          "alone, a trial has no better one to copy, so PBT would never act")
     if space.scheduler.perturbation_interval >= space.epochs:
         raise space_error(
             f"field 'scheduler.perturbation_interval' is "

@@ -232,6 +232,13 @@ def describe_plan(space: SearchSpace) -> str:
                          f"{scheduler.removeprefix('ASHA ')}")  # fmt: skip
     else:
         scheduler = "every trial runs to the end (FIFO)"
+    if space.scheduler.type == "pbt":
+        share = f"{space.scheduler.quantile_fraction:.0%}"
+        searcher = "random starting values"
+        every = space.scheduler.perturbation_interval
+        scheduler = (f"PBT every {every:g} epoch{'s' if every != 1 else ''}: the worst "
+                     f"{share} continue the best {share}'s weights with "
+                     f"{' and '.join(space.pbt_mutations)} perturbed")  # fmt: skip
     budget = space.budget
     parts = [f"{space.total_trials} trials of {space.epochs} epochs ({searcher}; {scheduler})"]
     if budget.max_concurrent:
