@@ -652,6 +652,12 @@ CASES += [  # new-user round of stop 31
     bad_space("pbt-population-of-one", "data: synthetic\nscheduler: {type: pbt, "
               "perturbation_interval: 1}\nbudget: {num_samples: 1}\nfixed: {epochs: 3}\n"
               "parameters:\n  lr: {loguniform: [1.0, 20.0]}\n", ["population of at least 2"]),
+    # --smoke's model knows the synthetic corpus's words: another corpus is refused before
+    # it is trained (it was refused after training it).
+    dataclasses.replace(Case("evaluate-smoke-on-another-corpus", "evaluate",
+                             ["--smoke", "--data", "corpus"],
+                             ("--smoke: 50 words", "--data corpus"), corpus()),
+                        may_leave=("cache",)),  # fmt: skip
     # SQLAlchemy decodes a SQLite path's %XX: a written-out '%' would name another file.
     search("tracking-sqlite-percent-in-the-path", ["--tracking-uri", "sqlite:///a%2541/m.db"],
            ("/a%41/m.db", "holds a '%'")),  # fmt: skip

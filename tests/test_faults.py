@@ -278,13 +278,17 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
 
 
 def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypatch):
-    from tune_lm.lm.errors import TuneLMError
-    from tune_lm.tuning.trainable import check_free_space, reserve_bytes
+    from tune_lm.lm.errors import ConfigError, TuneLMError
+    from tune_lm.tuning.trainable import check_free_space, check_reserve_fits, reserve_bytes
 
     check_free_space(tmp_path, 10**6)  # the default reserve (200 MB) is there
+    check_reserve_fits(tmp_path / "runs" / "new")
     monkeypatch.setenv("TUNE_LM_MIN_FREE_MB", str(10**12))  # more than any disk has
     with pytest.raises(TuneLMError, match="low disk space.*--resume"):
         check_free_space(tmp_path / "trial" / "not_yet_made", 10**6)  # its disk all the same
+    # A search checks it before it starts (every trial failed at its first checkpoint).
+    with pytest.raises(ConfigError, match="TUNE_LM_MIN_FREE_MB keeps .* every checkpoint"):
+        check_reserve_fits(tmp_path / "runs" / "new")
     for bad in ("abc", "-1", "inf", "nan", ""):  # the search checks it before it starts
         monkeypatch.setenv("TUNE_LM_MIN_FREE_MB", bad)
         with pytest.raises(TuneLMError, match="TUNE_LM_MIN_FREE_MB=.*e.g. 200"):
@@ -416,3 +420,19 @@ def test_a_resume_of_an_experiment_killed_before_its_first_state_starts_it_again
     (folder / "tuner.pkl").write_bytes(b"not a state")
     assert check_experiment(str(folder), resume=True) is False  # start it again
     assert check_experiment(str(folder), resume=False) is False  # and the start may proceed
+
+
+def test_a_bad_fault_setting_is_refused_before_a_search_starts(monkeypatch):
+    """TUNE_LM_FAULTS that is not a list of faults failed every trial after Ray started."""
+    from tune_lm.lm.errors import ConfigError
+    from tune_lm.tuning.faults import ENV, check_env
+
+    check_env()  # unset
+    monkeypatch.setenv(ENV, '[{"kind": "kill", "epoch": 1, "after_s": 0.5}]')
+    check_env()
+    for bad in ("garbage", '{"kind": "nan"}', '[{"kind": "boom", "epoch": 1}]',
+                '[{"kind": "nan"}]'):
+        monkeypatch.setenv(ENV, bad)
+        with pytest.raises(ConfigError, match=f'{ENV}=.* is not a JSON list of faults, each '
+                                              '{"kind": "nan" | "raise" | "kill"'):
+            check_env()

@@ -84,8 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tune_lm.lm.data import load_corpus
     from tune_lm.lm.metrics import perplexity
 
-    # --smoke trains its model: a --data that cannot be read is said before that
+    # --smoke trains its model (on the synthetic corpus, so its vocabulary is known): a
+    # --data that cannot be read, or whose words it cannot score, is said before that
     corpus = load_corpus(args.data or "synthetic") if args.smoke else None
+    if corpus is not None:
+        tokens_for_model(corpus, args.split, list(load_corpus("synthetic").vocab), "--smoke",
+                         args.force)  # fmt: skip
     model, config, vocab = load_for_inference(args.checkpoint, args.model, args.tracking_uri,
                                               smoke=args.smoke)  # fmt: skip
     corpus = corpus or load_corpus(args.data or "synthetic")

@@ -138,12 +138,16 @@ def prepare(job: Job) -> None:
     the experiment folder, the Ray address and GPUs, the MLflow store, the corpus."""
     from tune_lm.lm.data import load_corpus
     from tune_lm.tracking import store
+    from tune_lm.tuning import faults
     from tune_lm.tuning import tuner as ray_side
-    from tune_lm.tuning.trainable import reserve_bytes
+    from tune_lm.tuning.trainable import check_reserve_fits, reserve_bytes
 
     args, space = job.args, job.space
     settings = job.pinned.settings if job.pinned else None
     reserve_bytes()  # TUNE_LM_MIN_FREE_MB, which every trial reads
+    faults.check_env()  # TUNE_LM_FAULTS, which every trial reads
+    if job.local:
+        check_reserve_fits(job.path)
     if args.extend:  # before check_experiment, which restarts a stateless experiment
         check_tune_state(job.path)
     job.restore = ray_side.check_experiment(job.path, resume=continues(args))

@@ -34,6 +34,29 @@ log = logging.getLogger(__name__)
 ENV = "TUNE_LM_FAULTS"
 
 
+KINDS = ("nan", "raise", "kill")
+
+
+def check_env() -> None:
+    """Before a search: ``TUNE_LM_FAULTS``, if set, is a JSON list of faults (else every
+    trial failed on it, after Ray and MLflow had started)."""
+    from tune_lm.lm.errors import ConfigError
+
+    text = os.environ.get(ENV) or "[]"
+    try:
+        faults = json.loads(text)
+        good = isinstance(faults, list) and all(
+            isinstance(f, dict) and f.get("kind") in KINDS and float(f["epoch"]) >= 0
+            for f in faults)  # fmt: skip
+    except (ValueError, TypeError, KeyError):
+        good = False
+    if not good:
+        kinds = " | ".join(f'"{kind}"' for kind in KINDS)
+        raise ConfigError(f"{ENV}={text[:100]!r} is not a JSON list of faults, each "
+                          f'{{"kind": {kinds}, "epoch": N, ...}} (a test setting: see '
+                          f"tune_lm/tuning/faults.py); unset it")  # fmt: skip
+
+
 def before_report(epoch: float, sampled: dict[str, Any], trial_id: str) -> None:
     """Fire the ``raise`` faults due at ``epoch`` (nothing when none are set)."""
     _fire({"raise"}, epoch, sampled, trial_id, {})

@@ -102,6 +102,20 @@ def reserve_bytes() -> float:
     return megabytes * 2**20
 
 
+def check_reserve_fits(folder: str | Path) -> None:
+    """Before a search: the reserve is free on the storage's disk now (else every trial
+    failed at its first checkpoint, after Ray and MLflow had started)."""
+    reserve, folder = reserve_bytes(), Path(folder)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < reserve:
+        raise ConfigError(f"{RESERVE_VARIABLE} keeps {reserve / 2**20:.0f} MB free for safety, "
+                          f"but {folder}'s disk has {free / 2**20:.0f} MB free, so every "
+                          f"checkpoint would be refused. Free some space, lower "
+                          f"{RESERVE_VARIABLE}, or give --storage on another disk")  # fmt: skip
+
+
 def check_free_space(folder: str | Path, needed_bytes: int) -> None:
     """Refuse to write a checkpoint that would leave less than ``TUNE_LM_MIN_FREE_MB``
     (default 200) megabytes free on ``folder``'s disk (its nearest existing folder): a
