@@ -216,3 +216,13 @@ def test_a_pbt_perturbation_continues_the_weights_with_the_new_lr_and_dropout(
     assert adopt(TrainState.from_dict(states[0]), config).perturbations == []
     with pytest.raises(ConfigError, match="nhid"):
         adopt(TrainState.from_dict(states[0]), perturbed.replace(nhid=32, emsize=32))
+
+
+def test_a_perplexity_past_float_range_stops_training_as_diverged(tiny_config):
+    """A validation loss over ~709 nats is finite, but its perplexity is inf: the run
+    has diverged and stops there (it trained on, epoch after epoch)."""
+    config = tiny_config.model_copy(update={"lr": 12520.0, "clip": 0.0, "epochs": 3,
+                                            "max_tokens_per_epoch": 1600})  # fmt: skip
+    result = fit(config, evaluate_test=False)
+    assert len(result.history) == 1, [h[M.VAL_PPL] for h in result.history]
+    assert result.history[0][M.VAL_PPL] == math.inf

@@ -184,6 +184,14 @@ def test_an_experiment_where_no_trial_reported_has_nothing_to_report(tmp_path):
     with pytest.raises(TuneLMError, match="no trial reported a result .3 started."):
         write_report(folder)
     assert not (folder / "report").exists()
+    # Every trial diverged: they reported (inf), and the cause and fix are named.
+    for row in summary["trials"]:
+        row.update(best_val_ppl=None, epochs_run=1, status="diverged")
+    (folder / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(TuneLMError, match="every trial diverged .3: its loss became inf or "
+                                          "NaN.*lower learning rate.*clip"):
+        write_report(folder)
+    assert not (folder / "report").exists()
 
 
 @pytest.mark.slow

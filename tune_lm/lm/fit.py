@@ -258,7 +258,7 @@ def _train(
             state.lr /= config.lr_decay
             for group in optimizer.param_groups:
                 group["lr"] = state.lr
-        if not math.isfinite(val_loss):
+        if not math.isfinite(result[M.VAL_PPL]):  # (a finite loss over ~709 nats too)
             log.warning("validation loss is %s: training diverged, stopping", val_loss)
             stop = True
         if end_of_epoch:

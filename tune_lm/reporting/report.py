@@ -167,6 +167,10 @@ def write_report(folder: Path, by: Sequence[str] = ()) -> list[Path]:
     summary, records = load_trials(folder)
     check_by(summary, by)
     if not any(math.isfinite(record.best_val_ppl) for record in records):
+        if records and all(r.status.startswith("diverged") for r in records):
+            raise TuneLMError(f"{folder}: every trial diverged ({len(records)}: its loss became "
+                              "inf or NaN), so there is no perplexity to report; search a "
+                              "lower learning rate, or clip the gradients (clip)")  # fmt: skip
         raise TuneLMError(f"{folder}: no trial reported a result ({len(records)} started), so "
                           "there is nothing to report; continue the search (--resume), or "
                           "start it again with a longer time budget")  # fmt: skip

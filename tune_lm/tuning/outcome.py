@@ -32,6 +32,10 @@ def print_outcome(conclusion: Conclusion, paths: dict[str, Path], model_uri: str
         raise TuneLMError(f"the time budget ({space.budget.time_budget}) ran out before any "
                           f"trial reported a result ({len(rows)} started); raise "
                           f"budget.time_budget or --time-budget")  # fmt: skip
+    if best is None and rows and all(row.status.startswith("diverged") for row in rows):
+        raise TuneLMError(f"every trial diverged ({len(rows)}: its loss became inf or NaN), so "
+                          f"there is no best trial; search a lower learning rate (lr), or clip "
+                          f"the gradients (clip). Summary in {paths['md']}")  # fmt: skip
     if best is None:
         raise TuneLMError(f"every trial failed ({len(rows)}); see the errors above and the "
                           f"trial logs under {path}")  # fmt: skip
