@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import math
 
 import pytest
@@ -195,7 +196,7 @@ def test_an_experiment_where_no_trial_reported_has_nothing_to_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path):
+def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path, caplog):
     from tune_lm.reporting.report import load_trials
 
     folder = _hand_made_search(tmp_path / "exp", truncated_line=True)
@@ -205,6 +206,19 @@ def test_a_truncated_result_line_is_skipped_with_a_warning(tmp_path):
     assert (folder / "report" / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE
     _, records = load_trials(folder)
     assert [len(r.history) for r in records] == [2, 2, 2]
+    # A result.json that is a folder, and one of garbage: left out, one warning each (a
+    # traceback, and a warning per line, before).
+    (folder / "trial_2" / "result.json").unlink()
+    (folder / "trial_2" / "result.json").mkdir()
+    (folder / "trial_0" / "result.json").write_text("x\n" * 40)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _, records = load_trials(folder)
+    assert sorted(len(r.history) for r in records) == [0, 0, 2]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 3, warned  # trial_1's cut line, and one for each of these
+    assert any("trial_2/result.json cannot be read" in w for w in warned), warned
+    assert any("40 of its 40 lines are not JSON results" in w for w in warned), warned
 
 
 @pytest.mark.slow

@@ -94,9 +94,16 @@ def check_by(summary: dict[str, Any], by: Sequence[str]) -> None:
 
 def read_history(result_file: Path) -> list[dict[str, Any]]:
     """A trial's per-evaluation results (Ray's result.json, one JSON object per line). A
-    line cut off by a search still writing it is skipped with a warning."""
-    history = []
-    for number, line in enumerate(result_file.read_text(errors="replace").splitlines(), 1):
+    line cut off by a search still writing it is skipped with a warning; a file that is
+    damaged or cannot be read is left out with one warning."""
+    try:
+        lines = result_file.read_text(errors="replace").splitlines()
+    except OSError as error:  # a folder of that name, no permission ...
+        log.warning("%s cannot be read (%s); that trial's curve is left out", result_file,
+                    error.strerror or error)  # fmt: skip
+        return []
+    history, skipped = [], []
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -104,10 +111,17 @@ def read_history(result_file: Path) -> list[dict[str, Any]]:
         except ValueError:
             entry = None
         if not isinstance(entry, dict):
-            log.warning("%s: line %d is not a complete JSON result (a search still writing "
-                        "it?); skipped", result_file, number)  # fmt: skip
+            skipped.append(number)
             continue
         history.append(entry)
+    if skipped == [len(lines)]:
+        log.warning("%s: line %d is not a complete JSON result (a search still writing "
+                    "it?); skipped", result_file, skipped[0])  # fmt: skip
+    elif skipped:
+        log.warning("%s: %d of its %d lines are not JSON results (lines %s); the file is "
+                    "damaged, and those lines are skipped", result_file, len(skipped),
+                    len(lines), ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5
+                                                                   else ""))  # fmt: skip
     return history
 
 
