@@ -130,7 +130,9 @@ def test_search_is_recorded_as_nested_runs_with_checkpoints_and_a_model(tmp_path
     note = parent.data.tags["mlflow.note.content"].splitlines()
     assert len(note) == 2 and note[0].startswith("Search 'tracked' on synthetic"), note
     assert f"Best: trial {best_id}" in note[1] and "models:/tune_lm-tracked/1" in note[1], note
-    assert "best model: models:/tune_lm-tracked/1" in done.stdout
+    # The command it suggests names the store (generate would default to ./mlflow.db).
+    assert ("best model: models:/tune_lm-tracked/1 (try: python -m tune_lm.generate --model "
+            f"models:/tune_lm-tracked/1 --tracking-uri {mlflow_server})") in done.stdout
 
     # The registered best model reproduces its recorded validation perplexity.
     mlflow.set_tracking_uri(mlflow_server)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import shutil
 import time
@@ -80,6 +81,7 @@ class Job:
     progress_every: float
     corpus: Any = None
     warm: Any = None  # a WarmStart (tuning/warm_start.py): --warm-start's priors
+    default_store: str = ""  # the store generate/evaluate would use from this folder
 
     @property
     def local(self) -> bool:
@@ -157,6 +159,11 @@ def prepare(job: Job) -> None:
     store.limit_http_retries()
     uri = store.move_credentials(args.tracking_uri or store.default_tracking_uri())
     job.tracking_uri = clean_tracking_uri(settings.tracking_uri if settings else uri)
+    if (settings and not args.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI")
+            and clean_tracking_uri(uri) != job.tracking_uri):  # fmt: skip
+        say(f"note: MLFLOW_TRACKING_URI ({clean_tracking_uri(uri)}) is not used: this "
+            f"experiment logs to the store it started with, {job.tracking_uri}")  # fmt: skip
+    job.default_store = clean_tracking_uri(store.move_credentials(store.default_tracking_uri()))
     if settings:
         check_pinned_store(job.tracking_uri)
     store.check_tracking_uri(job.tracking_uri)
@@ -312,8 +319,11 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
             say(f"confirmed winner {winner['trial_id']}: val ppl {winner['val_ppl_mean']:.2f} "
                 f"± {winner['val_ppl_sd']:.2f}, test ppl {winner['test_ppl_mean']:.2f} ± "
                 f"{winner['test_ppl_sd']:.2f} over seeds {winner['seeds']}")  # fmt: skip
+    store = ("" if job.tracking_uri == job.default_store
+             else f" --tracking-uri {shlex.quote(job.tracking_uri)}")  # fmt: skip
     return print_outcome(conclusion, paths, model_uri, interrupted, space=job.space,
-                         path=job.path, hint=resume_command(job.args, job.path))
+                         path=job.path, hint=resume_command(job.args, job.path),
+                         store_flag=store)  # fmt: skip
 
 
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
