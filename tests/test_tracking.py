@@ -251,3 +251,22 @@ def test_only_an_unreachable_store_pauses_logging_and_open_runs_end_killed(tmp_p
     assert runs["t2.0"].info.status == "FINISHED"
     assert runs["t3.0"].info.status == "KILLED"
     assert runs["t3.0"].data.tags[TAG_STATUS] == "stopped by Ctrl-C; --resume continues it"
+
+
+def test_a_new_search_does_not_join_the_mlflow_experiment_of_a_search_kept_elsewhere(tmp_path):
+    """Two searches of one name from two folders shared one MLflow experiment: its runs,
+    its report --mlflow (which read only the latest) and its model's versions."""
+    from tune_lm.lm.errors import ConfigError
+    from tune_lm.tracking.parent_run import check_name_free
+    from tune_lm.tracking.tags import TAG_PATH
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("same")
+    client.create_run(experiment_id, tags={TAG_KIND: "search", TAG_PATH: "/a/runs/same"})
+    client.create_run(experiment_id, tags={TAG_KIND: "trial", TAG_PATH: "/b/runs/same"})
+    check_name_free(uri, "same", "/a/runs/same")  # itself again (its folder was removed)
+    check_name_free(uri, "other", "/b/runs/other")
+    with pytest.raises(ConfigError, match="MLflow experiment 'same' in .* already holds the "
+                                          "search at /a/runs/same: .* from /b/runs/same"):
+        check_name_free(uri, "same", "/b/runs/same")

@@ -36,6 +36,7 @@ from tune_lm.tuning.experiment import (
     read_extensions,
     read_finished,
     remove_lost_trial_folders,
+    sqlite_file,
     write_pinned,
 )
 from tune_lm.tuning.extend import check_tune_state
@@ -140,6 +141,7 @@ def prepare(job: Job) -> None:
     the experiment folder, the Ray address and GPUs, the MLflow store, the corpus."""
     from tune_lm.lm.data import load_corpus
     from tune_lm.tracking import store
+    from tune_lm.tracking.parent_run import check_name_free
     from tune_lm.tuning import faults
     from tune_lm.tuning import tuner as ray_side
     from tune_lm.tuning.trainable import check_reserve_fits, reserve_bytes
@@ -168,6 +170,9 @@ def prepare(job: Job) -> None:
         check_pinned_store(job.tracking_uri)
     store.check_tracking_uri(job.tracking_uri)
     store.check_tracking_server(job.tracking_uri)
+    gone = sqlite_file(job.tracking_uri)
+    if not continues(args) and (gone is None or gone.is_file()):
+        check_name_free(job.tracking_uri, job.name, job.path)
     given_as = "--data" if args.data else f"{args.space or 'the space'}: field 'data'"
     corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default,
                          given_as=given_as)  # fmt: skip

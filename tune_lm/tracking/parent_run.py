@@ -57,6 +57,34 @@ def _space_params(space: SearchSpace) -> dict[str, str]:
     return params
 
 
+def check_name_free(uri: str, name: str, path: str) -> None:
+    """A new search named ``name`` must not join the MLflow experiment of a search kept
+    elsewhere (same name, another --storage or folder): they would share its runs, its
+    ``report --mlflow`` and its registered model's versions. ``uri``: a store that
+    exists (asking about a SQLite file that does not would create it)."""
+    from mlflow.exceptions import MlflowException
+
+    from tune_lm.lm.errors import ConfigError
+    from tune_lm.tracking.store import connect_uri
+
+    try:
+        client = MlflowClient(connect_uri(uri))
+        experiment = client.get_experiment_by_name(name)
+        runs = [] if experiment is None else client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
+            max_results=1000)  # fmt: skip
+    except MlflowException:
+        return  # the search itself will say what is wrong with the store
+    elsewhere = sorted({run.data.tags.get(TAG_PATH) for run in runs} - {path, None})
+    if elsewhere:
+        raise ConfigError(
+            f"MLflow experiment {name!r} in {uri} already holds the search at "
+            f"{elsewhere[0]}{f' (and {len(elsewhere) - 1} more)' if len(elsewhere) > 1 else ''}"
+            f": a search of the same name from {path} would share its runs, its report "
+            f"--mlflow and its registered model's versions. Give another --name, or another "
+            f"store (--tracking-uri)")
+
+
 def start_parent_run(
     client: MlflowClient, name: str, path: str, space: SearchSpace, corpus: Corpus,
     space_file: Path | None, *, resume: bool,
