@@ -600,7 +600,7 @@ CASES += [  # new-user round of stop 29
 ]
 
 
-def _pinned_elsewhere(name: str, made_at: str) -> dict[str, str]:
+def _pinned_elsewhere(name: str, made_at: str, space_sha256: str = "") -> dict[str, str]:
     """An experiment's pinned files as a search made at ``made_at`` wrote them."""
     import json
 
@@ -611,7 +611,8 @@ def _pinned_elsewhere(name: str, made_at: str) -> dict[str, str]:
                                         "parameters": {"lr": {"loguniform": [1.0, 20.0]}}})
     settings = {"format": SETTINGS_FORMAT, "data": "synthetic", "corpus_name": "synthetic",
                 "fingerprint": "0" * 64, "ntokens": 50, "tracking_uri": "sqlite:///m.db",
-                "log_checkpoints": "best", "progress_every": 30.0, "experiment": made_at}
+                "log_checkpoints": "best", "progress_every": 30.0, "experiment": made_at,
+                "space_sha256": space_sha256}
     return {f"tune_lm_runs/{name}/space.json": space.model_dump_json(),
             f"tune_lm_runs/{name}/search.json": json.dumps(settings)}
 
@@ -629,6 +630,10 @@ def _tune_state_without_a_trial_folder(name: str) -> dict[str, str]:
 
 
 CASES += [  # new-user round of stop 31
+    # Tune and Optuna restore their own copy of the space: an edit would not be searched.
+    Case("extend-an-edited-space", "search", ["--extend", "1", "--name", "edited"],
+         ("--extend", "edited/space.json was changed after the search started", "--warm-start"),
+         _pinned_elsewhere("edited", "", space_sha256="0" * 64)),
     # Tune fails a trial whose folder is gone, and --extend rewrote its finished run KILLED.
     Case("resume-with-a-trial-folder-deleted", "search", ["--resume", "--name", "gone"],
          ("trial folder(s)", "0a1b2c3d (train_trial_0a1b2c3d_1_lr=2.0)", "--warm-start"),

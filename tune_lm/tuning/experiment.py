@@ -11,6 +11,7 @@ local folder or (through pyarrow's filesystems, as Ray writes) remote storage.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import urllib.parse
@@ -42,12 +43,14 @@ class SearchSettings:
     log_checkpoints: str
     progress_every: float
     experiment: str = ""  # where it was made ("": pinned before this was recorded)
+    space_sha256: str = ""  # of space.json as pinned ("": pinned before this was recorded)
 
 
 @dataclass(frozen=True)
 class Pinned:
     space: SearchSpace
     settings: SearchSettings | None  # None: an experiment from before search.json existed
+    edited: bool = False  # space.json differs from what was pinned
 
 
 def read_pinned(path: str) -> Pinned | None:
@@ -69,17 +72,23 @@ def read_pinned(path: str) -> Pinned | None:
         detail = (describe_validation_error(error) if isinstance(error, ValidationError)
                   else str(error).splitlines()[0])  # fmt: skip
         raise ConfigError(
-            f"--resume: the experiment's {SPACE_FILE}/{SETTINGS_FILE} in {path} cannot be "
+            f"the experiment's {SPACE_FILE}/{SETTINGS_FILE} in {path} cannot be "
             f"used ({detail}): it was damaged, or saved by a version of tune_lm that checked "
             "less. Start the search again under another --name"
         ) from None
-    return Pinned(space, settings)
+    pinned_as = settings.space_sha256 if settings else ""
+    return Pinned(space, settings, edited=bool(pinned_as) and _sha256(space_text) != pinned_as)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def write_pinned(path: str, space: SearchSpace, settings: SearchSettings) -> None:
     """Pin a new experiment's space and settings (each file written whole or not at all)."""
-    _write(path, SPACE_FILE, space.model_dump_json(indent=2) + "\n")
-    payload = {"format": SETTINGS_FORMAT, **asdict(settings)}
+    text = space.model_dump_json(indent=2) + "\n"
+    _write(path, SPACE_FILE, text)
+    payload = {"format": SETTINGS_FORMAT, **asdict(settings), "space_sha256": _sha256(text)}
     _write(path, SETTINGS_FILE, json.dumps(payload, indent=2) + "\n")
 
 

@@ -299,6 +299,13 @@ def resolve_experiment(args: argparse.Namespace) -> tuple[str, str, SearchSpace,
             )
         return name, path, absolute_data(space_from_args(args)), None
     check_not_copied(pinned, path, flag)
+    if pinned.edited:
+        raise ConfigError(
+            f"{flag}: {path}/{SPACE_FILE} was changed after the search started. Ray Tune and "
+            "Optuna go on with their own saved copy of the space, so the change would be "
+            "reported but not searched. Put the file back as it was, or start a new search "
+            f"with the changed space, seeded with this one: --space SPACE --warm-start {path} "
+            "--name NEW_NAME")
     refuse_changes(args, pinned)
     if args.extend:
         check_extendable(pinned.space, path)
