@@ -630,6 +630,13 @@ def _tune_state_without_a_trial_folder(name: str) -> dict[str, str]:
 
 
 CASES += [  # new-user round of stop 31
+    search("space-in-utf-16", [], ("space.yaml", "UTF-16", "Save it as UTF-8"),
+           {"space.yaml": "data: synthetic\nparameters:\n  lr: {loguniform: [1.0, 20.0]}\n"
+                          .encode("utf-16")}),  # fmt: skip
+    search("resume-and-extend-together", ["--resume", "--extend", "1"],
+           ("--resume and --extend cannot go together",)),  # fmt: skip
+    search("progress-every-below-a-second", ["--progress-every", "1e-9"],
+           ("--progress-every", "at least 1")),  # fmt: skip
     # Tune and Optuna restore their own copy of the space: an edit would not be searched.
     Case("extend-an-edited-space", "search", ["--extend", "1", "--name", "edited"],
          ("--extend", "edited/space.json was changed after the search started", "--warm-start"),

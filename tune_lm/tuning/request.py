@@ -123,8 +123,13 @@ def check_flags(args: argparse.Namespace) -> None:
     for key in OVERRIDE_FLAGS:  # each against the limits of the space field it sets
         if getattr(args, key) is not None:
             check_override(key, getattr(args, key))
-    if args.progress_every is not None and not 0 < args.progress_every < math.inf:
-        raise ConfigError(f"--progress-every must be positive seconds, got {args.progress_every}")
+    if args.progress_every is not None and not 1 <= args.progress_every < math.inf:
+        raise ConfigError(f"--progress-every is the seconds between progress lines: at least 1, "
+                          f"got {args.progress_every}")  # fmt: skip
+    if args.resume and args.extend:
+        raise ConfigError("--resume and --extend cannot go together: --resume continues an "
+                          "interrupted search as it was, --extend adds trials (and continues "
+                          "it too). Give one of them")  # fmt: skip
     check_replay_flags(args)
     if args.warm_start is not None and continues(args):
         flag = "--resume" if args.resume else "--extend"
@@ -339,7 +344,9 @@ def refuse_changes(args: argparse.Namespace, pinned: Pinned) -> None:
         except TuneLMError:
             same = False
         if not same:
-            conflicts.append(f"--{key.replace('_', '-')} {value}")
+            shown = (f"{value['top_k']},{value['seeds']}" if key == "confirm"
+                     else value)  # as typed (K,S), not as a dict  # fmt: skip
+            conflicts.append(f"--{key.replace('_', '-')} {shown}")
     if args.smoke and smoke_space(space) != space:
         conflicts.append("--smoke")
     if args.space:

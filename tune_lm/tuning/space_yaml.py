@@ -70,6 +70,10 @@ def read_space_text(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a byte-order mark: Windows' "Unicode"
+            raise SpaceFileError("the file is UTF-16 text (as Windows Notepad saves "
+                                 "'Unicode'), not UTF-8. Save it as UTF-8 (e.g. iconv -f "
+                                 "UTF-16 -t UTF-8)") from None  # fmt: skip
         line = raw.count(b"\n", 0, error.start) + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         raise SpaceFileError(
