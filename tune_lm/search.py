@@ -40,13 +40,13 @@ from tune_lm.tuning.experiment import (
     write_pinned,
 )
 from tune_lm.tuning.extend import check_tune_state
+from tune_lm.tuning.flags import check_flags
 from tune_lm.tuning.layout import DRIVER_LOCK, LOG_FILE, STUDY_FILE
 from tune_lm.tuning.outcome import print_outcome
 from tune_lm.tuning.request import (
     build_parser,
     check_corpus,
     check_experiment_folder,
-    check_flags,
     check_pinned_store,
     continues,
     resolve_experiment,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning.console import console, say
+from tune_lm.tuning.flags import check_flags
 from tune_lm.tuning.layout import LOG_FILE, REPLAY_MARK
-from tune_lm.tuning.request import check_flags, resolve_experiment
+from tune_lm.tuning.request import resolve_experiment
 from tune_lm.tuning.summary import describe_plan
 from tune_lm.tuning.warm_start import say_warm_start, warm_started
 
