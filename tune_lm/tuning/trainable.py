@@ -102,12 +102,18 @@ def reserve_bytes() -> float:
     return megabytes * 2**20
 
 
+def _nearest_folder(path: str | Path) -> Path:
+    """``path``, or its nearest ancestor that exists (whose disk it will be on)."""
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def check_reserve_fits(folder: str | Path) -> None:
     """Before a search: the reserve is free on the storage's disk now (else every trial
     failed at its first checkpoint, after Ray and MLflow had started)."""
-    reserve, folder = reserve_bytes(), Path(folder)
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
+    reserve, folder = reserve_bytes(), _nearest_folder(folder)
     free = shutil.disk_usage(folder).free
     if free < reserve:
         raise ConfigError(f"{RESERVE_VARIABLE} keeps {reserve / 2**20:.0f} MB free for safety, "
@@ -121,9 +127,7 @@ def check_free_space(folder: str | Path, needed_bytes: int) -> None:
     (default 200) megabytes free on ``folder``'s disk (its nearest existing folder): a
     full disk corrupts more than this one file."""
     reserve = reserve_bytes()
-    folder = Path(folder)
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent  # the trial's folder appears with its first checkpoint
+    folder = _nearest_folder(folder)  # the trial's folder appears with its first checkpoint
     free = shutil.disk_usage(folder).free
     if free - needed_bytes < reserve:
         raise TuneLMError(
