@@ -2,15 +2,12 @@
 killed mid-epoch (retried from its checkpoint, ending exactly like an unbroken run) and
 one that keeps raising (failed after its retries) — and the search goes on."""
 
-import contextlib
 import json
 import math
 import os
 import random
 import signal
-import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -295,18 +292,6 @@ def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypat
             reserve_bytes()
 
 
-def test_credentials_leave_the_tracking_uri(monkeypatch):
-    from tune_lm.tracking.store import move_credentials
-
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    assert move_credentials("http://me:p%40ss@127.0.0.1:5000/x") == "http://127.0.0.1:5000/x"
-    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "me"
-    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
-    assert move_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
-    assert move_credentials("https://127.0.0.1:5000") == "https://127.0.0.1:5000"
-
-
 def test_trial_folders_lost_with_a_killed_driver_are_removed(tmp_path):
     """A trial started after Tune's last snapshot is created again by --resume in a new
     folder; the lost attempt's folder goes, and nothing else in the experiment does."""
@@ -327,87 +312,6 @@ def test_trial_folders_lost_with_a_killed_driver_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [kept.name, again.name, "confirm", "report", "space.json"])
     assert remove_lost_trial_folders("s3://bucket/x", []) == []
-
-
-def test_runs_of_trials_lost_with_a_killed_driver_are_deleted(tmp_path):
-    """A trial started after Ray's last snapshot has an MLflow run but no place in the
-    resumed experiment: that run goes, the others stay."""
-    from tune_lm.tracking.tags import PARENT_TAG, TAG_KIND, TAG_TRIAL
-    from tune_lm.tracking.trial_runs import delete_lost_trial_runs
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("lost")
-    parent = client.create_run(experiment, tags={TAG_KIND: "search"}).info.run_id
-    for trial in ("aaaa1111", "bbbb2222", "cccc3333"):
-        client.create_run(experiment, tags={TAG_KIND: "trial", TAG_TRIAL: trial,
-                                            PARENT_TAG: parent})  # fmt: skip
-    other_search = client.create_run(experiment, tags={TAG_KIND: "search"}).info.run_id
-    client.create_run(experiment, tags={TAG_KIND: "trial", TAG_TRIAL: "dddd4444",
-                                        PARENT_TAG: other_search})  # fmt: skip
-    known = ["train_trial_aaaa1111_1_lr=2.0_2026-11-25", "train_trial_cccc3333_3_lr=1.0_x"]
-    assert delete_lost_trial_runs(client, experiment, parent, known) == ["bbbb2222"]
-    left = client.search_runs([experiment], f"tags.`{TAG_KIND}` = 'trial'")
-    assert sorted(run.data.tags[TAG_TRIAL] for run in left) == ["aaaa1111", "cccc3333",
-                                                                "dddd4444"]  # fmt: skip
-
-
-CREATE_STORE = """
-import sys
-from tune_lm.tracking.store import create_sqlite_store
-print("imported", flush=True)
-create_sqlite_store(sys.argv[1])
-"""
-
-
-def schema_version(database: Path) -> str | None:
-    """The alembic revision a SQLite MLflow store has reached (None: none yet)."""
-    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
-        try:
-            return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-        except sqlite3.OperationalError:  # no such table: the first migration is running
-            return None
-
-
-def start_creating(uri: str) -> subprocess.Popen:
-    creator = subprocess.Popen([sys.executable, "-c", CREATE_STORE, uri],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
-    assert creator.stdout.readline().strip() == b"imported"
-    return creator
-
-
-@pytest.mark.slow
-def test_a_new_store_appears_whole_and_a_kill_while_it_is_built_leaves_none(tmp_path):
-    """MLflow builds a new SQLite store with dozens of migrations (seconds here) and a
-    kill between a migration's DDL and its version stamp leaves a database every later
-    open fails on ("table secrets already exists"). So the store's path must never hold
-    a part-built schema: watched while it is built, it appears at the final revision; a
-    kill while it is built leaves nothing there, and the next start builds it whole."""
-    start_creating(f"sqlite:///{tmp_path / 'reference.db'}").wait(timeout=120)
-    head = schema_version(tmp_path / "reference.db")
-    assert head is not None
-
-    watched = tmp_path / "watched" / "mlflow.db"
-    watched.parent.mkdir()
-    creator = start_creating(f"sqlite:///{watched}")
-    while creator.poll() is None and not watched.exists():
-        time.sleep(0.01)
-    assert watched.exists(), "the creation ended without a store"
-    assert schema_version(watched) == head  # what appeared was already complete
-    creator.wait(timeout=120)
-
-    killed = tmp_path / "killed" / "mlflow.db"
-    killed.parent.mkdir()
-    uri = f"sqlite:///{killed}"
-    creator = start_creating(uri)
-    time.sleep(1.0)  # the imports are done: this is among the migrations
-    assert creator.poll() is None and not killed.exists()
-    stop_process(creator, signal.SIGKILL)
-    assert not killed.exists()
-    assert start_creating(uri).wait(timeout=120) == 0  # the next start (and its clean-up)
-    assert schema_version(killed) == head
-    assert MlflowClient(uri).search_experiments()[0].name == "Default"
-    assert [p.name for p in killed.parent.iterdir()] == ["mlflow.db"]  # nothing half-made
 
 
 def test_a_resume_of_an_experiment_killed_before_its_first_state_starts_it_again(tmp_path):
