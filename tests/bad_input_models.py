@@ -52,6 +52,10 @@ CASES = [
             '[{"trial_id": "a", "lr": [1], "status": "completed", "best_val_ppl": 3}]}'}),
     report("report-bad-by", ["exp", "--by", "nhid", "emsize"], ("--by emsize",),
            {"exp/summary.json": SUMMARY}),
+    report("report-by-a-derived-option", ["exp", "--by", "nhid"],
+           ("--by nhid", "nhid takes lr's value (derived), so --by lr groups the same trials"),
+           {"exp/summary.json": SUMMARY.replace('"fixed": {"nhid": 16}',
+                                                '"fixed": {}, "derived": {"nhid": "lr"}')}),
     report("report-out-onto-an-experiment",  # its summary and study would be replaced
            ["--mlflow", "quick", "--tracking-uri", "sqlite:///mlflow.db", "--out", "exp"],
            ("--out exp already holds files", "new or empty folder"),

@@ -381,6 +381,9 @@ CASES = [
     bad_space("pbt-population-of-one", "data: synthetic\nscheduler: {type: pbt, "
               "perturbation_interval: 1}\nbudget: {num_samples: 1}\nfixed: {epochs: 3}\n"
               "parameters:\n  lr: {loguniform: [1.0, 20.0]}\n", ["population of at least 2"]),
+    bad_space("parameter-in-capitals",
+              "data: synthetic\nparameters:\n  LR: {loguniform: [1, 20]}\n",
+              ["parameters.LR", "Did you mean 'lr'?"]),  # fmt: skip
     # SQLAlchemy decodes a SQLite path's %XX: a written-out '%' would name another file.
     search("tracking-sqlite-percent-in-the-path", ["--tracking-uri", "sqlite:///a%2541/m.db"],
            ("/a%41/m.db", "holds a '%'")),  # fmt: skip

@@ -97,6 +97,15 @@ def test_report_of_an_unknown_mlflow_experiment_exits_2(tmp_path):
     assert done.returncode == 2 and "no experiment 'nope'" in done.stderr, done.stderr
     assert "quick" in done.stderr  # what there is
     assert not (tmp_path / "out").exists()
+    # An experiment that is not a tune_lm search (MLflow's own Default): said so, naming
+    # the experiments that hold one.
+    client = MlflowClient(f"sqlite:///{store}")
+    client.create_run(client.get_experiment_by_name("quick").experiment_id,
+                      tags={"tune_lm.kind": "search"})  # fmt: skip
+    done = run_cli("report", "--mlflow", "Default", "--tracking-uri", f"sqlite:///{store}",
+                   "--out", tmp_path / "out", timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "holds no tune_lm search" in done.stderr, done.stderr
+    assert "one of: quick" in done.stderr and not (tmp_path / "out").exists()
     # A store that does not exist is named, never created (MLflow would create it).
     missing = tmp_path / "elsewhere.db"
     done = run_cli("report", "--mlflow", "quick", "--tracking-uri", f"sqlite:///{missing}",

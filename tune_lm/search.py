@@ -142,7 +142,7 @@ def prepare(job: Job) -> None:
     from tune_lm.lm.data import load_corpus
     from tune_lm.tracking import store
     from tune_lm.tracking.parent_run import check_name_free
-    from tune_lm.tuning import faults
+    from tune_lm.tuning import capacity, faults
     from tune_lm.tuning import tuner as ray_side
     from tune_lm.tuning.trainable import check_reserve_fits, reserve_bytes
 
@@ -179,7 +179,7 @@ def prepare(job: Job) -> None:
     say(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
     check_corpus(corpus, space, settings, source=space_source(job))
     if job.address is None:
-        ray_side.check_trial_memory(space, corpus.ntokens, space_source(job), on_cluster=False)
+        capacity.check_trial_memory(space, corpus.ntokens, space_source(job), on_cluster=False)
     job.corpus = corpus
 
 
@@ -225,13 +225,14 @@ def _run_tracked(job: Job) -> int:
 
     from tune_lm.tracking.parent_run import end_parent_run, start_parent_run
     from tune_lm.tracking.store import connect_uri, create_sqlite_store
+    from tune_lm.tuning import capacity
     from tune_lm.tuning import tuner as ray_side
 
     settings = job.pinned.settings if job.pinned else None
     ray_side.connect_ray(job.address)
-    ray_side.check_trial_fits(job.space)
+    capacity.check_trial_fits(job.space)
     if job.address is not None:  # a local Ray's machine was checked before it started
-        ray_side.check_trial_memory(job.space, job.corpus.ntokens, space_source(job),
+        capacity.check_trial_memory(job.space, job.corpus.ntokens, space_source(job),
                                     on_cluster=True)
     corpus = job.corpus
     # The store first: a driver killed in between leaves no search.json that pins a store
@@ -265,7 +266,7 @@ def _run_tracked(job: Job) -> int:
 def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     """Run (or resume) the trials, conclude, record, and print the outcome."""
     from tune_lm.tracking.trial_runs import MLflowTrialLogger
-    from tune_lm.tuning import private_api
+    from tune_lm.tuning import capacity, private_api
     from tune_lm.tuning import tuner as ray_side
     from tune_lm.tuning.progress import ProgressPrinter
 
@@ -286,7 +287,7 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
                                  priors=job.warm.priors if job.warm else None)  # fmt: skip
     say(f"MLflow: {job.tracking_uri} (experiment {job.name!r}, run {parent_id}); browse it "
         f"with: mlflow ui --backend-store-uri {shlex.quote(job.tracking_uri)}")
-    say(f"search: {describe_plan(space)}")
+    say(f"search: {describe_plan(space, fits=capacity.trials_at_once(space))}")
     for callback in private_api.tuner_callbacks(tuner):  # a restored Tuner's own copies
         if isinstance(callback, ProgressPrinter):
             callback.retarget(space)  # the trials --extend added count

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -177,9 +177,20 @@ class TrainConfig(BaseModel):
         return self.model_dump()
 
 
+def closest_name(key: str, names: Iterable[str]) -> str | None:
+    """The name a mistyped ``key`` most likely meant: the same name in another case or
+    with dashes ('LR', 'Grace-Period'), else the closest spelling; None if none is close."""
+    by_folded = {name.lower(): name for name in names}
+    folded = key.strip().lower().replace("-", "_")
+    if folded in by_folded:
+        return by_folded[folded]
+    close = difflib.get_close_matches(folded, list(by_folded), n=1, cutoff=0.6)
+    return by_folded[close[0]] if close else None
+
+
 def _suggestion(key: str) -> str:
-    close = difflib.get_close_matches(key, list(TrainConfig.model_fields), n=1, cutoff=0.6)
-    return f"Did you mean {close[0]!r} instead of {key!r}?" if close else ""
+    close = closest_name(key, TrainConfig.model_fields)
+    return f"Did you mean {close!r} instead of {key!r}?" if close else ""
 
 
 def describe_validation_error(

@@ -87,9 +87,19 @@ def check_by(summary: dict[str, Any], by: Sequence[str]) -> None:
     """Every ``--by`` name is a searched or fixed parameter of the search."""
     known = [*summary["space"]["parameters"], *summary["space"]["fixed"]]
     unknown = [name for name in by if name not in known]
+    derived = summary["space"].get("derived") or {}
+    aliases = []
+    for name in unknown:
+        source, seen = name, set()
+        while source in derived and source not in seen:  # a chain a: b, b: c ends at c
+            seen.add(source)
+            source = derived[source]
+        if source != name:
+            aliases.append(f"{name} takes {source}'s value (derived), so --by {source} "
+                           "groups the same trials")  # fmt: skip
     if unknown:
         raise TuneLMError(f"--by {' '.join(unknown)}: not a parameter of this search; it has "
-                          f"{', '.join(known)}")  # fmt: skip
+                          f"{', '.join(known)}{''.join('. ' + a for a in aliases)}")  # fmt: skip
 
 
 def read_history(result_file: Path) -> list[dict[str, Any]]:

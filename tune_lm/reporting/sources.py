@@ -105,6 +105,12 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
         [found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
         order_by=["attributes.start_time DESC"],
     )  # fmt: skip
+    if not parents:
+        raise TuneLMError(
+            f"MLflow experiment {experiment!r} at {tracking_uri} holds no tune_lm search (no "
+            f"run tagged {TAG_KIND}=search), so there is nothing to report; "
+            f"{_searched_experiments(client)}"
+        )
     # MLflow's download bar would stand between the command and its answer (or its error)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for parent in parents:
@@ -146,3 +152,16 @@ def fetch_mlflow(experiment: str, tracking_uri: str, dest: Path, check: SummaryC
         lines = [json.dumps(steps[step]) for step in sorted(steps)]
         write_atomic(dest / trial_id / "result.json", ("\n".join(lines) + "\n").encode())
     return dest
+
+
+def _searched_experiments(client) -> str:
+    """The experiments of this store that hold a tune_lm search, for an error message."""
+    from tune_lm.tracking.tags import TAG_KIND
+
+    experiments = {e.experiment_id: e.name for e in client.search_experiments(max_results=200)}
+    runs = client.search_runs(list(experiments), filter_string=f"tags.`{TAG_KIND}` = 'search'",
+                              max_results=500) if experiments else []  # fmt: skip
+    names = sorted({experiments[run.info.experiment_id] for run in runs})
+    if not names:
+        return "this store holds no tune_lm search at all"
+    return f"give --mlflow one of: {', '.join(names)}"

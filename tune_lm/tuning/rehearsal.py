@@ -11,6 +11,7 @@ import ray
 from ray import tune
 
 from tune_lm.lm import metrics as M
+from tune_lm.tuning.capacity import trials_at_once
 from tune_lm.tuning.replay import Curves, replay_trial
 from tune_lm.tuning.sim_clock import make_clock
 from tune_lm.tuning.space import SearchSpace
@@ -72,14 +73,8 @@ class _Recorder(tune.Callback, tune.Stopper):
 
 def slots(space: SearchSpace) -> int:
     """Trials at once: the space's max_concurrent, else as many as the connected Ray's
-    CPUs (and GPUs) hold at the space's resources per trial, as a real search would."""
-    if space.budget.max_concurrent:
-        return space.budget.max_concurrent
-    total = ray.cluster_resources()
-    fits = [total.get("CPU", 1) / space.resources.cpus_per_trial]
-    if space.resources.gpus_per_trial:
-        fits.append(total.get("GPU", 0) / space.resources.gpus_per_trial)
-    return max(1, int(min(fits) + 1e-9))
+    nodes hold at the space's resources per trial, as a real search would."""
+    return space.budget.max_concurrent or max(1, trials_at_once(space))
 
 
 def rehearse(space: SearchSpace, curves: Curves, path: str, *, speed: float | None = None,

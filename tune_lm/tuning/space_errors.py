@@ -8,7 +8,7 @@ import difflib
 
 from pydantic import ValidationError
 
-from tune_lm.lm.config import describe_validation_error
+from tune_lm.lm.config import closest_name, describe_validation_error
 from tune_lm.lm.errors import short_repr
 from tune_lm.tuning.params import (
     PARAMETER_ERROR,
@@ -83,7 +83,8 @@ def _closest(key: str, candidates: set[str]) -> list[str]:
                    if c.startswith(lowered) or lowered in c.split("_"))  # fmt: skip
     if words:
         return words[:1]
-    return difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
+    close = closest_name(key, sorted(candidates))
+    return [close] if close else []
 
 
 _YAML_READ_AS = {"bool": "true/false (yes, no, on and off are too)", "int": "a number",

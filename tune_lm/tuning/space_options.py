@@ -5,18 +5,17 @@ trial takes elsewhere (``epochs``, every trial's length, only in ``fixed``; ``de
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from pydantic import BeforeValidator
 
-from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.config import TrainConfig, closest_name
 from tune_lm.tuning.params import space_error
 
 
 def _unknown_option(section: str, name: str) -> Exception:
-    close = difflib.get_close_matches(name, list(TrainConfig.model_fields), n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    close = closest_name(name, TrainConfig.model_fields)
+    hint = f" Did you mean {close!r}?" if close else ""
     return space_error(
         f"field '{section}.{name}' is not a training option.{hint} "
         f"Training options: {', '.join(TrainConfig.model_fields)}"

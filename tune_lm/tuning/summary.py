@@ -214,8 +214,9 @@ def outcome_counts(rows: list[TrialRow]) -> str:
     return ", ".join(parts)
 
 
-def describe_plan(space: SearchSpace) -> str:
-    """What the search will do, in one line."""
+def describe_plan(space: SearchSpace, fits: int | None = None) -> str:
+    """What the search will do, in one line. ``fits``: how many trials the connected Ray
+    has room for at once (None: not known)."""
     if space.searcher.type == "grid":
         searcher = "every combination of the grid"
     else:
@@ -241,11 +242,24 @@ def describe_plan(space: SearchSpace) -> str:
                      f"{' and '.join(space.pbt_mutations)} perturbed")  # fmt: skip
     budget = space.budget
     parts = [f"{space.total_trials} trials of {space.epochs} epochs ({searcher}; {scheduler})"]
-    if budget.max_concurrent:
-        parts.append(f"{budget.max_concurrent} at a time")
+    parts.append(_at_a_time(space, fits))
     if budget.time_budget:
         parts.append(f"time budget {budget.time_budget}")
-    return ", ".join(parts)
+    return ", ".join(part for part in parts if part)
+
+
+def _at_a_time(space: SearchSpace, fits: int | None) -> str:
+    wanted = space.budget.max_concurrent
+    if fits is None or (wanted and wanted <= fits):
+        return f"{wanted} at a time" if wanted else ""
+    resources = space.resources
+    each = f"{resources.cpus_per_trial:g} CPU"
+    if resources.gpus_per_trial:
+        each += f" and {resources.gpus_per_trial:g} GPU"
+    room = f"this Ray has room for {fits} trial{'s' if fits != 1 else ''} of {each} at once"
+    if not wanted:
+        return f"{fits} at a time ({room})"
+    return f"{fits} at a time, not {wanted}: {room} (max_concurrent {wanted})"
 
 
 def confirmation_table(entries: list[dict[str, Any]]) -> str:
