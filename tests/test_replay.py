@@ -164,8 +164,9 @@ def test_the_plan_says_how_many_trials_this_ray_has_room_for(local_ray):
         "1 at a time, not 2: this Ray has room for 1 trial of 1.5 CPU at once "
         "(max_concurrent 2)")
     assert describe_plan(sized(1), fits=2).endswith(", 2 at a time")
-    assert describe_plan(sized(0.5, concurrent=None), fits=4).endswith(
-        ", 4 at a time (this Ray has room for 4 trials of 0.5 CPU at once)")
+    assert describe_plan(sized(1, concurrent=None), fits=2).endswith(
+        ", 2 at a time (this Ray has room for 2 trials of 1 CPU at once)")
+    assert describe_plan(sized(0.5, concurrent=None), fits=4).endswith(", all 4 at once")
     assert "at a time" not in describe_plan(sized(1, concurrent=None))  # not known
 
 

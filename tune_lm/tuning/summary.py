@@ -258,6 +258,8 @@ def _at_a_time(space: SearchSpace, fits: int | None) -> str:
         each += f" and {resources.gpus_per_trial:g} GPU"
     room = f"this Ray has room for {fits} trial{'s' if fits != 1 else ''} of {each} at once"
     if not wanted:
+        if fits >= space.total_trials:
+            return f"all {space.total_trials} at once"
         return f"{fits} at a time ({room})"
     return f"{fits} at a time, not {wanted}: {room} (max_concurrent {wanted})"
 
