@@ -89,6 +89,9 @@ def test_asha_stops_trials_and_optuna_proposes(asha_search):
     assert len(pruned) + len(complete) == 8
     assert all(t.intermediate_values for t in pruned)
     assert len({(t.params["model"], t.params["nhid"], t.params["lr"]) for t in study.trials}) == 8
+    # Each Optuna trial names its Tune trial (so the study can be closed from ASHA's ledger)
+    assert sorted(t.user_attrs.get("tune_trial_id") for t in study.trials) == sorted(
+        row["trial_id"] for row in rows)
     assert "best trial" in done.stdout
 
 

@@ -342,7 +342,7 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
     from tune_lm.reporting.report import write_search_report
     from tune_lm.tracking.parent_run import log_compute, record_results
     from tune_lm.tracking.trial_runs import delete_lost_trial_runs
-    from tune_lm.tuning.searchers import fail_unfinished_trials
+    from tune_lm.tuning.study_end import fail_unfinished_trials
 
     space, rows, best, pareto = job.space, conclusion.rows, conclusion.best, conclusion.pareto
     say(top_table(rows))

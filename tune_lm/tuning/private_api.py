@@ -237,6 +237,14 @@ def closed_trials(searcher: Any) -> set[str]:
     return searcher._completed_trials
 
 
+def set_trial_user_attr(study: Any, number: int, key: str, value: Any) -> None:
+    """A user attribute on the study's trial ``number``: Optuna sets them only through
+    the ``Trial`` object ``ask()`` returned, which a study loaded later does not have."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    storage.set_trial_user_attr(trial_id, key, value)
+
+
 # Tune keeps how many trials a search creates in its SearchGenerator's state, saved beside
 # the experiment as ``search_gen_state-<session>.json`` (a cloudpickle of a dict, the
 # newest by name wins). ``--extend`` raises that total: Ray has no public way to add

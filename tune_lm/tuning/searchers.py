@@ -32,6 +32,7 @@ from tune_lm.tuning.space import SearchSpace
 from tune_lm.tuning.tune_space import to_tune_space
 
 log = logging.getLogger(__name__)
+TUNE_TRIAL_ID = "tune_trial_id"  # an Optuna trial's user attribute: the Tune trial it is
 
 
 class StopLedger:
@@ -175,6 +176,16 @@ class EpochAwareOptunaSearch(OptunaSearch):
         self._last_step: dict[str, int] = {}
         self._ledger = ledger
 
+    def suggest(self, trial_id: str) -> dict | None:
+        """Ray's suggestion; the Optuna trial notes the Tune trial it is (for a study
+        closed after the search: see :func:`fail_unfinished_trials`)."""
+        config = super().suggest(trial_id)
+        ot_trial = private_api.optuna_trials(self).get(trial_id)
+        if isinstance(config, dict) and ot_trial is not None:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+                ot_trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
+        return config
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:
             super().on_trial_result(trial_id, result)
@@ -266,22 +277,6 @@ class EpochAwareOptunaSearch(OptunaSearch):
             if trial.state == optuna.trial.TrialState.RUNNING and trial.number not in known:
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 log.info("optuna trial %d was lost with the previous driver", trial.number)
-
-
-def fail_unfinished_trials(experiment_dir: Path) -> int:
-    """After a search ends for good (not interrupted), the study's trials still RUNNING
-    are the ones the time budget cut (Tune never reports those to the searcher): mark them
-    FAIL, so the study holds no trial that will never end. Returns how many."""
-    journal = experiment_dir / STUDY_FILE
-    if not journal.is_file():
-        return 0
-    study = optuna.load_study(study_name=STUDY_NAME, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))))  # fmt: skip
-    running = [t for t in study.get_trials(deepcopy=False)
-               if t.state == optuna.trial.TrialState.RUNNING]  # fmt: skip
-    for trial in running:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    return len(running)
 
 
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
