@@ -37,7 +37,7 @@ def test_a_pbt_search_moves_trials_onto_better_weights_with_perturbed_values(tmp
             "worst 50% continue the best 50%'s weights with lr and dropout perturbed)"
             in done.stdout), done.stdout
     experiment = tmp_path / "runs" / "p"
-    perturbed = []
+    perturbed, last_configs = [], {}
     for trial in sorted(p for p in experiment.iterdir() if p.is_dir()):
         latest = max(trial.glob("checkpoint_*"), default=None)
         if latest is None:
@@ -46,6 +46,7 @@ def test_a_pbt_search_moves_trials_onto_better_weights_with_perturbed_values(tmp
         results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in results][-1] == 4  # PBT stops no trial
         final = results[-1]["config"]
+        last_configs[results[-1]["trial_id"]] = final
         # The training state trained under the trial's final values, within the space.
         assert state["config"]["lr"] == pytest.approx(final["lr"])
         assert state["config"]["dropout"] == pytest.approx(final["dropout"])
@@ -62,6 +63,12 @@ def test_a_pbt_search_moves_trials_onto_better_weights_with_perturbed_values(tmp
     assert perturbed, "no trial was perturbed in 3 rounds of PBT"
     summary = json.loads((experiment / "summary.json").read_text())
     assert len(summary["trials"]) == 3 and summary["best_trial"]["test_ppl"] > 1
+    # One row per trial, with the values it last trained with: no trial is perturbed at
+    # its last epoch (Ray's PBT did: the row then named the trial it was to continue,
+    # with values it never trained with).
+    assert sorted(t["trial_id"] for t in summary["trials"]) == sorted(last_configs)
+    for row in summary["trials"]:
+        assert row["lr"] == pytest.approx(last_configs[row["trial_id"]]["lr"]), row
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         states = [s for (s,) in db.execute("SELECT status FROM runs")]
     assert states and "RUNNING" not in states

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from tune_lm.lm import metrics as M
 from tune_lm.tuning.space import SearchSpace
@@ -37,6 +37,23 @@ class KeepInRange:
         return config
 
 
+class FinishingPBT(PopulationBasedTraining):
+    """Ray's PBT, which never perturbs a trial at its last epoch. Ray's would: the trial
+    then "continued" from another trial's checkpoint with new values and trained nothing
+    more (synchronous), so the summary showed the other trial's id and values it never
+    trained with; or (asynchronous) it trained again from an earlier epoch of another
+    trial. A trial that has trained its epochs ends as it is."""
+
+    def __init__(self, *args: Any, max_epochs: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get(M.EPOCH, 0) >= self.max_epochs:
+            return TrialScheduler.CONTINUE  # the trainable ends the trial after this result
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def make_pbt(space: SearchSpace) -> PopulationBasedTraining:
     names = space.pbt_mutations
     mutations = {
@@ -44,7 +61,8 @@ def make_pbt(space: SearchSpace) -> PopulationBasedTraining:
         else space.parameters[name].to_tune(tune)
         for name in names
     }  # fmt: skip
-    return PopulationBasedTraining(
+    return FinishingPBT(
+        max_epochs=space.epochs,
         time_attr=M.EPOCH,
         perturbation_interval=space.scheduler.perturbation_interval,
         hyperparam_mutations=mutations,
