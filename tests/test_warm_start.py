@@ -135,3 +135,9 @@ def test_a_warm_started_search_runs_the_old_best_first_and_its_sampler_knows_the
     assert [t.params["lr"] for t in own[:2]] == pytest.approx([t["lr"] for t in kept])
     assert max(t.number for t in priors) < own[2].number
     assert len(summary["trials"]) == 3
+    # An --extend (or --resume) does not warm-start again, and keeps the record of it.
+    extended = run_cli("search", "--extend", "1", "--name", "new", "--storage",
+                       tmp_path / "runs", timeout=600)  # fmt: skip
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    summary = json.loads((new / "summary.json").read_text())
+    assert len(summary["trials"]) == 4 and summary["warm_start"] == warm

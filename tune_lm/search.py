@@ -23,6 +23,7 @@ from tune_lm.cli import parse_args, run_main
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning import extend as extension
+from tune_lm.tuning import warm_start
 from tune_lm.tuning.compute import compute_ledger, describe_compute
 from tune_lm.tuning.console import console, say
 from tune_lm.tuning.driver_lock import ExperimentBusy, driving
@@ -285,6 +286,8 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     tuner = ray_side.build_tuner(space, corpus, job.path, resume=job.restore,
                                  callbacks=[trial_logger, progress], ledger=ledger,
                                  priors=job.warm.priors if job.warm else None)  # fmt: skip
+    if job.warm:  # a --resume or --extend does not warm-start again, but keeps the record
+        warm_start.keep_record(job.folder, job.warm)
     say(f"MLflow: {job.tracking_uri} (experiment {job.name!r}, run {parent_id}); browse it "
         f"with: mlflow ui --backend-store-uri {shlex.quote(job.tracking_uri)}")
     say(f"search: {describe_plan(space, fits=capacity.trials_at_once(space))}")
@@ -346,7 +349,8 @@ def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,
 
     space, rows, best, pareto = job.space, conclusion.rows, conclusion.best, conclusion.pareto
     say(top_table(rows))
-    extra = {"warm_start": job.warm.describe()} if job.warm else {}
+    warm = job.warm.describe() if job.warm else warm_start.kept_record(job.folder)
+    extra = {"warm_start": warm} if warm else {}
     extensions = read_extensions(job.path) if job.local else []
     if extensions:  # --extend: how the experiment grew
         extra["extensions"] = [{k: e.get(k) for k in ("added", "total", "at")}

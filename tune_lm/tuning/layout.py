@@ -8,6 +8,7 @@
       search.log                  Ray's, MLflow's and Optuna's output (unless --verbose)
       summary.{csv,json,md}       every trial's row; grid_table.md for grid studies
       finished.json               written when the search has ended for good
+      warm_start.json             --warm-start: the earlier search, what transferred
       report/                     tables and pictures (python -m tune_lm.report)
       train_trial_*/              Ray's trial folders (checkpoints, result.json)
 """
@@ -29,11 +30,12 @@ CONFIRM_FOLDER = "confirm"  # the confirmation runs' Ray experiment, in the sear
 CONFIRM_FILE = "confirm.json"  # the finalists and seeds, fixed when confirmation starts
 DRIVER_LOCK = ".driver.lock"  # held (flock) by the one search driving the experiment
 REPLAY_MARK = "replay.json"  # a rehearsal (--replay): nothing to resume or extend
+WARM_START_FILE = "warm_start.json"  # --warm-start: where its trials came from, kept
 # Ours, at the experiment's root, named as Tune's restore downloads every .json and .pkl
 # there and uploads them all again at each snapshot (a stale copy, not written atomically:
 # a kill mid-upload left search.json empty). private_api.fit_noting_interrupt keeps them out.
 OURS_AT_THE_ROOT = (SPACE_FILE, SETTINGS_FILE, SUMMARY_JSON, FINISHED_FILE, EXTENSIONS_FILE,
-                    CONFIRM_FILE)  # fmt: skip
+                    CONFIRM_FILE, WARM_START_FILE)  # fmt: skip
 
 
 MAX_NAME_BYTES = 255  # a folder name's limit on common file systems (ext4, APFS, NTFS)

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tune_lm.lm.atomic import write_atomic
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning.console import say
-from tune_lm.tuning.layout import SUMMARY_JSON
+from tune_lm.tuning.layout import SUMMARY_JSON, WARM_START_FILE
 from tune_lm.tuning.space import SearchSpace
 
 FLAG = "--warm-start"
@@ -171,3 +172,19 @@ def say_warm_start(warm: WarmStart | None) -> None:
         say(f"  not transferred: {line}")
     if len(warm.skipped) > 10:
         say(f"  ... and {len(warm.skipped) - 10} more (all in summary.json, warm_start)")
+
+
+def keep_record(folder: Path, warm: WarmStart) -> None:
+    """Keep ``warm``'s record in the experiment, so that a --resume or --extend (which
+    do not warm-start again) still write it into summary.json."""
+    write_atomic(folder / WARM_START_FILE, json.dumps(warm.describe(), indent=1).encode())
+
+
+def kept_record(folder: Path) -> dict[str, Any] | None:
+    """The warm start this experiment began with (None: it began cold, or the record is
+    unreadable)."""
+    try:
+        record = json.loads((folder / WARM_START_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
