@@ -107,3 +107,23 @@ def test_a_new_store_appears_whole_and_a_kill_while_it_is_built_leaves_none(tmp_
     assert schema_version(killed) == head
     assert MlflowClient(uri).search_experiments()[0].name == "Default"
     assert [p.name for p in killed.parent.iterdir()] == ["mlflow.db"]  # nothing half-made
+
+
+@pytest.mark.slow
+def test_two_searches_creating_one_store_at_once_both_get_it(tmp_path):
+    """Two searches started together on a store not made yet each build it in their own
+    hidden file; neither removes the other's while it is being built (one did, and the
+    other died with 'disk I/O error'), and the first link wins."""
+    database = tmp_path / "shared" / "mlflow.db"
+    database.parent.mkdir()
+    uri = f"sqlite:///{database}"
+    creators = [subprocess.Popen([sys.executable, "-c", CREATE_STORE, uri],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(2)]  # fmt: skip
+    for creator in creators:  # started together: both build it at the same time
+        assert creator.stdout.readline().strip() == b"imported"
+    ended = [creator.wait(timeout=180) for creator in creators]
+    assert ended == [0, 0], [creator.stderr.read()[-2000:] for creator in creators]
+    assert schema_version(database) is not None
+    assert MlflowClient(uri).search_experiments()[0].name == "Default"
+    assert [p.name for p in database.parent.iterdir()] == ["mlflow.db"]
