@@ -168,6 +168,10 @@ def test_the_plan_says_how_many_trials_this_ray_has_room_for(local_ray):
         ", 2 at a time (this Ray has room for 2 trials of 1 CPU at once)")
     assert describe_plan(sized(0.5, concurrent=None), fits=4).endswith(", all 4 at once")
     assert "at a time" not in describe_plan(sized(1, concurrent=None))  # not known
+    one = space(budget={"num_samples": 1, "max_concurrent": 8})  # fewer trials than slots
+    assert describe_plan(one, fits=2).startswith("1 trial of 9 epochs")
+    assert "at a time" not in describe_plan(one, fits=2)
+    assert describe_plan(sized(1, concurrent=8), fits=4).endswith(", all 4 at once")
 
 
 @pytest.mark.slow

@@ -241,7 +241,8 @@ def describe_plan(space: SearchSpace, fits: int | None = None) -> str:
                      f"{share} continue the best {share}'s weights with "
                      f"{' and '.join(space.pbt_mutations)} perturbed")  # fmt: skip
     budget = space.budget
-    parts = [f"{space.total_trials} trials of {space.epochs} epochs ({searcher}; {scheduler})"]
+    trials = f"{space.total_trials} trial{'s' if space.total_trials != 1 else ''}"
+    parts = [f"{trials} of {space.epochs} epochs ({searcher}; {scheduler})"]
     parts.append(_at_a_time(space, fits))
     if budget.time_budget:
         parts.append(f"time budget {budget.time_budget}")
@@ -249,7 +250,9 @@ def describe_plan(space: SearchSpace, fits: int | None = None) -> str:
 
 
 def _at_a_time(space: SearchSpace, fits: int | None) -> str:
-    wanted = space.budget.max_concurrent
+    wanted, total = space.budget.max_concurrent, space.total_trials
+    if fits is not None and fits >= total and (not wanted or wanted >= total):
+        return f"all {total} at once" if total > 1 else ""
     if fits is None or (wanted and wanted <= fits):
         return f"{wanted} at a time" if wanted else ""
     resources = space.resources
@@ -258,8 +261,6 @@ def _at_a_time(space: SearchSpace, fits: int | None) -> str:
         each += f" and {resources.gpus_per_trial:g} GPU"
     room = f"this Ray has room for {fits} trial{'s' if fits != 1 else ''} of {each} at once"
     if not wanted:
-        if fits >= space.total_trials:
-            return f"all {space.total_trials} at once"
         return f"{fits} at a time ({room})"
     return f"{fits} at a time, not {wanted}: {room} (max_concurrent {wanted})"
 
