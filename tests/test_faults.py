@@ -2,6 +2,7 @@
 killed mid-epoch (retried from its checkpoint, ending exactly like an unbroken run) and
 one that keeps raising (failed after its retries) — and the search goes on."""
 
+import contextlib
 import json
 import math
 import os
@@ -340,3 +341,36 @@ def test_a_bad_fault_setting_is_refused_before_a_search_starts(monkeypatch):
         with pytest.raises(ConfigError, match=f'{ENV}=.* is not a JSON list of faults, each '
                                               '{"kind": "nan" | "raise" | "kill"'):
             check_env()
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_while_the_results_are_recorded_ends_the_run_and_names_resume(tmp_path):
+    """Two SIGINTs to the group as the search records its results (`timeout` passes its
+    group's SIGINT on to the driver, which then gets it twice): the second one interrupted
+    the clean-up, leaving the search's MLflow run RUNNING and no resume command."""
+    (tmp_path / "twice.yaml").write_text(textwrap.dedent("""
+        name: twice
+        data: synthetic
+        budget: {num_samples: 2, max_concurrent: 2}
+        resources: {cpus_per_trial: 1}
+        fixed: {epochs: 1, nlayers: 1, emsize: 16, nhid: 16, batch_size: 8, bptt: 10,
+                max_tokens_per_epoch: 1600}
+        parameters:
+          lr: {loguniform: [1.0, 20.0]}
+    """))
+    search = launch(tmp_path, "twice")
+    log, deadline = tmp_path / "twice.log", time.time() + 300
+    while "writing the report" not in log.read_text():
+        assert time.time() < deadline and search.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.05)
+    for _ in range(2):  # as `timeout` in the group would: the group's, then its own
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(search.pid, signal.SIGINT)
+        time.sleep(0.02)
+    assert search.wait(timeout=180) == 130
+    stop_process(search, signal.SIGKILL)  # the Ray it started
+    output = log.read_text()
+    assert "Continue with:" in output and "--resume" in output, output[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("twice").experiment_id])
+    assert runs and "RUNNING" not in {run.info.status for run in runs}, output[-3000:]

@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -254,6 +255,8 @@ def _run_tracked(job: Job) -> int:
         return search(job, client, experiment_id, parent_id)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
+        if interrupted:  # a second Ctrl-C (`timeout` passes on its group's) must not leave
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run RUNNING: it ends now
         end_parent_run(client, parent_id, killed=interrupted)
         if not interrupted:
             raise
