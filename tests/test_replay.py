@@ -310,7 +310,7 @@ def test_a_replayed_search_from_the_command_line_summarises_and_logs_nothing(tmp
 @pytest.mark.parametrize(
     "baselines, says",
     [
-        ([{"model": "GRU", "emsize": 64, "lr": 50.0}], "lr: 50.0 is outside [1, 40]"),
+        ([{"model": "GRU", "emsize": 64, "lr": 50.0}], "lr: 50 is outside [1, 40]"),
         ([{"model": "GRU", "emsize": 64}], "no value for ['lr']"),
         ([{"model": "GRU", "emsize": 64, "lr": 5, "bptt": 3}], "names ['bptt']"),
         ([{"model": "RNN", "emsize": 64, "lr": 5}], "'RNN' is not one of"),

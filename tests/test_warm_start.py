@@ -49,7 +49,8 @@ def test_what_transfers_is_queued_best_first_and_the_rest_is_listed_with_why(tmp
     assert [q["lr"] for q in start.queued] == [20.0, 8.0, 5.0]  # best first: a, f, b
     assert all(q["dropout"] == 0.0 for q in start.queued)
     skipped = " | ".join(start.skipped)
-    assert "c: lr 35.0" in skipped and "e: bptt 50" in skipped and "d: no finite" in skipped
+    assert "c: lr: 35 is outside [1, 30]" in skipped and "e: bptt: 50" in skipped
+    assert "d: no finite" in skipped
     warmed = with_queued(space, start)
     assert warmed.baselines == start.queued
 

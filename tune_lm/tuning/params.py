@@ -181,7 +181,7 @@ class _Range(_Kind):
         if not _finite_number(value) or (self.whole and not isinstance(value, int)):
             return f"{short_repr(value)} is not a {'whole ' if self.whole else ''}number"
         if not self.low <= value <= self.high:
-            return f"{value!r} is outside [{self.low}, {self.high}]"
+            return f"{value:g} is outside [{self.low:g}, {self.high:g}]"
         return None
 
     def as_whole(self) -> str:

@@ -229,8 +229,9 @@ def describe_plan(space: SearchSpace, fits: int | None = None) -> str:
         if space.scheduler.type == "mo_asha":
             scheduler = "MO-ASHA (Pareto fronts) " + scheduler.removeprefix("ASHA ")
         if space.scheduler.type == "hyperband":
-            scheduler = (f"Hyperband: {space.scheduler.brackets} brackets of "
-                         f"{scheduler.removeprefix('ASHA ')}")  # fmt: skip
+            scheduler = (f"Hyperband: {space.scheduler.brackets} brackets of ASHA, each "
+                         f"keeping the best 1/{space.scheduler.reduction_factor:g} at its "
+                         f"rungs (the first bracket's at {at})")  # fmt: skip
     else:
         scheduler = "every trial runs to the end (FIFO)"
     if space.scheduler.type == "pbt":

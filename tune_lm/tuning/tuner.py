@@ -11,6 +11,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search import BasicVariantGenerator
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.corpus import Corpus
@@ -257,7 +258,8 @@ def build_tuner(
     tune_config = tune.TuneConfig(
         metric=M.VAL_PPL,
         mode="min",
-        search_alg=searcher,
+        # A grid or PBT's population is drawn by Tune, from the space's seed too.
+        search_alg=searcher or BasicVariantGenerator(random_state=space.seed),
         scheduler=make_scheduler(space, ledger),
         num_samples=space.budget.num_samples,
         # Optuna is limited by its ConcurrencyLimiter; Tune's grid by this.

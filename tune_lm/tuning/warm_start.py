@@ -91,7 +91,7 @@ def _why_not(trial: dict[str, Any], old_fixed: dict[str, Any], old_searched: lis
             return f"it has no value for {name}, which the new space searches"
         why = parameter.refuses(value)
         if why:
-            return f"{name} {value!r}: {why}"
+            return f"{name}: {why}"
     for name in old_searched:
         if name in space.parameters:
             continue
