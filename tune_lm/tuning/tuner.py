@@ -11,7 +11,6 @@ import ray
 import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.search import BasicVariantGenerator
 
 from tune_lm.lm import metrics as M
 from tune_lm.lm.corpus import Corpus
@@ -258,8 +257,7 @@ def build_tuner(
     tune_config = tune.TuneConfig(
         metric=M.VAL_PPL,
         mode="min",
-        # A grid or PBT's population is drawn by Tune, from the space's seed too.
-        search_alg=searcher or BasicVariantGenerator(random_state=space.seed),
+        search_alg=searcher,
         scheduler=make_scheduler(space, ledger),
         num_samples=space.budget.num_samples,
         # Optuna is limited by its ConcurrencyLimiter; Tune's grid by this.
