@@ -148,32 +148,6 @@ def local_ray():
     ray.shutdown()
 
 
-def test_the_plan_says_how_many_trials_this_ray_has_room_for(local_ray):
-    """Whole trials per node (2 CPUs here): 1.5 CPUs a trial leaves room for one, and the
-    plan line says so rather than repeating max_concurrent."""
-    from tune_lm.tuning.capacity import trials_at_once
-    from tune_lm.tuning.summary import describe_plan
-
-    def sized(cpus, gpus=0.0, concurrent=2):
-        return space(resources={"cpus_per_trial": cpus, "gpus_per_trial": gpus},
-                     budget={"num_samples": 4, "max_concurrent": concurrent})  # fmt: skip
-
-    assert [trials_at_once(sized(c)) for c in (0.5, 1, 1.5, 2, 3)] == [4, 2, 1, 1, 0]
-    assert trials_at_once(sized(1, gpus=1)) == 0  # no GPU on this Ray
-    assert describe_plan(sized(1.5), fits=1).endswith(
-        "1 at a time, not 2: this Ray has room for 1 trial of 1.5 CPU at once "
-        "(max_concurrent 2)")
-    assert describe_plan(sized(1), fits=2).endswith(", 2 at a time")
-    assert describe_plan(sized(1, concurrent=None), fits=2).endswith(
-        ", 2 at a time (this Ray has room for 2 trials of 1 CPU at once)")
-    assert describe_plan(sized(0.5, concurrent=None), fits=4).endswith(", all 4 at once")
-    assert "at a time" not in describe_plan(sized(1, concurrent=None))  # not known
-    one = space(budget={"num_samples": 1, "max_concurrent": 8})  # fewer trials than slots
-    assert describe_plan(one, fits=2).startswith("1 trial of 9 epochs")
-    assert "at a time" not in describe_plan(one, fits=2)
-    assert describe_plan(sized(1, concurrent=8), fits=4).endswith(", all 4 at once")
-
-
 @pytest.mark.slow
 def test_a_replayed_grid_reports_the_recorded_curves_exactly(tmp_path, local_ray):
     from tune_lm.tuning.rehearsal import rehearse
