@@ -144,13 +144,14 @@ def pinned_elsewhere(name: str, made_at: str, space_sha256: str = "") -> dict[st
 
 
 def tune_state_without_a_trial_folder(name: str) -> dict[str, str]:
-    """A stopped experiment whose Tune state names a finished trial whose folder is gone."""
+    """A stopped experiment whose Tune state names a finished trial whose folder is gone
+    (its store is there: an empty file, as a missing one is refused first)."""
     import json
 
     trial = {"trial_id": "0a1b2c3d", "status": "TERMINATED",
              "relative_logdir": "train_trial_0a1b2c3d_1_lr=2.0"}
     state = {"trial_data": [[json.dumps(trial), "{}"]], "runner_data": {}, "stats": {}}
-    return {**pinned_elsewhere(name, ""),
+    return {**pinned_elsewhere(name, ""), "m.db": "",
             f"tune_lm_runs/{name}/tuner.pkl": "state",
             f"tune_lm_runs/{name}/experiment_state-2026-11-29_10-00-00.json": json.dumps(state)}
 

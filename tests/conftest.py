@@ -43,7 +43,10 @@ TINY = {
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU-marked tests are collected everywhere and skipped, with the reason, without CUDA."""
+    """Slow tests run first, so that with several workers the suite does not end waiting
+    on one long test; GPU-marked tests are collected everywhere and skipped, with the
+    reason, without CUDA."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return

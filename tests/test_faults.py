@@ -277,7 +277,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
 
 def test_low_disk_space_is_refused_before_a_checkpoint_write(tmp_path, monkeypatch):
     from tune_lm.lm.errors import ConfigError, TuneLMError
-    from tune_lm.tuning.trainable import check_free_space, check_reserve_fits, reserve_bytes
+    from tune_lm.tuning.disk_reserve import check_free_space, check_reserve_fits, reserve_bytes
 
     check_free_space(tmp_path, 10**6)  # the default reserve (200 MB) is there
     check_reserve_fits(tmp_path / "runs" / "new")

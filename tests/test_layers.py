@@ -103,3 +103,30 @@ def test_a_report_from_a_folder_or_from_mlflow_never_imports_ray(asha_search, tm
         f"sqlite:///{folder.parent.parent / 'mlflow.db'}", "--out", str(tmp_path / "copy"))
     assert code == 0, stderr[-2000:]
     assert "mlflow" in names and "ray" not in names
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tune_lm.search", "--space", "quick.yaml", "--data", "nowhere"], "nowhere"),
+        (["tune_lm.search", "--space", "quick.yaml", "--data", "corpus"], "train.txt is empty"),
+        (["tune_lm.search", "--space", "quick.yaml", "--data", "corpus", "--tracking-uri",
+          "sqlite:///:memory:"], "train.txt is empty"),  # the corpus is checked first
+        (["tune_lm.search", "--space", "quick.yaml", "--tracking-uri", "sqlite:///:memory:"],
+         "no database file"),
+        (["tune_lm.search", "--space", "quick.yaml", "--tracking-uri", "http://127.0.0.1:9"],
+         "does not answer"),
+        (["tune_lm.train", "--data", "corpus"], "train.txt is empty"),
+    ],
+)
+def test_a_wrong_corpus_or_store_is_refused_before_torch_ray_or_mlflow_is_imported(
+        tmp_path, args, expected):  # fmt: skip
+    """Cheap checks first: a refusal a user meets often answers in a fraction of a
+    second, not after seconds of imports."""
+    (tmp_path / "corpus").mkdir()
+    for split, text in (("train", ""), ("valid", "a b\n"), ("test", "b a\n")):
+        (tmp_path / "corpus" / f"{split}.txt").write_text(text)
+    code, names, stderr = imported_top_packages(*args, cwd=tmp_path)
+    assert code == 2 and expected in stderr, stderr[-2000:]
+    assert not names & {"torch", "ray", "mlflow"}, sorted(names & {"torch", "ray", "mlflow"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]  # nothing written

@@ -224,10 +224,11 @@ def test_bad_flags_or_a_truncated_summary_write_nothing(tmp_path, where):
 def test_importances_are_fanova_as_the_plot_says():
     import optuna
 
-    from tune_lm.reporting.plots import importance_evaluator
+    from tune_lm.reporting.plots import importance_evaluator, importance_method
 
     evaluator, name = importance_evaluator()
     assert isinstance(evaluator, optuna.importance.FanovaImportanceEvaluator) and name == "fANOVA"
+    assert importance_method() == name  # the name a small study's picture gives, unimported
 
 
 @pytest.mark.slow

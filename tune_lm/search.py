@@ -57,12 +57,7 @@ from tune_lm.tuning.request import (
 from tune_lm.tuning.results import Conclusion, conclude
 from tune_lm.tuning.space import SearchSpace, grid_warning
 from tune_lm.tuning.space_yaml import resolve_space_path
-from tune_lm.tuning.summary import (
-    describe_plan,
-    scored_before,
-    top_table,
-    write_summary,
-)
+from tune_lm.tuning.summary import describe_plan, scored_before, top_table, write_summary
 from tune_lm.tuning.warm_start import say_warm_start, warm_started
 
 log = logging.getLogger(__name__)
@@ -139,14 +134,13 @@ def validate(args: argparse.Namespace) -> Job | None:
 
 
 def prepare(job: Job) -> None:
-    """Everything else that can be wrong, checked before anything is written or started:
-    the experiment folder, the Ray address and GPUs, the MLflow store, the corpus."""
-    from tune_lm.lm.data import load_corpus
+    """Everything else that can be wrong, before anything is written or started, cheapest
+    first: the disk reserve, the corpus's files and the tracking URI before torch, Ray and
+    MLflow are imported (seconds); then the experiment, Ray, the store, the corpus."""
+    from tune_lm.lm.corpus_files import check_corpus_files
     from tune_lm.tracking import store
-    from tune_lm.tracking.parent_run import check_name_free
-    from tune_lm.tuning import capacity, faults
-    from tune_lm.tuning import tuner as ray_side
-    from tune_lm.tuning.trainable import check_reserve_fits, reserve_bytes
+    from tune_lm.tuning import faults
+    from tune_lm.tuning.disk_reserve import check_reserve_fits, reserve_bytes
 
     args, space = job.args, job.space
     settings = job.pinned.settings if job.pinned else None
@@ -154,30 +148,37 @@ def prepare(job: Job) -> None:
     faults.check_env()  # TUNE_LM_FAULTS, which every trial reads
     if job.local:
         check_reserve_fits(job.path)
+    data = space.data or TrainConfig.model_fields["data"].default
+    given_as = "--data" if args.data else f"{args.space or 'the space'}: field 'data'"
+    check_corpus_files(data, given_as=given_as)
+    store.limit_http_retries()
+    uri = store.move_credentials(args.tracking_uri or store.default_tracking_uri())
+    job.tracking_uri = clean_tracking_uri(settings.tracking_uri if settings else uri)
+    if settings:
+        check_pinned_store(job.tracking_uri)
+    store.check_tracking_uri(job.tracking_uri)
+    store.check_tracking_server(job.tracking_uri)
+
+    from tune_lm.lm.data import load_corpus
+    from tune_lm.tracking.parent_run import check_name_free
+    from tune_lm.tuning import capacity
+    from tune_lm.tuning import tuner as ray_side
+
     if args.extend:  # before check_experiment, which restarts a stateless experiment
         check_tune_state(job.path)
     job.restore = ray_side.check_experiment(job.path, resume=continues(args))
     say_warm_start(job.warm)  # once the name is known to be free
     job.address = ray_side.check_address(args.address)  # "auto" resolved to what it names
     ray_side.check_gpus(space, args.address)
-    store.limit_http_retries()
-    uri = store.move_credentials(args.tracking_uri or store.default_tracking_uri())
-    job.tracking_uri = clean_tracking_uri(settings.tracking_uri if settings else uri)
     if (settings and not args.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI")
             and clean_tracking_uri(uri) != job.tracking_uri):  # fmt: skip
         say(f"note: MLFLOW_TRACKING_URI ({clean_tracking_uri(uri)}) is not used: this "
             f"experiment logs to the store it started with, {job.tracking_uri}")  # fmt: skip
     job.default_store = clean_tracking_uri(store.move_credentials(store.default_tracking_uri()))
-    if settings:
-        check_pinned_store(job.tracking_uri)
-    store.check_tracking_uri(job.tracking_uri)
-    store.check_tracking_server(job.tracking_uri)
     gone = sqlite_file(job.tracking_uri)
     if not continues(args) and (gone is None or gone.is_file()):
         check_name_free(job.tracking_uri, job.name, job.path)
-    given_as = "--data" if args.data else f"{args.space or 'the space'}: field 'data'"
-    corpus = load_corpus(space.data or TrainConfig.model_fields["data"].default,
-                         given_as=given_as)  # fmt: skip
+    corpus = load_corpus(data, given_as=given_as)
     say(f"corpus {corpus.name}: {corpus.ntokens} words, {corpus.train.numel()} train tokens")
     check_corpus(corpus, space, settings, source=space_source(job))
     if job.address is None:

@@ -20,6 +20,7 @@ from tune_lm.cli import add_config_flags, config_from_args, parse_args, run_main
 from tune_lm.lm import metrics as M
 from tune_lm.lm.atomic import probe_writable
 from tune_lm.lm.config import TrainConfig
+from tune_lm.lm.corpus_files import check_corpus_files
 from tune_lm.lm.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -159,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_distinct_outputs(args.save, args.metrics_json)
     check_output_path("--save", args.save)
     check_output_path("--metrics-json", args.metrics_json)
-    # Bad flags have failed by now, in a fraction of a second: torch takes seconds to import.
+    check_corpus_files(config.data)  # missing, empty, binary or not UTF-8
+    # Bad flags and files have failed by now, in a fraction of a second: torch takes seconds.
     from tune_lm.lm.data import load_corpus
     from tune_lm.lm.device import resolve_device
     from tune_lm.lm.fit import fit

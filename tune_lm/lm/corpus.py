@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
+from tune_lm.lm.corpus_files import SPLITS
 from tune_lm.lm.errors import DataError
 
 EOS = "<eos>"
 UNK = "<unk>"
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
 from collections.abc import Mapping
 from itertools import repeat
 from pathlib import Path
@@ -32,86 +30,30 @@ import torch
 
 from tune_lm.lm.atomic import atomic_file
 from tune_lm.lm.corpus import EOS, SPLITS, UNK, Corpus, tokenize
+from tune_lm.lm.corpus_files import (
+    BOM,
+    cache_root,
+    decode,
+    local_folder,
+    no_words,
+    not_a_corpus,
+    read_splits,
+)
 from tune_lm.lm.download import CORPUS_SHA256, CORPUS_SOURCES, download_corpus
 from tune_lm.lm.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-KNOWN_CORPORA = ("wikitext-2", "ptb", "synthetic")
-__all__ = ["CORPUS_SHA256", "CORPUS_SOURCES", "download_corpus", "load_corpus"]
+__all__ = ["CORPUS_SHA256", "CORPUS_SOURCES", "cache_root", "download_corpus", "load_corpus"]
 # Part of every fingerprint: bump it when tokenising changes so old caches are ignored.
 TOKENIZER_VERSION = "tune_lm.tokenizer/2"  # 2: byte-order marks at line starts removed
 CACHE_FORMAT = "tune_lm.corpus/1"
 
-_FOLDER_HINT = "a corpus folder must hold train.txt, valid.txt and test.txt (UTF-8 text)"
-BOM = "\ufeff"  # a byte-order mark: Windows editors start UTF-8 files with it
-_LINE_START_BOMS = re.compile(f"^{BOM}+", re.MULTILINE)
 _UNK_WARN_FRACTION = 0.5  # more of a valid/test split unknown than this: warn
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 text without byte-order marks at the start of the file or of a line, where
-    they are BOMs (``\\ufeffthe`` would be a word of its own). Elsewhere U+FEFF is left
-    alone: WikiText-2's train split has 36 of them as words, counted in its usual size."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"{path}: line {line} is not valid UTF-8 ({err.reason} at byte offset "
-            f"{err.start}). Corpus files must be UTF-8; re-encode the file (e.g. "
-            f"`iconv -f latin1 -t utf-8`) or fix that line."
-        ) from None
-    if BOM in text:
-        text = _LINE_START_BOMS.sub("", text)
-    return text
-
-
-def _read_splits(folder: Path) -> dict[str, bytes]:
-    if not os.access(folder, os.R_OK | os.X_OK):
-        raise DataError(f"cannot read the corpus folder {folder} (permission denied); check "
-                        "its permissions, or point --data at another folder")  # fmt: skip
-    for split in SPLITS:
-        path = folder / f"{split}.txt"
-        kind = ("a folder" if path.is_dir() else "a link to nothing" if path.is_symlink() and
-                not path.exists() else "not a regular file (a pipe, socket or device)"
-                if path.exists() and not path.is_file() else None)  # fmt: skip
-        if kind:
-            raise DataError(f"{path} is {kind}; each split must be a text file. Replace it, "
-                            f"or point --data at another folder ({_FOLDER_HINT})")  # fmt: skip
-    missing = [f"{split}.txt" for split in SPLITS if not (folder / f"{split}.txt").is_file()]
-    if missing:
-        raise DataError(
-            f"corpus folder {folder} has no {', '.join(missing)}; {_FOLDER_HINT}. "
-            "Add the missing file(s) or point --data at another folder."
-        )
-    raw = {}
-    for split in SPLITS:
-        path = folder / f"{split}.txt"
-        try:
-            raw[split] = path.read_bytes()
-        except OSError as err:
-            raise DataError(f"cannot read {path} ({err}); check its permissions") from None
-        if not raw[split]:
-            raise DataError(
-                f"{path} is empty; the {split} split needs at least one line of text. "
-                f"Fill it in or point --data at another folder ({_FOLDER_HINT})."
-            )
-        _check_bytes(path, raw[split])
-    return raw
-
-
-def _check_bytes(path: Path, raw: bytes) -> None:
-    """NUL bytes refused; byte-order marks noted (:func:`_decode` removes them). Cheap
-    (C-speed scans), so it runs on every load, cached or not."""
-    nul = raw.find(b"\0")
-    if nul >= 0:
-        line = raw.count(b"\n", 0, nul) + 1
-        raise DataError(
-            f"{path}: line {line} has a NUL byte (byte offset {nul}), "
-            "which text has none of: is it a binary file, or UTF-16 text? Corpus files must "
-            "be UTF-8: convert it (e.g. `iconv -f utf-16 -t utf-8`) or remove the NUL bytes."
-        )
+def _note_byte_order_marks(path: Path, raw: bytes) -> None:
+    """Byte-order marks noted (:func:`corpus_files.decode` removes them)."""
     bom = BOM.encode("utf-8")
     if raw.startswith(bom):
         logger.info("%s: starts with a byte-order mark (U+FEFF); ignoring it", path)
@@ -133,7 +75,7 @@ def _fingerprint(raw: Mapping[str, bytes]) -> str:
 
 def _tokenize_splits(folder: Path, raw: Mapping[str, bytes]):
     """Returns (vocab, {split: int64 ids}, {"valid": n_unk, "test": n_unk})."""
-    words = {split: tokenize(_decode(folder / f"{split}.txt", raw[split])) for split in SPLITS}
+    words = {split: tokenize(decode(folder / f"{split}.txt", raw[split])) for split in SPLITS}
     vocab = list(dict.fromkeys(words["train"]))  # dicts keep first-insertion order
     word_to_id = {word: index for index, word in enumerate(vocab)}
     ids = {"train": torch.tensor(list(map(word_to_id.__getitem__, words["train"])))}
@@ -161,11 +103,7 @@ def _check_words(folder: Path, vocab, ids, unk_counts) -> None:
         path = folder / f"{split}.txt"
         n_words = int((ids[split] != eos).sum())
         if n_words == 0:
-            raise DataError(
-                f"{path} has no words, only {ids[split].numel()} blank or whitespace-only "
-                f"line(s); the {split} split needs text. Fill it in or point --data at "
-                f"another folder ({_FOLDER_HINT})."
-            )
+            raise no_words(path, split, ids[split].numel())
         if split == "train":
             continue
         # <unk> in the text itself (PTB has it) counts too: the model learns nothing there.
@@ -188,14 +126,6 @@ def _check_words(folder: Path, vocab, ids, unk_counts) -> None:
                 "%s: %d %s tokens not in the train vocabulary -> %s",
                 folder, unk_counts[split], split, UNK,
             )  # fmt: skip
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$TUNE_LM_CACHE_DIR``, else ``~/.cache/tune_lm``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("TUNE_LM_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tune_lm"
 
 
 def _load_cached(path: Path):
@@ -233,7 +163,9 @@ def load_corpus_folder(
 ) -> Corpus:
     """Tokenise (or load from the cache) the corpus in ``folder``."""
     folder = Path(folder)
-    raw = _read_splits(folder)
+    raw = read_splits(folder)
+    for split in SPLITS:
+        _note_byte_order_marks(folder / f"{split}.txt", raw[split])
     fingerprint = _fingerprint(raw)
     cache_file = cache_root(cache_dir) / "tokenized" / f"{fingerprint}.pt"
     cached = _load_cached(cache_file)
@@ -260,13 +192,11 @@ def resolve_corpus_dir(name: str, *, cache_dir: str | Path | None = None) -> Pat
     """
     if name not in CORPUS_SOURCES:
         raise DataError(f"unknown downloadable corpus {name!r}; known: {', '.join(CORPUS_SOURCES)}")
-    data_dir = os.environ.get("TUNE_LM_DATA_DIR")
-    if data_dir and (Path(data_dir).expanduser() / name).is_dir():
-        return Path(data_dir).expanduser() / name
-    cached = cache_root(cache_dir) / name
-    if not all((cached / f"{split}.txt").is_file() for split in SPLITS):
-        download_corpus(name, cached)
-    return cached
+    folder = local_folder(name, cache_dir)
+    if folder is None:
+        folder = cache_root(cache_dir) / name
+        download_corpus(name, folder)
+    return folder
 
 
 def load_corpus(data: str, *, cache_dir: str | Path | None = None, given_as: str = "--data",
@@ -287,14 +217,7 @@ def load_corpus(data: str, *, cache_dir: str | Path | None = None, given_as: str
         return load_corpus_folder(
             resolve_corpus_dir(data, cache_dir=cache_dir), name=data, cache_dir=cache_dir
         )
-    what = "is a file, not a folder" if path.exists() else "is neither a known corpus nor a folder"
-    squeezed = {re.sub(r"[^a-z0-9]", "", known.lower()): known for known in KNOWN_CORPORA}
-    meant = squeezed.get(re.sub(r"[^a-z0-9]", "", data.lower()))  # PTB, wikitext2, WikiText_2
-    hint = f" Did you mean {meant!r}?" if meant and not path.exists() else ""
-    raise DataError(
-        f"{given_as} {data!r} {what}.{hint} Use one of the known corpora "
-        f"({', '.join(KNOWN_CORPORA)}) or a folder path: {_FOLDER_HINT}."
-    )
+    raise not_a_corpus(data, given_as)
 
 
 def write_corpus_folder(corpus: Corpus, folder: Path) -> None:

@@ -241,14 +241,15 @@ def importances(folder: Path, path: Path) -> Path | None:
     )
     study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    evaluator, method = importance_evaluator()
     problem = None
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:  # no bars: spare scikit-learn's import
+        method = importance_method()
         problem = (f"Too few completed trials for parameter importances: {len(complete)} of "
                    f"{len(study.trials)}\n(at least {MIN_TRIALS_FOR_IMPORTANCE} are needed; "
                    "trials stopped early do not count).\nRun more trials, or read the "
                    "parallel coordinates instead.")  # fmt: skip
     else:
+        evaluator, method = importance_evaluator()
         try:  # Optuna's own plot of the importances (an experimental API: no warning)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -270,6 +271,14 @@ def importances(folder: Path, path: Path) -> Path | None:
     axis.set_title(f"Which parameters mattered ({method} over {len(complete)} completed trials "
                    f"of {len(study.trials)})")  # fmt: skip
     return _save(figure, path)
+
+
+def importance_method() -> str:
+    """The name :func:`importance_evaluator` would give, without importing scikit-learn
+    (2 s) or Optuna's importance module."""
+    import importlib.util
+
+    return "fANOVA" if importlib.util.find_spec("sklearn") else "PED-ANOVA"
 
 
 def importance_evaluator() -> tuple[Any, str]:

@@ -14,8 +14,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import mlflow
-
 from tune_lm.lm.atomic import probe_writable
 from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning.experiment import (
@@ -31,6 +29,8 @@ def default_tracking_uri() -> str:
     given = os.environ.get("MLFLOW_TRACKING_URI")
     if given:
         return given
+    import mlflow  # 3 s: only here and where MLflow is used, so refusals come first
+
     default = mlflow.get_tracking_uri()
     if default.startswith("sqlite:///") and default.endswith("/mlflow.db"):
         # ./mlflow.db as a URI, its path encoded (MLflow leaves a '%' in it as it is)

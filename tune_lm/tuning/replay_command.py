@@ -19,18 +19,19 @@ from tune_lm.tuning.warm_start import say_warm_start, warm_started
 
 def replay(args: argparse.Namespace) -> int:
     """The rehearsal's summary and what the search would have cost."""
-    from tune_lm.tuning.rehearsal import report_rehearsal, run_rehearsal
-    from tune_lm.tuning.replay import load_curves
-    from tune_lm.tuning.tuner import check_address, check_experiment
-
     check_flags(args)
     name, path, space, _ = resolve_experiment(args)
     space, warm = warm_started(args.warm_start, space)
     if (Path(path) / REPLAY_MARK).is_file():
         raise ConfigError(f"the rehearsal {path} exists already (an earlier --replay). "
                           "Rehearse again under another --name, or remove that folder")
+    from tune_lm.tuning.replay import load_curves
+
     curves = load_curves(args.replay)
     curves.check_fits(space)
+    from tune_lm.tuning.rehearsal import report_rehearsal, run_rehearsal  # Ray: seconds
+    from tune_lm.tuning.tuner import check_address, check_experiment
+
     check_experiment(path, resume=False)
     address = check_address(args.address)
     say_warm_start(warm)
