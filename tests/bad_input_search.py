@@ -381,6 +381,10 @@ CASES = [
     bad_space("pbt-population-of-one", "data: synthetic\nscheduler: {type: pbt, "
               "perturbation_interval: 1}\nbudget: {num_samples: 1}\nfixed: {epochs: 3}\n"
               "parameters:\n  lr: {loguniform: [1.0, 20.0]}\n", ["population of at least 2"]),
+    # Every trial of a single configuration would train it alike, with one seed.
+    bad_space("one-configuration-many-trials", GOOD_SPACE.replace(
+        "{loguniform: [1.0, 20.0]}", "{choice: [5.0]}") + "budget: {num_samples: 3}\n",
+        ["one configuration ({'lr': 5.0})", "num_samples: 1", "grid"]),
     bad_space("parameter-in-capitals",
               "data: synthetic\nparameters:\n  LR: {loguniform: [1, 20]}\n",
               ["parameters.LR", "Did you mean 'lr'?"]),  # fmt: skip

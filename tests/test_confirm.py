@@ -135,6 +135,10 @@ def test_finalists_are_confirmed_with_fresh_seeds_and_an_interrupted_confirmatio
     assert len(winners) == 1
     assert winners[0]["val_ppl_mean"] == min(e["val_ppl_mean"] for e in confirmed)
     assert summary["confirmed_best"] == winners[0]["trial_id"]
+    best = searched[0]["trial_id"]  # the registered model: the best single run, said so
+    assert f", trial {best}'s: the best single run" + (
+        ", also the confirmed winner" if best == winners[0]["trial_id"] else
+        f"; the confirmed winner {winners[0]['trial_id']} is not registered") in output
     loser = next(e for e in confirmed if not e["winner"])
     assert loser["vs_winner"]["val_ppl"]["diff"] == pytest.approx(
         loser["val_ppl_mean"] - winners[0]["val_ppl_mean"])

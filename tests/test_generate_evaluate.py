@@ -131,6 +131,13 @@ def test_a_trials_own_checkpoint_generates_and_evaluates(trial_state, tmp_path):
     assert printed == pytest.approx(result.metrics[M.TEST_PPL], abs=0.01)
     done = run("tune_lm.generate", "--checkpoint", str(state_file), "--words", "20")
     assert done.returncode == 0 and done.stdout.split(), done.stderr
+    # A confirmation trial's, one folder deeper (EXPERIMENT/confirm/TRIAL/...), too.
+    confirming = (state_file.parents[2] / "confirm" / "confirm_trial_0001_seed=1003"
+                  / "checkpoint_000001" / state_file.name)  # fmt: skip
+    confirming.parent.mkdir(parents=True, exist_ok=True)
+    confirming.write_bytes(state_file.read_bytes())
+    done = run("tune_lm.generate", "--checkpoint", str(confirming), "--words", "5")
+    assert done.returncode == 0 and done.stdout.split(), done.stderr
     # Alone, it has no vocabulary: refused, naming the file to use instead.
     lonely = tmp_path / "train_state.pt"
     lonely.write_bytes(state_file.read_bytes())

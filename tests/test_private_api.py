@@ -81,6 +81,30 @@ def test_tune_saves_the_trial_total_where_extend_raises_it(asha_search, tmp_path
     assert private_api.trial_total(tmp_path / "nothing-here") is None
 
 
+def test_tune_saves_its_time_budget_with_its_state_where_extend_restarts_it(tmp_path):
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.stopper import CombinedStopper, MaximumIterationStopper, TimeoutStopper
+    from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
+
+    # The controller's _stopper is saved in its state and set back when it is restored.
+    assert '"_stopper"' not in inspect.getsource(TuneController.__getstate__)
+    assert 'setstate__(experiment_state["runner_data"])' in inspect.getsource(
+        TuneController.resume)
+    timeout = TimeoutStopper(40)
+    timeout._budget = -3.0  # spent: a restored search would stop at once
+    stopper = CombinedStopper(MaximumIterationStopper(5), timeout)
+    state = {"trial_data": [], "runner_data": {"_stopper": stopper, "_iteration": 7}}
+    newest = tmp_path / "experiment_state-2026-11-29_10-00-00.json"
+    older = tmp_path / "experiment_state-2026-11-29_09-00-00.json"
+    older.write_text("{}")
+    newest.write_text(json.dumps(state, cls=TuneFunctionEncoder))  # as Tune's save_to_dir
+    private_api.restart_time_budget(tmp_path)
+    restored = json.loads(newest.read_text(), cls=TuneFunctionDecoder, allow_cloudpickle=True)
+    kept, budget = restored["runner_data"]["_stopper"]._stoppers
+    assert budget._budget == 40 and not budget.stop_all() and kept._max_iter == 5
+    assert restored["runner_data"]["_iteration"] == 7 and older.read_text() == "{}"
+
+
 def test_asha_keeps_its_rungs_and_metric_sign_where_we_read_them():
     from ray.tune.schedulers import ASHAScheduler
 

@@ -62,3 +62,26 @@ def test_a_real_search_prints_progress_with_time_left(asha_search):
     assert re.search(r"8/8 finished", lines[-1]), lines
     assert any(re.search(r"about \d+:\d\d:\d\d left", line) for line in lines), lines
     assert any("best val_ppl" in line for line in lines), lines
+
+
+def test_a_tie_goes_to_the_lower_trial_id_in_the_verdict_the_table_and_the_progress_line():
+    from types import SimpleNamespace
+
+    from tune_lm.tuning.progress import ProgressPrinter
+    from tune_lm.tuning.results import TrialOutcome, conclude
+    from tune_lm.tuning.summary import top_table
+
+    space = SearchSpace.from_raw({"data": "synthetic", "fixed": {"epochs": 1}, "budget":
+                                  {"num_samples": 2}, "parameters": {"lr": {"choice": [1, 2]}}},
+                                 "test")  # fmt: skip
+    tied = [TrialOutcome(trial_id, {"lr": lr}, [{"epoch": 1.0, "val_ppl": 9.5}], None)
+            for trial_id, lr in (("bbbb", 1), ("aaaa", 2))]  # fmt: skip
+    verdict = conclude(tied, space)
+    assert verdict.best.trial_id == "aaaa"
+    table = top_table(verdict.rows)
+    assert table.index("aaaa") < table.index("bbbb")
+    printer = ProgressPrinter(space, interval_s=3600)
+    for outcome in tied:  # the later trial id reports first
+        printer.on_trial_result(0, [], SimpleNamespace(trial_id=outcome.trial_id),
+                                {"epoch": 1.0, "val_ppl": 9.5})
+    assert printer._best == (9.5, "aaaa")

@@ -281,6 +281,24 @@ def test_a_replayed_search_from_the_command_line_summarises_and_logs_nothing(tmp
     assert not (tmp_path / "mlflow.db").exists()  # nothing logged to MLflow
 
 
+def test_a_trial_whose_nearest_curve_ends_early_is_not_blamed_on_the_time_budget(tmp_path):
+    from cli_run import run_cli
+
+    pool = write_pool(tmp_path / "pool.csv", {0: ("LSTM", 32, 1.0, [30.0, 20.0]),
+                                              1: ("LSTM", 32, 10.0, [25.0])})  # fmt: skip
+    (tmp_path / "space.yaml").write_text(
+        "data: synthetic\nscheduler: {type: fifo}\nfixed: {epochs: 2, emsize: 32}\n"
+        "budget: {num_samples: 2, max_concurrent: 1, time_budget: 600s}\n"
+        "parameters:\n  model: {choice: [LSTM]}\n  lr: {loguniform: [5.0, 20.0]}\n")
+    done = run_cli("search", "--space", tmp_path / "space.yaml", "--replay", pool,
+                   "--storage", tmp_path / "runs", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "space-replay" / "summary.json").read_text())
+    assert {r["status"] for r in summary["trials"]} == {
+        "stopped at epoch 1, where its recorded curve ends"}, summary["trials"]
+    assert "2 stopped where the recorded curve ends" in done.stdout, done.stdout[-2000:]
+
+
 @pytest.mark.parametrize(
     "baselines, says",
     [

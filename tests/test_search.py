@@ -134,6 +134,14 @@ def test_trials_cut_by_the_time_budget_are_not_called_asha_stops(tmp_path):
         run = trial_runs[row["trial_id"]]
         assert run.data.tags[TAG_STATUS] == row["status"].split(":")[0], row
         assert run.info.status == ("KILLED" if row in cut else "FINISHED"), row
+    # --extend 1 runs one more trial under the space's time budget afresh (Tune restored
+    # the spent one and ran nothing), and every earlier trial stays in the summary.
+    done = run_search("--extend", "1", "--storage", str(tmp_path / "runs"), "--name", "b")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    after = read_summary(folder)
+    new = [r for r in after if r["trial_id"] not in {r["trial_id"] for r in rows}]
+    assert len(after) == len(rows) + 1 and len(new) == 1, (rows, after)
+    assert "time budget" not in new[0]["status"] and new[0]["epochs_run"] != "0", new
 
 
 @pytest.mark.slow

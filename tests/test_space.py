@@ -162,7 +162,7 @@ def test_durations(text, seconds):
 
 
 def test_a_large_grid_runs_when_asked_for_and_is_announced(tmp_path):
-    from tune_lm.tuning.space import grid_warning
+    from tune_lm.tuning.space_size import grid_warning
 
     grid = "searcher: {type: grid}\nparameters: {model: {grid: [LSTM, GRU]}}\n"
     one = "budget: {num_samples: 1}\n"

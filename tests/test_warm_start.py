@@ -142,3 +142,9 @@ def test_a_warm_started_search_runs_the_old_best_first_and_its_sampler_knows_the
     assert extended.returncode == 0, extended.stderr[-3000:]
     summary = json.loads((new / "summary.json").read_text())
     assert len(summary["trials"]) == 4 and summary["warm_start"] == warm
+    # A rehearsal of the warm-started space on the old curves keeps the record too.
+    replayed = run_cli("search", "--space", tmp_path / "new.yaml", "--warm-start", old,
+                       "--replay", old, "--storage", tmp_path / "runs", timeout=600)  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    rehearsal = json.loads((tmp_path / "runs" / "new-replay" / "summary.json").read_text())
+    assert rehearsal["warm_start"] == warm

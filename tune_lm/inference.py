@@ -32,11 +32,12 @@ from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.errors import ConfigError, TuneLMError
 from tune_lm.lm.model import RNNLanguageModel
 from tune_lm.tuning.experiment import SETTINGS_FORMAT
-from tune_lm.tuning.layout import SETTINGS_FILE, SPACE_FILE
+from tune_lm.tuning.layout import CONFIRM_FOLDER, SETTINGS_FILE, SPACE_FILE
 
 log = logging.getLogger(__name__)
 
-# EXPERIMENT/TRIAL/checkpoint_N/train_state.pt: the experiment is at most 3 folders up.
+# EXPERIMENT/TRIAL/checkpoint_N/train_state.pt: the experiment is at most 3 folders up,
+# 4 for a confirmation trial's (EXPERIMENT/confirm/TRIAL/checkpoint_N/train_state.pt).
 _LEVELS_UP = 3
 
 
@@ -120,7 +121,9 @@ def load_checkpoint_file(path: str | Path) -> tuple[RNNLanguageModel, TrainConfi
 
 def experiment_vocab(path: Path, ntokens: int, config: TrainConfig) -> list[str]:
     """The vocabulary of the corpus the experiment holding trial state ``path`` trained on."""
-    folders = list(path.resolve().parents)[:_LEVELS_UP]
+    folders = list(path.resolve().parents)[:_LEVELS_UP + 1]
+    if len(folders) > _LEVELS_UP and folders[_LEVELS_UP - 1].name != CONFIRM_FOLDER:
+        folders.pop()  # only a confirmation trial's experiment is one more folder up
     for folder in folders:
         if (folder / SETTINGS_FILE).is_file():
             return _pinned_vocab(path, folder, ntokens)
@@ -131,7 +134,8 @@ def experiment_vocab(path: Path, ntokens: int, config: TrainConfig) -> list[str]
         f"weights and the config but not the vocabulary, which comes from the corpus its "
         f"experiment pinned in {SETTINGS_FILE}, and none of {', '.join(map(str, folders))} "
         f"has one. Give the file where the search wrote it (EXPERIMENT/TRIAL/checkpoint_N/"
-        f"{STATE_FILE}, with EXPERIMENT/{SETTINGS_FILE} beside its trial folders), or "
+        f"{STATE_FILE}, with EXPERIMENT/{SETTINGS_FILE} beside its trial folders, or "
+        f"EXPERIMENT/{CONFIRM_FOLDER}/TRIAL/... for a confirmation trial), or "
         f"{_USE_MODEL_CHECKPOINT}"
     )
 

@@ -118,8 +118,8 @@ def validate(args: argparse.Namespace) -> Job | None:
         say(f"experiment {path} finished on {finished.get('finished_at', '?')}: nothing to "
             f"resume, nothing was changed. Best trial {finished.get('best_trial')} "
             f"({finished.get('best')}); model {finished.get('model') or 'not registered'}; "
-            f"summary in {finished.get('summary')}. To search further, start a new search "
-            "with --name NEW_NAME")  # fmt: skip
+            f"summary in {finished.get('summary')}. To search further: --extend N --name "
+            f"{name} adds N trials to it, or start a new search with --name NEW_NAME")
         return None
     notice = grid_warning(space)
     if notice:
@@ -326,17 +326,16 @@ def search(job: Job, client: Any, experiment_id: str, parent_id: str) -> int:
     failures = [f for logger in loggers for f in logger.failures] + failures
     if failures:
         say(f"MLflow: {len(failures)} call(s) failed; not logged: " + "; ".join(failures[:10]))
-    if confirmed and not interrupted:
-        winner = next((e for e in confirmed if e.get("winner")), None)
-        if winner is not None:
-            say(f"confirmed winner {winner['trial_id']}: val ppl {winner['val_ppl_mean']:.2f} "
-                f"± {winner['val_ppl_sd']:.2f}, test ppl {winner['test_ppl_mean']:.2f} ± "
-                f"{winner['test_ppl_sd']:.2f} over seeds {winner['seeds']}")  # fmt: skip
+    winner = None if interrupted else next((e for e in confirmed or [] if e.get("winner")), None)
+    if winner is not None:
+        say(f"confirmed winner {winner['trial_id']}: val ppl {winner['val_ppl_mean']:.2f} "
+            f"± {winner['val_ppl_sd']:.2f}, test ppl {winner['test_ppl_mean']:.2f} ± "
+            f"{winner['test_ppl_sd']:.2f} over seeds {winner['seeds']}")  # fmt: skip
     store = ("" if job.tracking_uri == job.default_store
              else f" --tracking-uri {shlex.quote(job.tracking_uri)}")  # fmt: skip
     return print_outcome(conclusion, paths, model_uri, interrupted, space=job.space,
                          path=job.path, hint=resume_command(job.args, job.path),
-                         store_flag=store)  # fmt: skip
+                         store_flag=store, confirmed_winner=winner and winner["trial_id"])
 
 
 def record(job: Job, conclusion: Conclusion, best_model: Any, client: Any,

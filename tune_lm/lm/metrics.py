@@ -22,6 +22,9 @@ BEST_VAL_LOSS = "best_val_loss"
 TEST_LOSS = "test_loss"
 TEST_PPL = "test_ppl"  # on the weights with the best validation loss
 
+# A replayed trial (search --replay): its recorded curve has no later epoch.
+CURVE_ENDS = "curve_ends"
+
 # Grid studies: test perplexity at chosen epochs (the space's test_at_epochs).
 TEST_AT_EPOCH_PREFIX = "test_ppl_epoch"
 

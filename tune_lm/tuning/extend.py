@@ -21,6 +21,7 @@ from tune_lm.tuning import private_api
 from tune_lm.tuning.experiment import add_extension, clear_finished, read_extensions, read_finished
 from tune_lm.tuning.layout import CONFIRM_FILE
 from tune_lm.tuning.space import SearchSpace
+from tune_lm.tuning.space_size import only_configuration
 
 FLAG = "--extend"
 
@@ -37,6 +38,12 @@ def check_extendable(space: SearchSpace, path: str) -> None:
                           "continue. Add values to the space and start a new search "
                           "(--name NEW_NAME), or use an Optuna search (searcher: {type: "
                           "optuna})")  # fmt: skip
+    only = only_configuration(space)
+    if only is not None:
+        raise ConfigError(f"{FLAG}: the space has one configuration "
+                          f"({only or 'nothing searched'}); more trials "
+                          "would train it again alike, with one seed. Start a new search "
+                          "that searches more values (--name NEW_NAME)")  # fmt: skip
     if (Path(path) / CONFIRM_FILE).is_file():
         raise ConfigError(f"{FLAG}: {path} has confirmed its finalists with fresh seeds "
                           f"({CONFIRM_FILE}); more trials could change who the finalists "
@@ -66,15 +73,21 @@ def extended(space: SearchSpace, path: str) -> SearchSpace:
 
 
 def begin(path: str, more: int) -> dict[str, Any]:
-    """Note the extension, reopen the experiment, then raise Tune's total; the note."""
+    """Note the extension, reopen the experiment, then raise Tune's total and restart
+    its time budget; the note. A finished search gets ``more`` trials beyond those it
+    created (one its time budget ended created fewer than planned); an unfinished one,
+    beyond those it planned (``--resume`` would run them)."""
     created, planned = check_tune_state(path)
-    finished = read_finished(path) or {}
-    entry = {"added": more, "total": max(planned, created) + more,
+    finished = read_finished(path)
+    base = created if finished is not None else max(planned, created)
+    finished = finished or {}
+    entry = {"added": more, "total": base + more,
              "at": time.strftime("%Y-%m-%d %H:%M:%S"),
              "best_trial_before": finished.get("best_trial"),
              "model_before": finished.get("model")}  # fmt: skip
     add_extension(path, entry)
     clear_finished(path)
+    private_api.restart_time_budget(Path(path))  # each extension has the space's budget
     private_api.set_trial_total(Path(path), entry["total"])
     return entry
 
@@ -84,7 +97,8 @@ def reapply(path: str) -> None:
     two) is applied now."""
     extensions = read_extensions(path) if "://" not in path else []
     found = private_api.trial_total(Path(path)) if extensions else None
-    if found is not None and found[1] < int(extensions[-1]["total"]):
+    if found is not None and found[1] != int(extensions[-1]["total"]):
+        private_api.restart_time_budget(Path(path))
         private_api.set_trial_total(Path(path), int(extensions[-1]["total"]))
 
 

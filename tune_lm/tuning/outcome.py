@@ -16,11 +16,12 @@ from tune_lm.tuning.summary import describe, outcome_counts
 
 def print_outcome(conclusion: Conclusion, paths: dict[str, Path], model_uri: str | None,
                   interrupted: str | None, *, space: SearchSpace, path: str, hint: str,
-                  store_flag: str = "") -> int:  # fmt: skip
+                  store_flag: str = "", confirmed_winner: str | None = None) -> int:  # fmt: skip
     """The last lines: the winner, the model, where everything is, and how to go on
     (``hint``: the command that continues the experiment at ``path``); marks the experiment
     finished when nothing is left to resume (``store_flag``: the --tracking-uri the
-    model's store needs, if not the default). Returns the exit code."""
+    model's store needs, if not the default; ``confirmed_winner``: the trial that
+    confirmation with fresh seeds chose, if any). Returns the exit code."""
     rows, best = conclusion.rows, conclusion.best
     if interrupted:
         say(f"interrupted ({interrupted}): {len(conclusion.finished)} trial(s) with results, "
@@ -45,8 +46,13 @@ def print_outcome(conclusion: Conclusion, paths: dict[str, Path], model_uri: str
         f"{describe(best.params)}")  # fmt: skip
     say(f"trials: {outcome_counts(rows)}")
     if model_uri:
-        say(f"best model: {model_uri} (try: python -m tune_lm.generate --model {model_uri}"
-            f"{store_flag})")  # fmt: skip
+        whose = ""  # the registered weights are the best single run's, not a confirmation's
+        if confirmed_winner:
+            whose = f", trial {best.trial_id}'s: the best single run" + (
+                ", also the confirmed winner" if confirmed_winner == best.trial_id else
+                f"; the confirmed winner {confirmed_winner} is not registered")  # fmt: skip
+        say(f"best model: {model_uri}{whose} (try: python -m tune_lm.generate --model "
+            f"{model_uri}{store_flag})")  # fmt: skip
     if "grid" in paths:
         say(paths["grid"].read_text().rstrip())
     say("summary: " + ", ".join(str(p) for k, p in paths.items() if ":" not in k))

@@ -2,7 +2,8 @@
 
 Each one here has a canary test (tests/test_private_api.py) that fails loudly when a Ray
 or Optuna upgrade changes it: Ray's address record and token setup, Tune's state-file
-and trial-folder naming, Tune's SIGINT handler, ``Tuner._local_tuner``, OptunaSearch's
+and trial-folder naming, the time budget Tune saves with its state, Tune's SIGINT
+handler, ``Tuner._local_tuner``, OptunaSearch's
 ``_ot_study``/``_ot_trials``/``_completed_trials``, Tune's logger names, the
 environment knobs set below, and the ``__mixins__`` hook with Tune's ``_TrainingResult``
 through which a trial restores from a checkpoint that survived a killed driver, the
@@ -276,6 +277,28 @@ def set_trial_total(experiment_dir: Path, total: int) -> None:
     state["finished"] = state["counter"] >= total
     _atomic_save(state=state, checkpoint_dir=str(experiment_dir),
                  file_name=Path(newest).name, tmp_file_name=f"tmp-{Path(newest).name}")  # fmt: skip
+
+
+def restart_time_budget(experiment_dir: Path) -> None:
+    """Give a restored experiment its whole time budget again (``--extend``): Tune saves
+    its ``TimeoutStopper``, budget spent and all, with the controller's state (the newest
+    ``experiment_state-*.json``, rewritten here atomically), and a restored search went
+    on spending it: one that its budget had ended ran nothing more."""
+    from ray.tune.stopper import TimeoutStopper
+    from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
+
+    from tune_lm.lm.atomic import atomic_file
+
+    newest = max(experiment_dir.glob("experiment_state-*.json"))
+    state = json.loads(newest.read_text())
+    saved = state["runner_data"].get("_stopper")  # written by this experiment's own driver
+    stopper = json.loads(json.dumps(saved), cls=TuneFunctionDecoder, allow_cloudpickle=True)
+    for timeout in (stopper, *getattr(stopper, "_stoppers", ())):
+        if isinstance(timeout, TimeoutStopper):
+            timeout._budget = timeout._timeout_seconds
+    state["runner_data"]["_stopper"] = json.loads(json.dumps(stopper, cls=TuneFunctionEncoder))
+    with atomic_file(newest, "w") as out:
+        json.dump(state, out)
 
 
 # Ray's ASHA keeps each bracket's rungs in ``_Bracket._rungs`` (a list of (milestone,

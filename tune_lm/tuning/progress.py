@@ -112,7 +112,8 @@ class ProgressPrinter(Callback):
             return
         mine = self._trial_best.get(trial.trial_id, math.inf)
         self._trial_best[trial.trial_id] = min(mine, float(value))
-        if math.isfinite(value) and (self._best is None or value < self._best[0]):
+        if math.isfinite(value) and (self._best is None
+                                     or (value, trial.trial_id) < self._best):  # fmt: skip
             self._best = (float(value), trial.trial_id)
 
     # Tune calls these before it changes the trial's status: remember the outcome.

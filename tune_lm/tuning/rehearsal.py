@@ -143,13 +143,15 @@ def run_rehearsal(space: SearchSpace, curves: Curves, path: str, *, address: str
 
 
 def report_rehearsal(rehearsal: Rehearsal, rows: list, space: SearchSpace,
-                     folder: Any) -> list[str]:  # fmt: skip
-    """The summary table (written like a search's), and what the search would cost:
-    trial-epochs, recorded training seconds, and when the best was first seen."""
+                     folder: Any, warm: dict[str, Any] | None = None) -> list[str]:  # fmt: skip
+    """The summary table (written like a search's, with ``warm``: the warm start's
+    record), and what the search would cost: trial-epochs, recorded training seconds,
+    and when the best was first seen."""
     from tune_lm.tuning.summary import outcome_counts, top_table, write_summary
 
     table, best, pareto = rows
-    paths = write_summary(folder, table, space, best, pareto)
+    paths = write_summary(folder, table, space, best, pareto,
+                          extra={"warm_start": warm} if warm else None)  # fmt: skip
     lines = [top_table(table), f"trials: {outcome_counts(table)}"]
     if rehearsal.events:
         best_value = min(e.val_ppl for e in rehearsal.events)

@@ -291,7 +291,8 @@ def replay_trial(sampled: dict[str, Any], *, space: SearchSpace, curves: Curves,
     recorded = curves.nearest(config.model_dump(), space)
     trial_id = tune.get_context().get_trial_id()
     best, train_time = math.inf, 0.0
-    for epoch in range(1, min(space.epochs, len(recorded.val_ppl)) + 1):
+    last = min(space.epochs, len(recorded.val_ppl))  # a curve ASHA stopped ends early
+    for epoch in range(1, last + 1):
         seconds = recorded.seconds[epoch - 1]
         if clock is not None:
             if not ray.get(clock.wait.remote(trial_id, seconds)):
@@ -303,6 +304,7 @@ def replay_trial(sampled: dict[str, Any], *, space: SearchSpace, curves: Curves,
         tune.report({M.EPOCH: float(epoch), M.STEP: epoch, M.VAL_PPL: value,
                      M.VAL_LOSS: math.log(value) if value > 0 else math.inf,
                      M.EPOCH_TIME_S: seconds, M.TRAIN_TIME_S: train_time, M.LR: config.lr,
-                     "replayed_from": recorded.trial_id})  # fmt: skip
+                     "replayed_from": recorded.trial_id,
+                     M.CURVE_ENDS: epoch == last < space.epochs})  # fmt: skip
         if not math.isfinite(value):  # a recorded divergence ends the trial, as for real
             return

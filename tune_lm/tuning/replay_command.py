@@ -50,6 +50,7 @@ def replay(args: argparse.Namespace) -> int:
                                         priors=warm.priors if warm else None,
                                         speed=args.replay_speed,
                                         progress_every=args.progress_every or 30.0)  # fmt: skip
-    for line in report_rehearsal(rehearsal, rows, space, folder):
+    for line in report_rehearsal(rehearsal, rows, space, folder,
+                                 warm.describe() if warm else None):  # fmt: skip
         say(line)
     return 0

@@ -98,6 +98,8 @@ def trial_status(history: list[dict[str, float]], error: str | None, space: Sear
         return "completed"
     if asha_stopped:
         return f"stopped early by ASHA at epoch {last_epoch:g}"
+    if history[-1].get(M.CURVE_ENDS) in (True, 1):  # a replayed trial, not the time budget
+        return f"stopped at epoch {last_epoch:g}, where its recorded curve ends"
     if interrupted:
         return f"stopped at epoch {last_epoch:g} by {interrupted} (--resume continues it)"
     if space.budget.time_budget:
@@ -191,7 +193,8 @@ def conclude(
                      asha_stopped=o.trial_id in asha_stops, interrupted=interrupted)
             for o in outcomes]  # fmt: skip
     finished = [row for row in rows if math.isfinite(row.best_val_ppl)]
-    best = min(finished, key=lambda row: row.best_val_ppl) if finished else None
+    # Ties go to the lower trial id, as in the summary's order and the progress line.
+    best = min(finished, key=lambda row: (row.best_val_ppl, row.trial_id)) if finished else None
     to_test = finished if space.searcher.type == "grid" else [best] if best else []
     pareto: list[TrialRow] = []
     if len(space.objectives) > 1:  # several objectives: the non-dominated trials, not one

@@ -258,7 +258,10 @@ class EpochAwareOptunaSearch(OptunaSearch):
                 ot_trial.report(result[M.VAL_PPL], step)
             study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as error:
-            log.warning("optuna: trial %s was already closed (%s)", trial_id, error)
+            # Routine after --resume: ASHA stopped the trial just before the interrupt, Ray's
+            # snapshot missed it, and the re-run was stopped again. Its first record stands.
+            log.info("optuna: trial %s was already closed in the study (%s); its first "
+                     "record stands", trial_id, error)  # fmt: skip
         told.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:

@@ -39,15 +39,15 @@ from tune_lm.tuning.space_parts import (
     parse_duration,
 )
 from tune_lm.tuning.space_pbt import check_pbt
+from tune_lm.tuning.space_size import check_trials_differ, grid_shape, grid_warning
 
 __all__ = [  # and, from the modules it is built of, what users of a space need
-    "GRID_MAX_TRIALS", "GRID_WARN_TRIALS", "MIN_REDUCTION_FACTOR", "PARAMETER_KINDS",
+    "GRID_MAX_TRIALS", "MIN_REDUCTION_FACTOR", "PARAMETER_KINDS",
     "BudgetSpec", "ConfirmSpec", "ResourcesSpec", "SchedulerSpec", "SearchSpace",
     "SearcherSpec", "SpaceError", "check_override", "grid_warning",
     "parse_duration",
 ]  # fmt: skip
 
-GRID_WARN_TRIALS = 100  # a grid this big gets a warning with its count
 GRID_MAX_TRIALS = 1000  # and one bigger is refused unless budget.allow_large_grid is true
 _GRID_ONLY = "without 'searcher: {type: grid}' (only a grid's size is limited)"
 _OPTUNA_ONLY = "with 'searcher: {type: grid}' (a grid runs every combination; only Optuna samples)"
@@ -188,7 +188,7 @@ class SearchSpace(TrainingSpace):
         if grid and trials > GRID_MAX_TRIALS and not self.budget.allow_large_grid:
             raise space_error(
                 f"the grid runs {trials:,} trials (budget.num_samples {self.budget.num_samples} "
-                f"x {_grid_shape(self)}), more than {GRID_MAX_TRIALS:,}. Shorten the grid "
+                f"x {grid_shape(self)}), more than {GRID_MAX_TRIALS:,}. Shorten the grid "
                 "lists, use 'searcher: {type: optuna}' with 'choice' to sample it, or set "
                 "'budget: {allow_large_grid: true}' if you mean it"
             )
@@ -288,6 +288,14 @@ class SearchSpace(TrainingSpace):
             )
         return self
 
+    @model_validator(mode="after")
+    def _trials_can_differ(self, info: ValidationInfo) -> SearchSpace:
+        """Not one configuration tried many times (an experiment saved before this check
+        is read as it was written)."""
+        if not (info.context or {}).get("saved"):
+            check_trials_differ(self)
+        return self
+
     @classmethod
     def from_raw(cls, raw: dict[str, Any], source: str) -> SearchSpace:
         """The space ``raw`` (plain data, e.g. a parsed YAML file) describes, or a
@@ -367,20 +375,3 @@ class SearchSpace(TrainingSpace):
 def _as_typed(value: Any) -> str:
     """A flag's value as the user typed it (--confirm 3,2 arrives as a mapping)."""
     return ",".join(map(str, value.values())) if isinstance(value, dict) else str(value)
-
-
-def grid_warning(space: SearchSpace) -> str | None:
-    """A line for the user when a grid search is big (the CLI logs it once), else None."""
-    if space.searcher.type != "grid" or space.total_trials <= GRID_WARN_TRIALS:
-        return None
-    return (
-        f"the grid runs {space.total_trials:,} trials (budget.num_samples "
-        f"{space.budget.num_samples} x {_grid_shape(space)}) of up to {space.epochs} epochs "
-        "each (fixed.epochs)"
-    )
-
-
-def _grid_shape(space: SearchSpace) -> str:
-    return " x ".join(f"{parameter.grid_size} {name}"
-                      for name, parameter in space.parameters.items()
-                      if parameter.kind == "grid")  # fmt: skip

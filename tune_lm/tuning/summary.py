@@ -202,7 +202,8 @@ def outcome_counts(rows: list[TrialRow]) -> str:
             counts[kind] += 1
             continue
         reason = re.search(r" by (the time budget|Ctrl-C|SIGTERM|SIGHUP)", row.status)
-        label = f"stopped{reason.group(0)}" if reason else "stopped before the end"
+        label = (f"stopped{reason.group(0)}" if reason else "stopped where the recorded curve "
+                 "ends" if "recorded curve ends" in row.status else "stopped before the end")
         other[label] = other.get(label, 0) + 1
     parts = [f"{counts['completed']} completed"]
     if counts["stopped early by ASHA"]:

@@ -355,5 +355,6 @@ def _history(result: Any) -> list[dict[str, float]]:
     frame = result.metrics_dataframe
     if frame is None or frame.empty:
         return []
-    keep = [c for c in frame.columns if c in M.EVALUATION_METRICS or M.is_test_at_epoch(c)]
+    keep = [c for c in frame.columns
+            if c in (*M.EVALUATION_METRICS, M.CURVE_ENDS) or M.is_test_at_epoch(c)]
     return frame[keep].to_dict("records")
