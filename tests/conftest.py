@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,11 +74,33 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory):
+    """The empty MLflow store a search copies a new SQLite store from, built once per
+    test worker (2 s of migrations) for every test's own cache (see isolated_cache)."""
+    from tune_lm.tracking.sqlite_store import store_template as build
+
+    before = os.environ.get("TUNE_LM_CACHE_DIR")
+    os.environ["TUNE_LM_CACHE_DIR"] = str(tmp_path_factory.mktemp("template_cache"))
+    try:
+        return build()
+    finally:
+        os.environ.pop("TUNE_LM_CACHE_DIR")
+        if before is not None:
+            os.environ["TUNE_LM_CACHE_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path_factory):
+def isolated_cache(monkeypatch, tmp_path_factory, store_template):
     """Keep every test (and the processes it starts) off the user's ~/.cache/tune_lm, and
-    off any Ray cluster the environment names: a test joins only the clusters it starts."""
-    monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    off any Ray cluster the environment names: a test joins only the clusters it starts.
+    Each test's cache starts with a copy of the worker's store template, as a user's
+    cache holds one after the first search."""
+    cache = tmp_path_factory.mktemp("cache")
+    if store_template is not None:
+        (cache / "mlflow").mkdir()
+        shutil.copyfile(store_template, cache / "mlflow" / store_template.name)
+    monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(cache))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 

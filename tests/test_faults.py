@@ -224,16 +224,18 @@ def test_a_closed_terminal_stops_gracefully_and_leaves_no_running_mlflow_run(tmp
 
 
 @pytest.mark.slow
-def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path):
-    """SIGKILL (no chance to clean up) while the new MLflow store is being built, then at
-    random moments, each followed by --resume; the last run finishes. Start-up, trials
-    and the end are all fair game. (A kill while the store was built once left a
-    search.json pinning a store that was never made: every --resume was refused.)"""
+def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    """SIGKILL (no chance to clean up) while the new MLflow store is being built (its
+    schema: the cache's store template, empty here), then at random moments, each
+    followed by --resume; the last run finishes. Start-up, trials and the end are all
+    fair game. (A kill while the store was built once left a search.json pinning a store
+    that was never made: every --resume was refused.)"""
     (tmp_path / "kills.yaml").write_text(KILL_SPACE.format(name="kills"))
-    folder = tmp_path / "runs" / "kills"
+    folder, cache = tmp_path / "runs" / "kills", tmp_path / "cache"
+    monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(cache))
     search = launch(tmp_path, "kills")
     deadline = time.time() + 120
-    while not list(tmp_path.glob(".mlflow.db.creating-*")):
+    while not list(cache.glob("mlflow/.*.creating-*")):
         assert search.poll() is None and time.time() < deadline, "the store was never built"
         time.sleep(0.01)
     stop_process(search, signal.SIGKILL)
@@ -251,6 +253,7 @@ def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         final = launch(tmp_path, "kills", *(["--resume"] if folder.is_dir() else []))
         assert final.wait(timeout=600) == 0, (tmp_path / "kills.log").read_text()[-3000:]
     agree_on_trials(tmp_path, "kills", expected=6)
+    assert len(list((cache / "mlflow").iterdir())) == 1  # the template, whole, nothing else
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 import torch
+import yaml
 from cli_run import run_cli
 
 from tune_lm.lm.checkpoint import STATE_FILE
@@ -72,3 +73,19 @@ def test_a_pbt_search_moves_trials_onto_better_weights_with_perturbed_values(tmp
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         states = [s for (s,) in db.execute("SELECT status FROM runs")]
     assert states and "RUNNING" not in states
+
+
+def test_the_space_seed_fixes_the_values_tune_draws_for_a_population():
+    """Tune draws PBT's population from the driver's global numpy generator (its
+    domains' ``sample()`` without a generator), which the search seeds from the space."""
+    from tune_lm.tuning.space import SearchSpace
+    from tune_lm.tuning.tune_space import to_tune_space
+    from tune_lm.tuning.tuner import seed_driver
+
+    domains = to_tune_space(SearchSpace.from_raw(yaml.safe_load(PBT_SPACE), "pbt.yaml"))
+
+    def population(seed):
+        seed_driver(seed)
+        return [(domains["lr"].sample(), domains["dropout"].sample()) for _ in range(3)]
+
+    assert population(5) == population(5) != population(6)

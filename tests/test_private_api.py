@@ -58,7 +58,7 @@ def test_tune_saves_the_trial_total_where_extend_raises_it(asha_search, tmp_path
     a raised total is what Tune's own loader then reads back."""
     import shutil
 
-    from ray.tune.utils.util import _load_newest_checkpoint
+    from ray.tune.utils.util import _atomic_save, _load_newest_checkpoint
 
     from tune_lm.tuning.extend import reapply
 
@@ -79,6 +79,16 @@ def test_tune_saves_the_trial_total_where_extend_raises_it(asha_search, tmp_path
     reapply(str(again))
     assert private_api.trial_total(again) == (8, 11)
     assert private_api.trial_total(tmp_path / "nothing-here") is None
+    # The ConcurrencyLimiter's live trials are saved too: one the time budget ended stays.
+    newest = max(copy.glob(private_api.SEARCH_STATE_PATTERN))
+    state = _load_newest_checkpoint(str(copy), private_api.SEARCH_STATE_PATTERN)
+    ended = sorted(private_api.saved_trial_folders(copy))
+    state["name:ConcurrencyLimiter"]["live_trials"] = {*ended[:2], "still-running"}
+    _atomic_save(state=state, checkpoint_dir=str(copy), file_name=newest.name,
+                 tmp_file_name=f"tmp-{newest.name}")  # fmt: skip
+    assert private_api.forget_ended_trials(copy) == ended[:2]
+    state = _load_newest_checkpoint(str(copy), private_api.SEARCH_STATE_PATTERN)
+    assert state["name:ConcurrencyLimiter"]["live_trials"] == {"still-running"}
 
 
 def test_tune_saves_its_time_budget_with_its_state_where_extend_restarts_it(tmp_path):
@@ -94,8 +104,7 @@ def test_tune_saves_its_time_budget_with_its_state_where_extend_restarts_it(tmp_
     timeout._budget = -3.0  # spent: a restored search would stop at once
     stopper = CombinedStopper(MaximumIterationStopper(5), timeout)
     state = {"trial_data": [], "runner_data": {"_stopper": stopper, "_iteration": 7}}
-    newest = tmp_path / "experiment_state-2026-11-29_10-00-00.json"
-    older = tmp_path / "experiment_state-2026-11-29_09-00-00.json"
+    newest, older = (tmp_path / f"experiment_state-2026-11-29_{h}-00-00.json" for h in ("10", "09"))
     older.write_text("{}")
     newest.write_text(json.dumps(state, cls=TuneFunctionEncoder))  # as Tune's save_to_dir
     private_api.restart_time_budget(tmp_path)

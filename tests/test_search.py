@@ -185,7 +185,7 @@ def test_grid_study_repeats_and_reports_every_configuration(tmp_path):
 
 @pytest.mark.slow
 def test_resume_without_experiment_and_bad_flags_exit_2(tmp_path):
-    space = write_space(tmp_path, "data: synthetic\nparameters: {lr: {choice: [1.0]}}\n")
+    space = write_space(tmp_path, "data: synthetic\nparameters: {lr: {choice: [1.0, 2.0]}}\n")
     (tmp_path / "runs").mkdir()
     done = run_search("--space", str(space), "--num-samples", "0")
     assert done.returncode == 2 and "--num-samples" in done.stderr

@@ -52,7 +52,7 @@ def test_runs_of_trials_lost_with_a_killed_driver_are_deleted(tmp_path):
 
 CREATE_STORE = """
 import sys
-from tune_lm.tracking.store import create_sqlite_store
+from tune_lm.tracking.sqlite_store import create_sqlite_store
 print("imported", flush=True)
 create_sqlite_store(sys.argv[1])
 """
@@ -67,10 +67,13 @@ def schema_version(database: Path) -> str | None:
             return None
 
 
-def start_creating(uri: str) -> subprocess.Popen:
+def start_creating(uri: str, cache: Path | None = None) -> subprocess.Popen:
+    """A process creating the store of ``uri``; ``cache``: its (empty) cache, so that it
+    builds the store template too: seconds of migrations to kill it among."""
+    env = {**os.environ, **({"TUNE_LM_CACHE_DIR": str(cache)} if cache else {})}
     creator = subprocess.Popen([sys.executable, "-c", CREATE_STORE, uri],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+                               start_new_session=True, env=env)  # fmt: skip
     assert creator.stdout.readline().strip() == b"imported"
     return creator
 
@@ -88,7 +91,7 @@ def test_a_new_store_appears_whole_and_a_kill_while_it_is_built_leaves_none(tmp_
 
     watched = tmp_path / "watched" / "mlflow.db"
     watched.parent.mkdir()
-    creator = start_creating(f"sqlite:///{watched}")
+    creator = start_creating(f"sqlite:///{watched}", tmp_path / "watched_cache")
     while creator.poll() is None and not watched.exists():
         time.sleep(0.01)
     assert watched.exists(), "the creation ended without a store"
@@ -97,16 +100,42 @@ def test_a_new_store_appears_whole_and_a_kill_while_it_is_built_leaves_none(tmp_
 
     killed = tmp_path / "killed" / "mlflow.db"
     killed.parent.mkdir()
-    uri = f"sqlite:///{killed}"
-    creator = start_creating(uri)
-    time.sleep(1.0)  # the imports are done: this is among the migrations
+    uri, cache = f"sqlite:///{killed}", tmp_path / "killed_cache"
+    creator = start_creating(uri, cache)
+    time.sleep(1.0)  # the imports are done: this is among the (template's) migrations
     assert creator.poll() is None and not killed.exists()
     stop_process(creator, signal.SIGKILL)
     assert not killed.exists()
-    assert start_creating(uri).wait(timeout=120) == 0  # the next start (and its clean-up)
+    assert start_creating(uri, cache).wait(timeout=120) == 0  # the next (and its clean-up)
     assert schema_version(killed) == head
     assert MlflowClient(uri).search_experiments()[0].name == "Default"
     assert [p.name for p in killed.parent.iterdir()] == ["mlflow.db"]  # nothing half-made
+    templates = list((cache / "mlflow").iterdir())  # nor in the cache
+    assert len(templates) == 1 and schema_version(templates[0]) == head, templates
+
+
+def test_a_store_copied_from_the_template_is_a_new_store_and_a_bad_template_is_replaced(
+        tmp_path, monkeypatch):  # fmt: skip
+    from tune_lm.tracking.sqlite_store import create_sqlite_store, store_template
+
+    monkeypatch.setenv("TUNE_LM_CACHE_DIR", str(tmp_path / "cache"))
+    template = store_template()  # migrated, without the Default experiment
+    head = schema_version(template)
+    with contextlib.closing(sqlite3.connect(template)) as db:
+        assert head and db.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for name in ("a", "b", "c"):
+        if name == "b":
+            template.write_bytes(b"not a database")  # damaged: the store is built in full
+        create_sqlite_store(f"sqlite:///{tmp_path / name}.db")
+        assert schema_version(tmp_path / f"{name}.db") == head
+        client = MlflowClient(f"sqlite:///{tmp_path / name}.db")
+        default = client.get_experiment("0")  # MLflow's own, where this process works
+        assert default.name == "Default", name
+        assert default.artifact_location == str(tmp_path / "work" / "mlruns" / "0"), name
+        assert client.create_experiment("x") == "1"
+    assert schema_version(template) == head  # made again by the third store
 
 
 @pytest.mark.slow
@@ -127,3 +156,24 @@ def test_two_searches_creating_one_store_at_once_both_get_it(tmp_path):
     assert schema_version(database) is not None
     assert MlflowClient(uri).search_experiments()[0].name == "Default"
     assert [p.name for p in database.parent.iterdir()] == ["mlflow.db"]
+
+
+def test_of_two_searches_of_one_name_started_together_the_later_is_refused(tmp_path):
+    """check_name_free passes both when two searches of one name from two folders start
+    on one store within the same seconds: once its run exists, each looks again, and
+    the later run is deleted and refused, naming the other."""
+    from tune_lm.lm.errors import RefusedAtStart
+    from tune_lm.tracking.parent_run import _check_first
+    from tune_lm.tracking.tags import TAG_KIND, TAG_PATH
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("same")
+    runs = {path: client.create_run(experiment, start_time=1_800_000_000_000 + offset,
+                                    tags={TAG_KIND: "search", TAG_PATH: path})
+            for offset, path in enumerate(("/a/tune_lm_runs/same", "/b/tune_lm_runs/same"))}
+    _check_first(client, experiment, runs["/a/tune_lm_runs/same"], "same", "/a/tune_lm_runs/same")
+    with pytest.raises(RefusedAtStart, match="taken, at the same moment, by the search at /a/"):
+        _check_first(client, experiment, runs["/b/tune_lm_runs/same"], "same",
+                     "/b/tune_lm_runs/same")  # fmt: skip
+    left = client.search_runs([experiment])
+    assert [r.data.tags[TAG_PATH] for r in left] == ["/a/tune_lm_runs/same"]

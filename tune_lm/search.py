@@ -22,7 +22,7 @@ from typing import Any
 
 from tune_lm.cli import parse_args, run_main
 from tune_lm.lm.config import TrainConfig
-from tune_lm.lm.errors import ConfigError
+from tune_lm.lm.errors import ConfigError, RefusedAtStart
 from tune_lm.tuning import extend as extension
 from tune_lm.tuning import warm_start
 from tune_lm.tuning.compute import compute_ledger, describe_compute
@@ -43,7 +43,7 @@ from tune_lm.tuning.experiment import (
 )
 from tune_lm.tuning.extend import check_tune_state
 from tune_lm.tuning.flags import check_flags
-from tune_lm.tuning.layout import DRIVER_LOCK, LOG_FILE, STUDY_FILE
+from tune_lm.tuning.layout import DRIVER_LOCK, LOG_FILE, SETTINGS_FILE, SPACE_FILE, STUDY_FILE
 from tune_lm.tuning.outcome import print_outcome
 from tune_lm.tuning.request import (
     build_parser,
@@ -121,8 +121,7 @@ def validate(args: argparse.Namespace) -> Job | None:
             f"summary in {finished.get('summary')}. To search further: --extend N --name "
             f"{name} adds N trials to it, or start a new search with --name NEW_NAME")
         return None
-    notice = grid_warning(space)
-    if notice:
+    if notice := grid_warning(space):
         log.warning("%s", notice)
     settings = pinned.settings if pinned else None
     return Job(
@@ -214,8 +213,9 @@ def run(job: Job) -> int:
                 ray_side.disconnect()  # Ray's last worker lines go to the log, not after it
     except (ConfigError, KeyboardInterrupt) as error:  # before the search began: no folder
         if made is not None and made.is_dir() and not isinstance(error, ExperimentBusy):
-            left = [p for p in made.rglob("*") if p.is_file()]
-            if all(p.name in (LOG_FILE, DRIVER_LOCK, REMOTE_MARK) for p in left):
+            ours = (LOG_FILE, DRIVER_LOCK, REMOTE_MARK, *(
+                (SPACE_FILE, SETTINGS_FILE) if isinstance(error, RefusedAtStart) else ()))
+            if all(p.name in ours for p in made.rglob("*") if p.is_file()):
                 shutil.rmtree(made, ignore_errors=True)
         raise
 
@@ -227,7 +227,8 @@ def _run_tracked(job: Job) -> int:
     from mlflow.tracking import MlflowClient
 
     from tune_lm.tracking.parent_run import end_parent_run, start_parent_run
-    from tune_lm.tracking.store import connect_uri, create_sqlite_store
+    from tune_lm.tracking.sqlite_store import create_sqlite_store
+    from tune_lm.tracking.store import connect_uri
     from tune_lm.tuning import capacity
     from tune_lm.tuning import tuner as ray_side
 

@@ -18,6 +18,12 @@ class ConfigError(TuneLMError):
     """An invalid configuration value or combination of values."""
 
 
+class RefusedAtStart(ConfigError):
+    """Refused once the experiment was pinned (its space.json and search.json written),
+    before it ran: those go with the folder, as with any refusal (e.g. a search of the
+    same name from another folder took the MLflow experiment at the same moment)."""
+
+
 class DataError(TuneLMError):
     """A corpus that is missing, malformed, or too small."""
 

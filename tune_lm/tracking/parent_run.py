@@ -17,6 +17,7 @@ import tune_lm
 from tune_lm.lm import metrics as M
 from tune_lm.lm.config import TrainConfig
 from tune_lm.lm.corpus import Corpus
+from tune_lm.lm.errors import ConfigError, RefusedAtStart
 from tune_lm.tracking.tags import NOTE_TAG, PARENT_TAG, TAG_KIND, TAG_PATH
 from tune_lm.tuning.results import TrialRow
 from tune_lm.tuning.space import SearchSpace
@@ -64,7 +65,6 @@ def check_name_free(uri: str, name: str, path: str) -> None:
     exists (asking about a SQLite file that does not would create it)."""
     from mlflow.exceptions import MlflowException
 
-    from tune_lm.lm.errors import ConfigError
     from tune_lm.tracking.store import connect_uri
 
     try:
@@ -89,16 +89,21 @@ def start_parent_run(
     client: MlflowClient, name: str, path: str, space: SearchSpace, corpus: Corpus,
     space_file: Path | None, *, resume: bool,
 ) -> tuple[str, str]:  # fmt: skip
-    """(experiment id, parent run id): the search's run, reused on --resume."""
+    """(experiment id, parent run id): the search's run, reused on --resume. A new
+    search that finds it has a twin (same name, another folder, started on this store at
+    the same moment: :func:`check_name_free` passed both) deletes its run and raises
+    :class:`RefusedAtStart` unless its run is the earlier."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment
-        else client.create_experiment(
-            name,
-            tags={"mlflow.experimentKind": "custom_model_development"},  # UI: training runs
-        )
-    )
+    try:
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            name, tags={"mlflow.experimentKind": "custom_model_development"})  # UI: training
+    except MlflowException:  # the twin created it first
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        experiment_id = experiment.experiment_id
     if resume:
         found = client.search_runs(
             [experiment_id],
@@ -112,11 +117,33 @@ def start_parent_run(
             "data.fingerprint": corpus.fingerprint, **_versions()}  # fmt: skip
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
+    if not resume:
+        _check_first(client, experiment_id, run, name, path)
     params = [Param(k, v[:6000]) for k, v in sorted(_space_params(space).items())]
     client.log_batch(run_id, params=params)
     if space_file is not None and space_file.is_file():
         client.log_artifact(run_id, str(space_file), "space")
     return experiment_id, run_id
+
+
+def _check_first(client: MlflowClient, experiment_id: str, run: Any, name: str,
+                 path: str) -> None:  # fmt: skip
+    """Of two searches of one name from two folders started together, the earlier run
+    (start time, then run id) goes on; the other deletes its run and is refused."""
+    searches = client.search_runs([experiment_id], f"tags.`{TAG_KIND}` = 'search'",
+                                  max_results=1000)  # fmt: skip
+    mine = (run.info.start_time, run.info.run_id)
+    earlier = sorted((r.info.start_time, r.info.run_id, r.data.tags.get(TAG_PATH)) for r in searches
+                     if r.data.tags.get(TAG_PATH) not in (path, None)
+                     and (r.info.start_time, r.info.run_id) < mine)  # fmt: skip
+    if earlier:
+        client.delete_run(run.info.run_id)
+        raise RefusedAtStart(
+            f"MLflow experiment {name!r} was taken, at the same moment, by the search at "
+            f"{earlier[0][2]}, started from another folder on the same store: two searches "
+            f"of one name would share its runs, its report --mlflow and its registered "
+            f"model's versions. Nothing of this one ({path}) was kept; give it another "
+            f"--name, or another store (--tracking-uri)")
 
 
 def finish_parent_run(

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,7 +17,6 @@ from tune_lm.lm.errors import ConfigError
 from tune_lm.tuning.experiment import (
     DATABASE_SCHEMES,
     plain_sqlite,
-    sqlite_file,
     without_password,
 )
 
@@ -184,51 +181,6 @@ def _not_an_mlflow_database(database: Path) -> str | None:
     if tables and not {"experiments", "runs", "alembic_version"} <= tables:
         return f"is another program's database (tables {', '.join(sorted(tables)[:5])})"
     return None
-
-
-def create_sqlite_store(uri: str) -> None:
-    """A SQLite store that does not exist yet is created whole or not at all. MLflow
-    builds its schema with dozens of migrations on first contact; a search killed among
-    them would leave a database no later run can open ("table ... already exists"), so
-    the schema is built in a hidden file beside it and linked into place when complete.
-    A file left by a killed creation is removed by the next one; another search building
-    the same store at the same moment is left to finish (the first link wins)."""
-    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    database = sqlite_file(uri)
-    if database is None or database.exists():
-        return
-    for stale in database.parent.glob(f".{database.name}.creating-*"):
-        if _abandoned(stale):
-            stale.unlink(missing_ok=True)
-    building = database.with_name(
-        f".{database.name}.creating-{os.getpid()}@{socket.gethostname()}")
-    try:
-        made = SqlAlchemyStore(f"sqlite:///{building}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
-        made.engine.dispose()
-        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
-            os.link(building, database)  # never replaces a store
-    finally:
-        building.unlink(missing_ok=True)
-
-
-def _abandoned(path: Path) -> bool:
-    """Whether a store's hidden build file (``.NAME.creating-PID@HOST``) was left by a
-    creation that is gone: its process is not alive here, or, built on another machine
-    (shared storage), the file is ten minutes old."""
-    pid, _, host = path.name.rsplit(".creating-", 1)[-1].partition("@")
-    if host and host != socket.gethostname():
-        with contextlib.suppress(OSError):
-            return time.time() - path.stat().st_mtime > 600
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, OSError):  # not a pid, or another user's live process
-        return False
-    return False
 
 
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:

@@ -88,13 +88,17 @@ def begin(path: str, more: int) -> dict[str, Any]:
     add_extension(path, entry)
     clear_finished(path)
     private_api.restart_time_budget(Path(path))  # each extension has the space's budget
+    private_api.forget_ended_trials(Path(path))  # ended by that budget: not running
     private_api.set_trial_total(Path(path), entry["total"])
     return entry
 
 
 def reapply(path: str) -> None:
-    """On --resume: an extension noted but not yet in Tune's state (a kill between the
-    two) is applied now."""
+    """On --resume: trials Tune ended without telling the concurrency limit are not
+    counted as running; an extension noted but not yet in Tune's state (a kill between
+    the two) is applied now."""
+    if "://" not in path:
+        private_api.forget_ended_trials(Path(path))
     extensions = read_extensions(path) if "://" not in path else []
     found = private_api.trial_total(Path(path)) if extensions else None
     if found is not None and found[1] != int(extensions[-1]["total"]):

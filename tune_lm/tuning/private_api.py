@@ -1,9 +1,11 @@
-"""Every use of a private or undocumented Ray or Optuna surface, kept in one place.
+"""Every use of a private or undocumented Ray or Optuna surface, kept in one place (with
+:mod:`tune_lm.tuning.private_tune_state`, re-exported here: Tune's saved experiment and
+search state, read and rewritten for ``--resume`` and ``--extend``).
 
-Each one here has a canary test (tests/test_private_api.py) that fails loudly when a Ray
-or Optuna upgrade changes it: Ray's address record and token setup, Tune's state-file
-and trial-folder naming, the time budget Tune saves with its state, Tune's SIGINT
-handler, ``Tuner._local_tuner``, OptunaSearch's
+Each one has a canary test (tests/test_private_api.py) that fails loudly when a Ray or
+Optuna upgrade changes it: Ray's address record and token setup, Tune's state-file and
+trial-folder naming, the time budget and the ConcurrencyLimiter's live trials that Tune
+saves with its state, Tune's SIGINT handler, ``Tuner._local_tuner``, OptunaSearch's
 ``_ot_study``/``_ot_trials``/``_completed_trials``, Tune's logger names, the
 environment knobs set below, and the ``__mixins__`` hook with Tune's ``_TrainingResult``
 through which a trial restores from a checkpoint that survived a killed driver, the
@@ -16,7 +18,6 @@ Nothing else in tune_lm touches them.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -25,6 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from tune_lm.tuning.layout import OURS_AT_THE_ROOT
+from tune_lm.tuning.private_tune_state import (  # noqa: F401  (Tune's saved state: there)
+    SEARCH_STATE_PATTERN,
+    forget_ended_trials,
+    restart_time_budget,
+    saved_trial_folders,
+    set_trial_total,
+    trial_total,
+    tune_state_saved,
+)
 
 # Ray's and Tune's environment knobs, read by Ray at start-up or by Tune at fit():
 # name -> (value, why). Each is looked up in Ray's source by a canary test.
@@ -103,29 +113,6 @@ def require_token_auth() -> None:
 
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         _enable_token_auth()
-
-
-def tune_state_saved(experiment_dir: Path) -> bool:
-    """Whether Tune has written its experiment state (``experiment_state-*.json``, its
-    own file naming) into a local experiment folder: before that, ``tuner.pkl`` alone
-    makes the folder look restorable while Tune cannot restore it."""
-    return any(experiment_dir.glob("experiment_state-*.json"))
-
-
-def saved_trial_folders(experiment_dir: Path) -> dict[str, str]:
-    """Trial id -> the folder (relative to ``experiment_dir``) of each trial that Tune's
-    newest experiment state says has started (``trial_data``: each trial's JSON, its
-    ``relative_logdir`` and ``status``); {} when there is no readable state."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))
-    if not states:
-        return {}
-    try:
-        trial_data = json.loads(states[-1].read_text())["trial_data"]
-        trials = [json.loads(entry[0]) for entry in trial_data]
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return {}  # Tune will say what is wrong with it
-    return {str(t["trial_id"]): str(t["relative_logdir"]) for t in trials
-            if t.get("relative_logdir") and t.get("status") != "PENDING"}  # fmt: skip
 
 
 def set_tune_env_defaults() -> None:
@@ -244,61 +231,6 @@ def set_trial_user_attr(study: Any, number: int, key: str, value: Any) -> None:
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     storage.set_trial_user_attr(trial_id, key, value)
-
-
-# Tune keeps how many trials a search creates in its SearchGenerator's state, saved beside
-# the experiment as ``search_gen_state-<session>.json`` (a cloudpickle of a dict, the
-# newest by name wins). ``--extend`` raises that total: Ray has no public way to add
-# trials to a finished experiment (ray-project/ray#42221, #18847).
-SEARCH_STATE_PATTERN = "search_gen_state-*.json"
-
-
-def trial_total(experiment_dir: Path) -> tuple[int, int] | None:
-    """(trials created, trials the search will create) from Tune's saved search state;
-    None when Tune has saved none (a grid, or a search killed before its first snapshot)."""
-    from ray.tune.utils.util import _load_newest_checkpoint
-
-    state = _load_newest_checkpoint(str(experiment_dir), SEARCH_STATE_PATTERN)
-    if not state:
-        return None
-    return int(state["counter"]), int(state["total_samples"])
-
-
-def set_trial_total(experiment_dir: Path, total: int) -> None:
-    """Make the search at ``experiment_dir`` create ``total`` trials in all when Tune
-    restores it (its newest saved search state rewritten, atomically, in place)."""
-    import glob
-
-    from ray.tune.utils.util import _atomic_save, _load_newest_checkpoint
-
-    state = _load_newest_checkpoint(str(experiment_dir), SEARCH_STATE_PATTERN)
-    newest = max(glob.glob(str(experiment_dir / SEARCH_STATE_PATTERN)))
-    state["total_samples"] = total
-    state["finished"] = state["counter"] >= total
-    _atomic_save(state=state, checkpoint_dir=str(experiment_dir),
-                 file_name=Path(newest).name, tmp_file_name=f"tmp-{Path(newest).name}")  # fmt: skip
-
-
-def restart_time_budget(experiment_dir: Path) -> None:
-    """Give a restored experiment its whole time budget again (``--extend``): Tune saves
-    its ``TimeoutStopper``, budget spent and all, with the controller's state (the newest
-    ``experiment_state-*.json``, rewritten here atomically), and a restored search went
-    on spending it: one that its budget had ended ran nothing more."""
-    from ray.tune.stopper import TimeoutStopper
-    from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
-
-    from tune_lm.lm.atomic import atomic_file
-
-    newest = max(experiment_dir.glob("experiment_state-*.json"))
-    state = json.loads(newest.read_text())
-    saved = state["runner_data"].get("_stopper")  # written by this experiment's own driver
-    stopper = json.loads(json.dumps(saved), cls=TuneFunctionDecoder, allow_cloudpickle=True)
-    for timeout in (stopper, *getattr(stopper, "_stoppers", ())):
-        if isinstance(timeout, TimeoutStopper):
-            timeout._budget = timeout._timeout_seconds
-    state["runner_data"]["_stopper"] = json.loads(json.dumps(stopper, cls=TuneFunctionEncoder))
-    with atomic_file(newest, "w") as out:
-        json.dump(state, out)
 
 
 # Ray's ASHA keeps each bracket's rungs in ``_Bracket._rungs`` (a list of (milestone,

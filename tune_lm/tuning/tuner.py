@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from pathlib import Path
@@ -286,12 +287,26 @@ def build_tuner(
     if not searcher and space.repeat_seeds:
         param_space["seed"] = tune.grid_search(space.repeat_seeds)
         tune_config.num_samples = 1
+    if not searcher:
+        seed_driver(space.seed)
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune_config,
         run_config=run_config,
     )
+
+
+def seed_driver(seed: int) -> None:
+    """Seed the driver's global generators, from which Tune draws the values of a
+    space it samples itself (PBT's population; ``np.random`` unless a generator is
+    given) and PBT its perturbations (``random``): Ray's way to reproducible runs."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def best_weights(result: Any, space: SearchSpace) -> tuple[Any, dict[str, Any]] | None:
@@ -327,16 +342,29 @@ def trial_outcomes(results: Any, space: SearchSpace) -> list[TrialOutcome]:
     trial Tune created but never started (e.g. after Ctrl-C) has no config: left out."""
     outcomes = []
     for result in results:
-        if not result.config:
+        config = result.config or _started_config(result.path)
+        if not config:
             continue
         history = _history(result)
         error = str(result.error) if result.error else None
         if error is None and not history:  # cut (time budget, Ctrl-C) while being retried?
             error = _last_attempt_error(result.path)
         outcomes.append(TrialOutcome(trial_id=result.metrics.get("trial_id", result.path),
-                                     params=space.searched(result.config), history=history,
+                                     params=space.searched(config), history=history,
                                      error=error, source=result))  # fmt: skip
     return outcomes
+
+
+def _started_config(trial_path: str) -> dict[str, Any] | None:
+    """The config of a trial that started but never reported, from the ``params.json``
+    Tune writes in its folder when it starts. Tune gives its result one only while the
+    trial's process lives: restored (--extend, --resume), such a trial (one the time
+    budget cut) had none, and dropped out of the summary."""
+    try:
+        config = json.loads((Path(trial_path) / "params.json").read_text())
+    except (OSError, ValueError):  # never started, or remote storage
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _last_attempt_error(trial_path: str) -> str | None:
