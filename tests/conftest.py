@@ -44,12 +44,7 @@ TINY = {
 
 
 def pytest_collection_modifyitems(config, items):
-    """Slow tests run first, and xdist hands tests out two at a time as workers free
-    up (``--maxschedchunk 2`` in pyproject.toml; by default its first hand-out is a
-    contiguous quarter of the list each), so the slow ones are spread over the workers
-    and the suite does not end waiting on one.
-    GPU-marked tests are collected everywhere and skipped, with the reason, without CUDA."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+    """GPU-marked tests are collected everywhere and skipped, with the reason, without CUDA."""
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return
