@@ -97,9 +97,10 @@ def reapply(path: str) -> None:
     """On --resume: trials Tune ended without telling the concurrency limit are not
     counted as running; an extension noted but not yet in Tune's state (a kill between
     the two) is applied now."""
-    if "://" not in path:
-        private_api.forget_ended_trials(Path(path))
-    extensions = read_extensions(path) if "://" not in path else []
+    if "://" in path:
+        return
+    private_api.forget_ended_trials(Path(path))
+    extensions = read_extensions(path)
     found = private_api.trial_total(Path(path)) if extensions else None
     if found is not None and found[1] != int(extensions[-1]["total"]):
         private_api.restart_time_budget(Path(path))

@@ -28,16 +28,20 @@ def saved_trial_folders(experiment_dir: Path) -> dict[str, str]:
     """Trial id -> the folder (relative to ``experiment_dir``) of each trial that Tune's
     newest experiment state says has started (``trial_data``: each trial's JSON, its
     ``relative_logdir`` and ``status``); {} when there is no readable state."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))
-    if not states:
-        return {}
-    try:
-        trial_data = json.loads(states[-1].read_text())["trial_data"]
-        trials = [json.loads(entry[0]) for entry in trial_data]
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return {}  # Tune will say what is wrong with it
-    return {str(t["trial_id"]): str(t["relative_logdir"]) for t in trials
+    return {str(t["trial_id"]): str(t["relative_logdir"]) for t in _saved_trials(experiment_dir)
             if t.get("relative_logdir") and t.get("status") != "PENDING"}  # fmt: skip
+
+
+def _saved_trials(experiment_dir: Path) -> list[dict[str, Any]]:
+    """Each trial's JSON in Tune's newest experiment state ([] when there is no readable
+    state: Tune will say what is wrong with it)."""
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    try:
+        trials = [json.loads(entry[0]) for entry in
+                  json.loads(states[-1].read_text())["trial_data"]]  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return []
+    return [t for t in trials if isinstance(t, dict)]
 
 
 # Tune keeps how many trials a search creates in its SearchGenerator's state, saved beside
@@ -106,8 +110,8 @@ def forget_ended_trials(experiment_dir: Path) -> list[str]:
     limiter = (state or {}).get("name:ConcurrencyLimiter")
     if not limiter or not limiter.get("live_trials"):
         return []
-    ended = {trial_id for trial_id, status in _saved_statuses(experiment_dir).items()
-             if status in ENDED}  # fmt: skip
+    ended = {str(t.get("trial_id")) for t in _saved_trials(experiment_dir)
+             if t.get("status") in ENDED}  # fmt: skip
     gone = sorted(set(limiter["live_trials"]) & ended)
     if gone:
         limiter["live_trials"] = set(limiter["live_trials"]) - ended
@@ -116,14 +120,3 @@ def forget_ended_trials(experiment_dir: Path) -> list[str]:
         _atomic_save(state=state, checkpoint_dir=str(experiment_dir), file_name=newest.name,
                      tmp_file_name=f"tmp-{newest.name}")  # fmt: skip
     return gone
-
-
-def _saved_statuses(experiment_dir: Path) -> dict[str, Any]:
-    """Trial id -> status, from Tune's newest experiment state ({} when unreadable)."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))
-    try:
-        trials = [json.loads(entry[0]) for entry in
-                  json.loads(states[-1].read_text())["trial_data"]]  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return {}
-    return {str(t.get("trial_id")): t.get("status") for t in trials}
